@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine with only Python 3.11:
+#   make demo   - the whole notebook series on the synthetic head-CT phantom
+#   make test   - the test suite (unit, CLI end-to-end, notebooks under papermill)
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.molre-installed
+
+.PHONY: demo test test-fast install kernel bench gallery clean-demo
+
+# The venv is rebuilt when pyproject.toml changes; the kernel is registered as part of set-up,
+# because papermill and JupyterLab both look for a kernel named "molre".
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name molre --display-name "Python (molre)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kernel: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name molre --display-name "Python (molre)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow"
+
+demo: $(STAMP)
+	$(PY) benchmarks/adapters.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/adapters.py
+	$(PY) benchmarks/data.py
+	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/train.py
