@@ -1,0 +1,114 @@
+"""Configuration of MoLRE (Mixture of Low-Rank Experts) and LoRA adapters.
+
+LoRA is the special case ``n_experts == 1``: one low-rank update, no router.
+
+Target matching follows PEFT: a **string** is a regular expression that must match the full
+module name (``re.fullmatch``); a **list** matches a module whose name equals an item or ends
+with ``"." + item``. ``exclude_modules`` uses the same rules and wins over ``target_modules``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+ROUTERS = ("token", "sample")
+
+
+@dataclass
+class MoLREConfig:
+    """Hyper-parameters of every adapted layer; see the module docstring for target matching."""
+
+    r: int = field(default=4, metadata={"help": "Rank of each low-rank expert."})
+    n_experts: int = field(default=4, metadata={"help": "Number of experts E; 1 gives plain LoRA (no router)."})
+    alpha: float = field(default=8.0, metadata={"help": "Scaling numerator: the update is (alpha / r) * sum_e g_e B_e A_e x."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input (as in LoRA), in [0, 1)."})
+    router: str = field(
+        default="token",
+        metadata={"help": "'token': a gate vector per token / voxel; 'sample': one per image or slice (mean of its tokens)."},
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature T of the router, > 0."})
+    top_k: Optional[int] = field(
+        default=None, metadata={"help": "Keep the k largest gates (renormalised) and zero the rest; None = dense soft routing."}
+    )
+    balance_coef: float = field(
+        default=0.0, metadata={"help": "Weight of the auxiliary load-balancing loss (Switch-style); 0 disables it."}
+    )
+    target_modules: Union[str, list[str]] = field(
+        default_factory=lambda: ["qkv", "proj"],
+        metadata={"help": "Modules to adapt: a regex (full match) or a list of exact names / name suffixes."},
+    )
+    exclude_modules: Optional[Union[str, list[str]]] = field(
+        default=None, metadata={"help": "Modules never adapted, same matching rules; wins over target_modules."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.exclude_modules, tuple):
+            self.exclude_modules = list(self.exclude_modules)
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"MoLREConfig.{name}={getattr(self, name)!r}: {why}")
+
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
+            raise bad("r", "must be an integer >= 1")
+        if not isinstance(self.n_experts, int) or isinstance(self.n_experts, bool) or self.n_experts < 1:
+            raise bad("n_experts", "must be an integer >= 1")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise bad("alpha", "must be a number > 0")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise bad("dropout", "must be in [0, 1)")
+        if self.router not in ROUTERS:
+            raise bad("router", f"must be one of {ROUTERS}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            raise bad("temperature", "must be a number > 0")
+        if self.top_k is not None:
+            if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 1 <= self.top_k <= self.n_experts:
+                raise bad("top_k", f"must be None or an integer in [1, n_experts={self.n_experts}]")
+        if not isinstance(self.balance_coef, (int, float)) or self.balance_coef < 0:
+            raise bad("balance_coef", "must be a number >= 0")
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if value is None and name == "exclude_modules":
+                continue
+            if isinstance(value, str):
+                if not value:
+                    raise bad(name, "an empty pattern matches nothing")
+            elif isinstance(value, list):
+                if not value or not all(isinstance(v, str) and v for v in value):
+                    raise bad(name, "must be a non-empty list of non-empty strings")
+            else:
+                raise bad(name, "must be a regex string or a list of names / suffixes")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_lora(self) -> bool:
+        return self.n_experts == 1
+
+    @property
+    def scaling(self) -> float:
+        return float(self.alpha) / self.r
+
+    @classmethod
+    def lora(cls, r: int = 8, alpha: Optional[float] = None, **kwargs: Any) -> "MoLREConfig":
+        """Plain LoRA: one expert and no router (alpha defaults to 2r)."""
+        return cls(r=r, n_experts=1, alpha=float(alpha if alpha is not None else 2 * r), **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MoLREConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ValueError(f"Unknown MoLREConfig key: {key!r} (known: {sorted(known)})")
+        return cls(**data)

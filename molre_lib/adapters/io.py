@@ -1,0 +1,111 @@
+"""Adapter-only checkpoints: adapters, routers and head in safetensors, config as JSON metadata.
+
+The backbone is never re-saved: a checkpoint is loaded into a model built from the same
+backbone and injected with the same config, and loading checks both before touching a tensor.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .config import MoLREConfig
+from .inject import _is_adapter_param, _prefixes, adapter_layers, matches
+
+FORMAT = "molre-adapter/1"
+
+
+def _config_of(model: nn.Module) -> Optional[MoLREConfig]:
+    layers = adapter_layers(model)
+    return layers[0].cfg if layers else None
+
+
+def adapter_state_dict(model: nn.Module, extra: Sequence[str] = ("head",)) -> dict[str, torch.Tensor]:
+    """Adapter and router weights plus every parameter under a module matching ``extra``."""
+    state = {}
+    for name, p in model.named_parameters():
+        is_adapter, is_router = _is_adapter_param(name)
+        if is_adapter or is_router or any(matches(m, list(extra)) for m in _prefixes(name)):
+            state[name] = p.detach()
+    return state
+
+
+def save_adapter(model: nn.Module, path: str | Path, extra: Sequence[str] = ("head",),
+                 metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write adapters + routers + ``extra`` modules to ``path`` (safetensors); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = _config_of(model)
+    state = {k: v.contiguous().cpu() for k, v in adapter_state_dict(model, extra).items()}
+    if not state:
+        raise ValueError(f"nothing to save: {type(model).__name__} has no adapters and no module matching {list(extra)}")
+    meta = {
+        "format": FORMAT,
+        "molre_config": cfg.to_json() if cfg is not None else "null",
+        "adapted": json.dumps([m.layer_name for m in adapter_layers(model)]),
+        "extra": json.dumps(list(extra)),
+    }
+    meta.update(metadata or {})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def read_adapter_metadata(path: str | Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_adapter(model: nn.Module, path: str | Path, strict_config: bool = True) -> list[str]:
+    """Load an adapter checkpoint into an injected model; returns the loaded tensor names.
+
+    Raises ``ValueError`` naming the first difference: config field, adapted layer, missing or
+    unexpected tensor, or shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter checkpoint not found: {path}")
+    meta = read_adapter_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a MoLRE adapter checkpoint (format={meta.get('format')!r}, expected {FORMAT!r})")
+    saved_cfg = json.loads(meta["molre_config"])
+    cfg = _config_of(model)
+    if strict_config:
+        if (saved_cfg is None) != (cfg is None):
+            raise ValueError(f"{path}: checkpoint has {'no ' if saved_cfg is None else ''}adapters but the model "
+                             f"has {'none' if cfg is None else 'adapters'}")
+        if cfg is not None:
+            current = cfg.to_dict()
+            for key, value in saved_cfg.items():
+                if key in current and current[key] != value and key not in ("dropout",):
+                    raise ValueError(f"{path}: config mismatch in {key!r}: checkpoint {value!r}, model {current[key]!r}")
+    saved_layers = json.loads(meta["adapted"])
+    model_layers = [m.layer_name for m in adapter_layers(model)]
+    for a, b in zip(saved_layers, model_layers):
+        if a != b:
+            raise ValueError(f"{path}: adapted layer mismatch: checkpoint {a!r}, model {b!r}")
+    if len(saved_layers) != len(model_layers):
+        raise ValueError(f"{path}: checkpoint adapts {len(saved_layers)} layers, the model {len(model_layers)}")
+    expected = adapter_state_dict(model, json.loads(meta.get("extra", '["head"]')))
+    params = dict(model.named_parameters())
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        for key in sorted(set(expected) - set(keys)):
+            raise ValueError(f"{path}: missing tensor {key!r} that the model expects")
+        for key in keys:
+            if key not in params:
+                raise ValueError(f"{path}: unexpected tensor {key!r}: the model has no such parameter")
+            tensor = f.get_tensor(key)
+            if tuple(tensor.shape) != tuple(params[key].shape):
+                raise ValueError(f"{path}: shape mismatch for {key!r}: checkpoint {tuple(tensor.shape)}, "
+                                 f"model {tuple(params[key].shape)}")
+        with torch.no_grad():
+            for key in keys:
+                params[key].copy_(f.get_tensor(key))
+    return keys
