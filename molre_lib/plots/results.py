@@ -1,0 +1,273 @@
+"""Result figures: training curves, per-finding AUC forest plot, ΔAUC, calibration, confidence regimes, summary."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from molre_lib.plots.data import _order_by_category
+from molre_lib.plots.style import (
+    ADAPTER_COLOURS,
+    DOUBLE_COLUMN_IN,
+    SINGLE_COLUMN_IN,
+    category_colour,
+    category_legend,
+    finding_categories,
+)
+
+
+def _require(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(f"{what}: missing column(s) {missing}; has {list(df.columns)}")
+
+
+def plot_training_curves(
+    log: pd.DataFrame, x: str | None = None, loss_cols: Sequence[str] | None = None, auc_cols: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Loss (left) and AUC (right) against step/epoch from a train_log.csv DataFrame.
+
+    By default x is the first of step/global_step/epoch present; loss and AUC columns are those whose name
+    contains "loss" / "auc". Rows with NaN in a column (e.g. validation only every epoch) are skipped per curve.
+    """
+    if x is None:
+        x = next((c for c in ("step", "global_step", "epoch") if c in log.columns), None)
+        if x is None:
+            raise KeyError(f"train log has no step/global_step/epoch column; has {list(log.columns)}")
+    loss_cols = list(loss_cols) if loss_cols is not None else [c for c in log.columns if "loss" in c.lower()]
+    auc_cols = list(auc_cols) if auc_cols is not None else [c for c in log.columns if "auc" in c.lower()]
+    _require(log, [x, *loss_cols, *auc_cols], "train log")
+    if not loss_cols and not auc_cols:
+        raise KeyError(f"train log has neither loss nor AUC columns; has {list(log.columns)}")
+    panels = [(loss_cols, "loss"), (auc_cols, "AUC")]
+    panels = [p for p in panels if p[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(DOUBLE_COLUMN_IN * len(panels) / 2, 2.3), squeeze=False)
+    for ax, (cols, ylabel) in zip(axes[0], panels):
+        for col in cols:
+            part = log[[x, col]].dropna()
+            marker = "o" if len(part) < 30 else None
+            ax.plot(part[x], part[col], marker=marker, markersize=2.5, label=col)
+        ax.set_xlabel(x)
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        if ylabel == "AUC":
+            ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_forest(
+    table: pd.DataFrame, auc: str = "auc", lo: str = "ci_low", hi: str = "ci_high", finding: str = "finding",
+    categories: Mapping[str, str] | None = None, label: str | None = None, title: str | None = None,
+) -> Figure:
+    """Forest plot: per-finding AUC with CI, rows grouped by category (75 rows stay readable).
+
+    table columns: finding, auc, ci_low, ci_high and optionally category (else from the taxonomy).
+    Findings with NaN AUC (no positives in the test set) are listed with an open marker at 0.5.
+    """
+    _require(table, [finding, auc, lo, hi], "forest table")
+    table = table.copy()
+    if "category" not in table.columns:
+        table["category"] = finding_categories(table[finding], categories)
+    table = _order_by_category(table.rename(columns={finding: "finding"}))
+    n = len(table)
+    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN + 0.6, 0.12 * n + 0.9))
+    y = np.arange(n)
+    colours = [category_colour(c) for c in table["category"]]
+    vals = table[auc].to_numpy(dtype=float)
+    ok = ~np.isnan(vals)
+    ax.hlines(y[ok], table[lo].to_numpy(dtype=float)[ok], table[hi].to_numpy(dtype=float)[ok],
+              colors=np.array(colours)[ok], lw=0.8)
+    ax.scatter(vals[ok], y[ok], c=np.array(colours)[ok], s=9, zorder=3, label=label)
+    if (~ok).any():
+        ax.scatter(np.full((~ok).sum(), 0.5), y[~ok], facecolors="none", edgecolors="0.5", s=9, zorder=3)
+    ax.axvline(0.5, color="0.6", lw=0.6, ls=":")
+    mean = np.nanmean(vals) if ok.any() else np.nan
+    if ok.any():
+        ax.axvline(mean, color="0.3", lw=0.6, ls="--")
+    ax.set_yticks(y, table["finding"], fontsize=5.5)
+    for tick, colour in zip(ax.get_yticklabels(), colours):
+        tick.set_color(colour)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel(f"AUC (mean {mean:.3f})" if ok.any() else "AUC")
+    category_legend(ax, table["category"], loc="lower left", fontsize=6)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def significance_mark(p: float) -> str:
+    """'***' p<0.001, '**' p<0.01, '*' p<0.05, '' otherwise (p is the corrected p-value)."""
+    if p is None or np.isnan(p):
+        return ""
+    return "***" if p < 1e-3 else "**" if p < 1e-2 else "*" if p < 0.05 else ""
+
+
+def plot_delta_auc(
+    table: pd.DataFrame, delta: str = "delta", lo: str = "ci_low", hi: str = "ci_high", p: str = "p_adj",
+    finding: str = "finding", categories: Mapping[str, str] | None = None, title: str | None = None,
+    xlabel: str = "ΔAUC (MoLRE − LoRA)",
+) -> Figure:
+    """Per-finding ΔAUC with CI, grouped by category, with significance stars from (corrected) p-values."""
+    _require(table, [finding, delta, lo, hi, p], "ΔAUC table")
+    table = table.copy()
+    if "category" not in table.columns:
+        table["category"] = finding_categories(table[finding], categories)
+    table = _order_by_category(table.rename(columns={finding: "finding"}))
+    n = len(table)
+    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN + 0.8, 0.12 * n + 0.9))
+    y = np.arange(n)
+    colours = np.array([category_colour(c) for c in table["category"]])
+    d = table[delta].to_numpy(dtype=float)
+    ax.hlines(y, table[lo].to_numpy(dtype=float), table[hi].to_numpy(dtype=float), colors=colours, lw=0.8)
+    ax.scatter(d, y, c=colours, s=9, zorder=3)
+    ax.axvline(0.0, color="0.4", lw=0.6)
+    xmax = np.nanmax(np.abs(table[[lo, hi]].to_numpy(dtype=float))) if n else 1.0
+    xmax = xmax if np.isfinite(xmax) and xmax > 0 else 1.0
+    for yi, pv in zip(y, table[p].to_numpy(dtype=float)):
+        mark = significance_mark(pv)
+        if mark:
+            ax.text(xmax * 1.08, yi, mark, va="center", ha="left", fontsize=6)
+    ax.set_xlim(-xmax * 1.1, xmax * 1.3)
+    ax.set_yticks(y, table["finding"], fontsize=5.5)
+    for tick, colour in zip(ax.get_yticklabels(), colours):
+        tick.set_color(colour)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    category_legend(ax, table["category"], loc="lower left", fontsize=6)
+    ax.text(1.0, 1.0, "* p<.05  ** p<.01  *** p<.001 (corrected)", transform=ax.transAxes, ha="right", va="bottom", fontsize=5.5)
+    if title:
+        ax.set_title(title, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def _known_flat(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    probs, labels = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)
+    if probs.shape != labels.shape:
+        raise ValueError(f"probabilities {probs.shape} and labels {labels.shape} differ in shape")
+    keep = np.ones_like(labels, bool) if mask is None else np.asarray(mask) > 0
+    return probs[keep], labels[keep]
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+    """ECE with equal-width bins over flattened (known) probabilities and binary labels."""
+    bins = np.clip((probs * n_bins).astype(int), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(probs[sel].mean() - labels[sel].mean())
+    return float(ece)
+
+
+def plot_reliability(
+    probs: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray | None = None, n_bins: int = 10,
+    title: str | None = None,
+) -> Figure:
+    """Reliability diagram (all findings pooled) for one or more models, ECE in the legend, histogram below.
+
+    probs: model name -> (N, F) predicted probabilities; labels, mask: (N, F).
+    """
+    from sklearn.calibration import calibration_curve
+
+    fig, (ax, hax) = plt.subplots(2, 1, figsize=(SINGLE_COLUMN_IN, 3.4), sharex=True, height_ratios=(3, 1))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
+    for name, p in probs.items():
+        pf, yf = _known_flat(p, labels, mask)
+        frac_pos, mean_pred = calibration_curve(yf, pf, n_bins=n_bins, strategy="uniform")
+        colour = ADAPTER_COLOURS.get(str(name).lower())
+        ece = expected_calibration_error(pf, yf, n_bins)
+        ax.plot(mean_pred, frac_pos, marker="o", markersize=2.5, color=colour, label=f"{name} (ECE {ece:.3f})")
+        hax.hist(pf, bins=n_bins, range=(0, 1), histtype="step", color=colour, log=True)
+    ax.set_ylabel("observed frequency")
+    ax.legend(loc="upper left")
+    hax.set_xlabel("predicted probability")
+    hax.set_ylabel("count")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def confidence_regimes(
+    probs: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray | None = None,
+    thresholds: tuple[float, float] = (0.1, 0.9),
+) -> pd.DataFrame:
+    """Share of predictions per confidence regime (confident negative / uncertain / confident positive),
+    separately for true positives and true negatives, per model. Columns: model, truth, regime, share, n."""
+    low, high = thresholds
+    rows = []
+    for name, p in probs.items():
+        pf, yf = _known_flat(p, labels, mask)
+        for truth, sel in (("positive", yf == 1), ("negative", yf == 0)):
+            n = int(sel.sum())
+            v = pf[sel]
+            for regime, hit in ((f"p<{low:g}", v < low), (f"{low:g}≤p≤{high:g}", (v >= low) & (v <= high)), (f"p>{high:g}", v > high)):
+                rows.append({"model": name, "truth": truth, "regime": regime, "share": hit.mean() if n else np.nan, "n": n})
+    return pd.DataFrame(rows)
+
+
+def plot_confidence_shift(regimes: pd.DataFrame, title: str | None = None) -> Figure:
+    """Stacked bars of :func:`confidence_regimes`: how each model's predictions distribute over the regimes,
+    for true positives and true negatives — the shift between models is read across bars."""
+    _require(regimes, ["model", "truth", "regime", "share"], "confidence regimes")
+    truths = list(dict.fromkeys(regimes["truth"]))
+    regime_order = list(dict.fromkeys(regimes["regime"]))
+    colours = dict(zip(regime_order, ["#0072B2", "#DDDDDD", "#D55E00"]))
+    fig, axes = plt.subplots(1, len(truths), figsize=(SINGLE_COLUMN_IN * 1.4, 2.2), sharey=True, squeeze=False)
+    for ax, truth in zip(axes[0], truths):
+        part = regimes[regimes["truth"] == truth].pivot(index="model", columns="regime", values="share")
+        part = part.reindex(columns=regime_order).reindex(list(dict.fromkeys(regimes["model"])))
+        left = np.zeros(len(part))
+        for regime in regime_order:
+            vals = part[regime].fillna(0).to_numpy()
+            ax.barh(np.arange(len(part)), vals, left=left, color=colours[regime], label=regime, height=0.6)
+            left += vals
+        ax.set_yticks(np.arange(len(part)), part.index)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of predictions")
+        ax.set_title(f"true {truth}s")
+    axes[0, -1].legend(loc="upper center", bbox_to_anchor=(0.0, -0.35), ncol=3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_summary(
+    table: pd.DataFrame, x: str = "backbone", group: str = "adapter", value: str = "mean_auc",
+    lo: str | None = "ci_low", hi: str | None = "ci_high", title: str | None = None,
+) -> Figure:
+    """Grouped bars (e.g. LoRA vs MoLRE mean AUC per backbone) with CI whiskers, from a long table."""
+    _require(table, [x, group, value] + [c for c in (lo, hi) if c], "summary table")
+    xs = list(dict.fromkeys(table[x]))
+    groups = list(dict.fromkeys(table[group]))
+    width = 0.8 / max(len(groups), 1)
+    fig, ax = plt.subplots(figsize=(max(SINGLE_COLUMN_IN, 0.7 * len(xs) + 1.0), 2.4))
+    for i, g in enumerate(groups):
+        part = table[table[group] == g].set_index(x).reindex(xs)
+        pos = np.arange(len(xs)) + (i - (len(groups) - 1) / 2) * width
+        yerr = None
+        if lo and hi:
+            yerr = np.vstack([part[value] - part[lo], part[hi] - part[value]]).clip(min=0)
+        ax.bar(pos, part[value], width=width * 0.95, yerr=yerr, capsize=1.5, error_kw={"lw": 0.6},
+               color=ADAPTER_COLOURS.get(str(g).lower()), label=str(g))
+    ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
+    finite = table[value].to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        ax.set_ylim(max(0.0, finite.min() - 0.1), min(1.0, finite.max() + 0.05) if finite.max() <= 1 else None)
+    ax.set_ylabel(value.replace("_", " "))
+    ax.legend(ncol=len(groups))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
