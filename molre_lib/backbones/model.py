@@ -1,0 +1,102 @@
+"""HeadCTModel: a foundation encoder plus a classifier head, fed (B, C, D, H, W) CT windows in [0, 1].
+
+The attribute layout is the contract every other part relies on: ``.encoder`` is the foundation model
+(adapters go in there), ``.head`` the classifier (kept trainable by ``inject``), ``.spec`` the registry entry.
+3D encoders (:class:`VolumeModel`) see the whole volume; 2D ones are run slice by slice by
+``SliceEncoder3D`` (``slice_encoder.py``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from .registry import BackboneSpec, BuiltEncoder
+
+
+class InputNorm(nn.Module):
+    """The normalisation the weights were trained with, applied to windowed input in [0, 1]."""
+
+    def __init__(self, mode: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        if mode not in ("meanstd", "zscore", "none"):
+            raise ValueError(f"normalize must be 'meanstd', 'zscore' or 'none', got {mode!r}")
+        self.mode = mode
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, D, H, W)
+        if self.mode == "meanstd":
+            return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.mode == "zscore":  # per scan, as MedicalNet normalises its input
+            dims = tuple(range(1, x.ndim))
+            return (x - x.mean(dim=dims, keepdim=True)) / x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+        return x
+
+    def extra_repr(self) -> str:
+        return self.mode
+
+
+class HeadCTModel(nn.Module):
+    """Base class: ``forward(image (B, C, D, H, W)) -> logits (B, num_classes)``."""
+
+    def __init__(self, built: "BuiltEncoder", spec: "BackboneSpec", num_classes: int) -> None:
+        super().__init__()
+        if spec.features is None:
+            raise ValueError(f"backbone {spec.name!r} has no feature function")
+        self.spec = spec
+        self.encoder = built.module
+        self.feature_dim = built.feature_dim
+        self.input_size = built.input_size
+        self.cam_layer = f"encoder.{built.cam_layer}" if built.cam_layer else "encoder"
+        self.num_classes = num_classes
+        self.in_chans = self._in_chans(built.module, spec)
+        self.norm = InputNorm(spec.normalize, spec.mean, spec.std)
+        self.weights_path = None
+
+    @staticmethod
+    def _in_chans(module: nn.Module, spec: "BackboneSpec") -> int:
+        return int(getattr(module, "molre_in_chans", spec.in_chans))
+
+    def check_input(self, image: torch.Tensor) -> None:
+        if image.ndim != 5:
+            raise ValueError(f"{self.spec.name}: expected image (B, C, D, H, W), got shape {tuple(image.shape)}")
+        if image.shape[1] != self.in_chans:
+            wins = ", ".join(f"({lv:g}, {wd:g})" for lv, wd in self.spec.windows)
+            raise ValueError(
+                f"{self.spec.name}: input has {image.shape[1]} channels, the weights expect {self.in_chans}; "
+                f"set PreprocessConfig windows to spec.windows = [{wins}]"
+            )
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:  # (B, C, D, H, W) -> (B, F_head)
+        raise NotImplementedError
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(self.features(image)))  # (B, num_classes)
+
+
+class VolumeModel(HeadCTModel):
+    """3D encoder: volume -> pooled features (B, F) -> linear head."""
+
+    def __init__(self, built: "BuiltEncoder", spec: "BackboneSpec", num_classes: int = 75,
+                 head_dropout: float = 0.0) -> None:
+        super().__init__(built, spec, num_classes)
+        self.head_drop = nn.Dropout(head_dropout)
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        self.check_input(image)
+        x = self.norm(image)  # (B, C, D, H, W)
+        if self.input_size is not None and tuple(x.shape[2:]) != tuple(self.input_size):
+            x = F.interpolate(x, size=self.input_size, mode="trilinear", align_corners=False)
+        return self.spec.features(self.encoder, x)  # (B, F)
+
+
+def resize_to(x: torch.Tensor, size: Optional[tuple[int, ...]]) -> torch.Tensor:
+    """Bilinear resize of slices (N, C, H, W) to ``size`` (no-op when already there or size is None)."""
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
