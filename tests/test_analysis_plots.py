@@ -111,12 +111,19 @@ def test_forest_plot_keeps_75_rows_in_category_order(labels):
 
 
 def test_delta_auc_marks_significant_findings():
-    d = pd.DataFrame({"finding": FINDING_KEYS[:5], "delta": [0.1, -0.02, 0.0, 0.05, 0.2],
-                      "ci_low": [0.05, -0.1, -0.05, -0.01, 0.15], "ci_high": [0.15, 0.06, 0.05, 0.11, 0.25],
-                      "p_adj": [0.01, 0.5, 0.9, 0.2, 1e-4]})
+    from molre_lib.stats import paired_delong
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((120, 5)) < 0.4).astype(float)
+    a = y * 0.3 + rng.random(y.shape)
+    b = a.copy()
+    b[:, 0] = y[:, 0] * 3 + rng.random(120)  # finding 0: clearly better in run B
+    d = paired_delong(y, a, b, finding_keys=FINDING_KEYS[:5])
+    d.loc[4, ["delta_auc", "ci_low", "ci_high", "p", "p_holm"]] = np.nan  # an undefined finding is left out
     fig = plots.plot_delta_auc(d)
     marks = sorted(t.get_text() for t in fig.axes[0].texts if set(t.get_text()) == {"*"})
-    assert marks == ["*", "***"]
+    assert marks == ["***"]
+    assert len(fig.axes[0].get_yticklabels()) == 4
     assert plots.significance_mark(0.01) == "*" and plots.significance_mark(0.009) == "**"
 
 
@@ -124,12 +131,13 @@ def test_calibration_confidence_training_summary_and_table(labels):
     y, m = labels
     rng = np.random.default_rng(2)
     probs = {"lora": np.clip(y * 0.6 + rng.random(y.shape) * 0.4, 0, 1), "molre": np.clip(y * 0.8 + rng.random(y.shape) * 0.2, 0, 1)}
-    pf, yf = probs["molre"][m > 0], y[m > 0]
-    assert 0 <= plots.expected_calibration_error(pf, yf) <= 1
-    plots.plot_reliability(probs, y, m)
-    reg = plots.confidence_regimes(probs, y, m)
-    assert np.allclose(reg.groupby(["model", "truth"])["share"].sum(), 1.0)
-    plots.plot_confidence_shift(reg)
+    from molre_lib.calibration import confidence_regime_shift
+
+    fig = plots.plot_reliability(probs, y, m)
+    assert [t.get_text().split(" ")[0] for t in fig.axes[0].get_legend().get_texts()] == ["lora", "molre"]
+    shift = confidence_regime_shift(y, probs["lora"], probs["molre"], m, finding_keys=FINDING_KEYS)
+    fig = plots.plot_confidence_shift(shift)
+    assert len(fig.axes[1].get_yticklabels()) == int((shift["n_pos"] > 0).sum())
     log = pd.DataFrame({"step": range(10), "train_loss": np.linspace(1, 0.2, 10),
                         "val_auc": [np.nan] * 4 + list(np.linspace(0.6, 0.8, 6))})
     fig = plots.plot_training_curves(log)

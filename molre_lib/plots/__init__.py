@@ -22,8 +22,6 @@ from molre_lib.plots.images import (
     windowed,
 )
 from molre_lib.plots.results import (
-    confidence_regimes,
-    expected_calibration_error,
     plot_confidence_shift,
     plot_delta_auc,
     plot_forest,

@@ -111,16 +111,19 @@ def significance_mark(p: float) -> str:
 
 
 def plot_delta_auc(
-    table: pd.DataFrame, delta: str = "delta", lo: str = "ci_low", hi: str = "ci_high", p: str = "p_adj",
+    table: pd.DataFrame, delta: str = "delta_auc", lo: str = "ci_low", hi: str = "ci_high", p: str = "p_holm",
     finding: str = "finding", categories: Mapping[str, str] | None = None, title: str | None = None,
     xlabel: str = "ΔAUC (MoLRE − LoRA)",
 ) -> Figure:
-    """Per-finding ΔAUC with CI, grouped by category, with significance stars from (corrected) p-values."""
+    """Per-finding ΔAUC with CI, grouped by category, with significance stars from corrected p-values.
+
+    table: ``stats.paired_delong`` output (finding, delta_auc, ci_low, ci_high, p_holm); NaN rows are left out.
+    """
     _require(table, [finding, delta, lo, hi, p], "ΔAUC table")
     table = table.copy()
     if "category" not in table.columns:
         table["category"] = finding_categories(table[finding], categories)
-    table = _order_by_category(table.rename(columns={finding: "finding"}))
+    table = _order_by_category(table.rename(columns={finding: "finding"}).dropna(subset=[delta]))
     n = len(table)
     fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN + 0.8, 0.12 * n + 0.9))
     y = np.arange(n)
@@ -149,42 +152,30 @@ def plot_delta_auc(
     return fig
 
 
-def _known_flat(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    probs, labels = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)
-    if probs.shape != labels.shape:
-        raise ValueError(f"probabilities {probs.shape} and labels {labels.shape} differ in shape")
-    keep = np.ones_like(labels, bool) if mask is None else np.asarray(mask) > 0
-    return probs[keep], labels[keep]
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
-    """ECE with equal-width bins over flattened (known) probabilities and binary labels."""
-    bins = np.clip((probs * n_bins).astype(int), 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            ece += sel.mean() * abs(probs[sel].mean() - labels[sel].mean())
-    return float(ece)
-
-
 def plot_reliability(
     probs: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray | None = None, n_bins: int = 10,
     title: str | None = None,
 ) -> Figure:
-    """Reliability diagram (all findings pooled) for one or more models, ECE in the legend, histogram below.
+    """Reliability diagram (all findings pooled) for one or more models, pooled ECE in the legend, histogram below.
 
-    probs: model name -> (N, F) predicted probabilities; labels, mask: (N, F).
+    probs: model name -> (N, F) predicted probabilities; labels, mask: (N, F). ECE from
+    :func:`molre_lib.calibration.expected_calibration_error` with the same bins.
     """
     from sklearn.calibration import calibration_curve
 
+    from molre_lib.calibration import expected_calibration_error
+
     fig, (ax, hax) = plt.subplots(2, 1, figsize=(SINGLE_COLUMN_IN, 3.4), sharex=True, height_ratios=(3, 1))
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
+    keep = np.ones(np.shape(labels), bool) if mask is None else np.asarray(mask) > 0
     for name, p in probs.items():
-        pf, yf = _known_flat(p, labels, mask)
+        p = np.asarray(p, dtype=float)
+        if p.shape != np.shape(labels):
+            raise ValueError(f"{name}: probabilities {p.shape} and labels {np.shape(labels)} differ in shape")
+        pf, yf = p[keep], np.asarray(labels, dtype=float)[keep]
         frac_pos, mean_pred = calibration_curve(yf, pf, n_bins=n_bins, strategy="uniform")
+        _, ece = expected_calibration_error(labels, p, mask, n_bins=n_bins)
         colour = ADAPTER_COLOURS.get(str(name).lower())
-        ece = expected_calibration_error(pf, yf, n_bins)
         ax.plot(mean_pred, frac_pos, marker="o", markersize=2.5, color=colour, label=f"{name} (ECE {ece:.3f})")
         hax.hist(pf, bins=n_bins, range=(0, 1), histtype="step", color=colour, log=True)
     ax.set_ylabel("observed frequency")
@@ -197,45 +188,41 @@ def plot_reliability(
     return fig
 
 
-def confidence_regimes(
-    probs: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray | None = None,
-    thresholds: tuple[float, float] = (0.1, 0.9),
-) -> pd.DataFrame:
-    """Share of predictions per confidence regime (confident negative / uncertain / confident positive),
-    separately for true positives and true negatives, per model. Columns: model, truth, regime, share, n."""
-    low, high = thresholds
-    rows = []
-    for name, p in probs.items():
-        pf, yf = _known_flat(p, labels, mask)
-        for truth, sel in (("positive", yf == 1), ("negative", yf == 0)):
-            n = int(sel.sum())
-            v = pf[sel]
-            for regime, hit in ((f"p<{low:g}", v < low), (f"{low:g}≤p≤{high:g}", (v >= low) & (v <= high)), (f"p>{high:g}", v > high)):
-                rows.append({"model": name, "truth": truth, "regime": regime, "share": hit.mean() if n else np.nan, "n": n})
-    return pd.DataFrame(rows)
+def plot_confidence_shift(
+    shift: pd.DataFrame, label_a: str = "LoRA", label_b: str = "MoLRE", categories: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Confidence-regime shift of positives from run A to run B (``calibration.confidence_regime_shift``).
 
-
-def plot_confidence_shift(regimes: pd.DataFrame, title: str | None = None) -> Figure:
-    """Stacked bars of :func:`confidence_regimes`: how each model's predictions distribute over the regimes,
-    for true positives and true negatives — the shift between models is read across bars."""
-    _require(regimes, ["model", "truth", "regime", "share"], "confidence regimes")
-    truths = list(dict.fromkeys(regimes["truth"]))
-    regime_order = list(dict.fromkeys(regimes["regime"]))
-    colours = dict(zip(regime_order, ["#0072B2", "#DDDDDD", "#D55E00"]))
-    fig, axes = plt.subplots(1, len(truths), figsize=(SINGLE_COLUMN_IN * 1.4, 2.2), sharey=True, squeeze=False)
-    for ax, truth in zip(axes[0], truths):
-        part = regimes[regimes["truth"] == truth].pivot(index="model", columns="regime", values="share")
-        part = part.reindex(columns=regime_order).reindex(list(dict.fromkeys(regimes["model"])))
-        left = np.zeros(len(part))
-        for regime in regime_order:
-            vals = part[regime].fillna(0).to_numpy()
-            ax.barh(np.arange(len(part)), vals, left=left, color=colours[regime], label=regime, height=0.6)
-            left += vals
-        ax.set_yticks(np.arange(len(part)), part.index)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("share of predictions")
-        ax.set_title(f"true {truth}s")
-    axes[0, -1].legend(loc="upper center", bbox_to_anchor=(0.0, -0.35), ncol=3)
+    Left: totals over findings (borderline in A, moved up, moved down, confident in A / B). Right: per finding
+    with positives, share of positives moved up (borderline in A -> confident in B, right) and down (left).
+    """
+    _require(shift, ["finding", "n_pos", "borderline_a", "moved_up", "moved_down", "confident_a", "confident_b"],
+             "confidence-regime shift")
+    table = shift[shift["n_pos"] > 0].copy()
+    if "category" not in table.columns:
+        table["category"] = finding_categories(table["finding"], categories)
+    table = _order_by_category(table)
+    n = len(table)
+    fig, (tax, ax) = plt.subplots(1, 2, figsize=(DOUBLE_COLUMN_IN * 0.8, 0.12 * n + 1.1), width_ratios=(1, 1.6))
+    totals = {f"borderline\n{label_a}": table["borderline_a"].sum(), "moved up": table["moved_up"].sum(),
+              "moved down": table["moved_down"].sum(), f"confident\n{label_a}": table["confident_a"].sum(),
+              f"confident\n{label_b}": table["confident_b"].sum()}
+    tax.bar(range(len(totals)), list(totals.values()),
+            color=["#BBBBBB", "#009E73", "#D55E00", ADAPTER_COLOURS["lora"], ADAPTER_COLOURS["molre"]])
+    tax.set_xticks(range(len(totals)), list(totals), fontsize=6)
+    tax.set_ylabel("positive (scan, finding) pairs")
+    y = np.arange(n)
+    npos = table["n_pos"].to_numpy(dtype=float)
+    ax.barh(y, table["moved_up"] / npos, color="#009E73", height=0.8, label=f"borderline {label_a} → confident {label_b}")
+    ax.barh(y, -table["moved_down"] / npos, color="#D55E00", height=0.8, label=f"borderline {label_b} ← confident {label_a}")
+    ax.axvline(0, color="0.4", lw=0.6)
+    ax.set_yticks(y, table["finding"], fontsize=5.5)
+    for tick, cat in zip(ax.get_yticklabels(), table["category"]):
+        tick.set_color(category_colour(cat))
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel("share of positives")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=5.5)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
