@@ -267,3 +267,18 @@ def test_parameter_report_matches_manual_count() -> None:
     model = Net()
     before = parameter_report(model)
     assert before.adapters == 0 and before.routers == 0 and before.total == sum(p.numel() for p in model.parameters())
+
+
+def test_dropout_path_equals_fused_path_in_eval() -> None:
+    torch.manual_seed(0)
+    plain, dropped = Net(), Net()
+    dropped.load_state_dict(plain.state_dict())
+    inject(plain, MoLREConfig(r=2, n_experts=3, target_modules=["fc"]))
+    inject(dropped, MoLREConfig(r=2, n_experts=3, dropout=0.3, target_modules=["fc"]))
+    _randomise_b(plain)
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 12)
+    plain.eval(), dropped.eval()
+    torch.testing.assert_close(dropped(x), plain(x))
+    dropped.train()
+    assert not torch.allclose(dropped(x), plain(x))

@@ -8,7 +8,7 @@ Gates always put the expert axis last:
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +40,14 @@ class Router(nn.Module):
 
     def forward_linear(self, x: torch.Tensor) -> torch.Tensor:
         """x: (*lead, d) -> token gates (*lead, E) or sample gates (N, E)."""
-        if self.mode == "sample" and x.dim() > 2:
-            x = x.flatten(1, -2).mean(dim=1)  # (N, d)
-        return self._normalise(self.gate(x))
+        return self.gates_from_logits(self.gate(x))
+
+    def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-token logits (*lead, E) -> gates. The sample router averages the logits over tokens,
+        which equals routing the mean token because the gate is linear."""
+        if self.mode == "sample" and logits.dim() > 2:
+            logits = logits.flatten(1, -2).mean(dim=1)  # (N, E)
+        return self._normalise(logits)
 
     def forward_conv(self, x: torch.Tensor, out_spatial: Sequence[int]) -> torch.Tensor:
         """x: (N, C, *spatial) -> token gates (N, *out_spatial, E) or sample gates (N, E)."""
@@ -72,8 +77,3 @@ def switch_balance_loss(gates: torch.Tensor) -> torch.Tensor:
 def gate_entropy(gates: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Entropy (nats) of each gate vector: (..., E) -> (...)."""
     return -(gates * (gates + eps).log()).sum(dim=-1)
-
-
-def expand_gates(gates: torch.Tensor, r: int) -> Optional[torch.Tensor]:
-    """Repeat each expert's gate over its r columns: (..., E) -> (..., E * r)."""
-    return gates.repeat_interleave(r, dim=-1)
