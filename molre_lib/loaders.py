@@ -1,0 +1,157 @@
+"""Data side of the engine: resumable, rank-sharded batch order; an in-memory cache of preprocessed
+volumes; datasets from the run config; and distributed prediction gathered once.
+
+The batch order depends only on (seed, epoch): a step's global batch is the same whatever the number
+of processes or accumulation micro-batches, and a resumed run restarts at the exact micro-batch.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .distributed import DistInfo, all_gather_objects
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Micro-batches of this rank for one epoch, starting at optimizer step ``start_step``.
+
+    A step's global batch is ``perm[step*G:(step+1)*G]`` with ``G = micro * world * accum``; it is split into
+    ``accum`` micro-batches, each split across ranks. The last incomplete global batch is dropped.
+    """
+
+    def __init__(self, n: int, global_batch: int, accum: int, info: DistInfo, seed: int, epoch: int,
+                 start_step: int = 0, shuffle: bool = True) -> None:
+        if global_batch % (accum * info.world_size):
+            raise ValueError(f"batch_size={global_batch} must be divisible by grad_accum x world size = "
+                             f"{accum} x {info.world_size}")
+        self.n, self.global_batch, self.accum, self.info = n, global_batch, accum, info
+        self.seed, self.epoch, self.start_step, self.shuffle = seed, epoch, start_step, shuffle
+        self.micro = global_batch // (accum * info.world_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def __len__(self) -> int:
+        return max(self.steps_per_epoch - self.start_step, 0) * self.accum
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            perm = torch.randperm(self.n, generator=g).tolist()
+        else:
+            perm = list(range(self.n))
+        w, r = self.info.world_size, self.info.rank
+        for step in range(self.start_step, self.steps_per_epoch):
+            batch = perm[step * self.global_batch:(step + 1) * self.global_batch]
+            for a in range(self.accum):
+                part = batch[a * self.micro * w:(a + 1) * self.micro * w]
+                yield part[r * self.micro:(r + 1) * self.micro]
+
+
+class MemoryCache(Dataset):
+    """Keeps each item after its first load (deterministic preprocessing only; not shared with workers)."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base, self._items = base, {}
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i not in self._items:
+            self._items[i] = self.base[i]
+        return self._items[i]
+
+    def __getattr__(self, name: str) -> Any:  # expose .skipped etc. of the wrapped dataset
+        if name in ("base", "_items"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def make_loader(ds: Dataset, sampler: Sampler, num_workers: int, seed: int, epoch: int, pin: bool) -> DataLoader:
+    # A dedicated generator: creating workers must not consume the global RNG (resume would diverge).
+    g = torch.Generator().manual_seed(seed + 7919 * epoch)
+    return DataLoader(ds, batch_sampler=sampler, num_workers=num_workers, generator=g, pin_memory=pin,
+                      persistent_workers=False)
+
+
+def build_datasets(cfg: Any, spec: Any, splits: Sequence[str]) -> dict[str, Dataset]:
+    """HeadCTDataset per non-empty split name, preprocessed as the backbone expects."""
+    from molre_lib.data.dataset import HeadCTDataset
+
+    pre = preprocess_config(cfg, spec)
+    out: dict[str, Dataset] = {}
+    for split in splits:
+        if not split or split in out:
+            continue
+        ds = HeadCTDataset(cfg.manifest, cfg.data_root, split, pre, training=(split == cfg.train_split and cfg.augment))
+        if len(ds) == 0:
+            raise ValueError(f"{cfg.manifest}: split {split!r} has no scans")
+        out[split] = ds if (cfg.augment and split == cfg.train_split) else MemoryCache(ds)
+    return out
+
+
+def preprocess_config(cfg: Any, spec: Any) -> Any:
+    """PreprocessConfig from a TrainConfig: shape and windows default to the backbone's input."""
+    from molre_lib.data.dataset import PreprocessConfig
+
+    shape = tuple(cfg.volume_shape) if cfg.volume_shape else _default_shape(cfg, spec)
+    windows = tuple(tuple(w) for w in cfg.windows) if cfg.windows else tuple(tuple(w) for w in spec.windows)
+    return PreprocessConfig(shape=shape, windows=windows, cache_dir=cfg.cache_dir, augment=cfg.augment)
+
+
+def _default_shape(cfg: Any, spec: Any) -> tuple[int, int, int]:
+    size = tuple(spec.reduced_input_size if cfg.reduced else spec.input_size)
+    if len(size) == 3:
+        return size  # type: ignore[return-value]
+    raise ValueError(f"backbone {spec.name!r} is 2D (slice size {size}); set volume_shape [D, H, W] in the config")
+
+
+def autocast(device: torch.device, amp: str):
+    if amp in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, ds: Dataset, info: DistInfo, batch_size: int, amp: str = "none",
+                    num_workers: int = 0, progress: Optional[str] = None) -> dict[str, Any]:
+    """Sigmoid probabilities for every item of ``ds``; ranks take strided shares, gathered once.
+
+    Returns {"scan_id": list[str], "probs": (N, F), "labels": (N, F), "mask": (N, F)} in dataset order on
+    every rank.
+    """
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    idx = list(range(info.rank, len(ds), info.world_size))  # type: ignore[arg-type]
+    batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    # own generator: evaluation must not advance the global RNG (resumed runs would diverge)
+    loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers, generator=torch.Generator().manual_seed(0))
+    probs, labels, mask, ids = [], [], [], []
+    for batch in tqdm(loader, desc=progress, disable=progress is None or not info.is_main, leave=False):
+        with autocast(info.device, amp):
+            logits = model(batch["image"].to(info.device, non_blocking=True))  # (b, F)
+        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        labels.append(batch["labels"].numpy())
+        mask.append(batch["label_mask"].numpy())
+        ids.extend(batch["scan_id"])
+    model.train(was_training)
+    f = getattr(model, "num_classes", None) or (probs[0].shape[1] if probs else 0)
+    cat = (lambda xs: np.concatenate(xs) if xs else np.zeros((0, f), np.float32))  # noqa: E731
+    mine = (idx, ids, cat(probs), cat(labels), cat(mask))
+    parts = all_gather_objects(mine, info)  # the one gather of this evaluation
+    order = np.argsort(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts]), kind="stable")
+    all_ids = [s for p in parts for s in p[1]]
+    return {
+        "scan_id": [all_ids[i] for i in order],
+        "probs": np.concatenate([p[2] for p in parts])[order],
+        "labels": np.concatenate([p[3] for p in parts])[order],
+        "mask": np.concatenate([p[4] for p in parts])[order],
+    }
