@@ -35,7 +35,7 @@ def plot_expert_usage(usage: pd.DataFrame, value: str = "usage", title: str | No
     table = usage.pivot(index="layer", columns="expert", values=value).reindex(layers)
     n_experts = table.shape[1]
     cmap, _ = expert_colormap(n_experts)
-    fig, ax = plt.subplots(figsize=(min(DOUBLE_COLUMN_IN, 1.2 + 0.14 * len(layers)), 2.4))
+    fig, ax = plt.subplots(figsize=(min(DOUBLE_COLUMN_IN, max(SINGLE_COLUMN_IN, 1.6 + 0.14 * len(layers))), 2.4))
     x = np.arange(len(layers))
     bottom = np.zeros(len(layers))
     for e in table.columns:
@@ -60,7 +60,7 @@ def plot_gate_entropy(entropy: pd.DataFrame, title: str | None = None) -> Figure
     _require(entropy, ["layer", "token_entropy_norm", "usage_entropy_norm"], "gate entropy")
     layers = list(entropy["layer"])
     x = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(min(DOUBLE_COLUMN_IN, 1.2 + 0.14 * len(layers)), 2.2))
+    fig, ax = plt.subplots(figsize=(min(DOUBLE_COLUMN_IN, max(SINGLE_COLUMN_IN, 1.2 + 0.14 * len(layers))), 2.2))
     ax.plot(x, entropy["token_entropy_norm"], marker="o", markersize=2.5, label="per-token entropy")
     ax.plot(x, entropy["usage_entropy_norm"], marker="s", markersize=2.5, label="entropy of mean usage")
     ax.set_ylim(0, 1.05)
