@@ -50,8 +50,9 @@ def versions() -> dict[str, Optional[str]]:
     return out
 
 
-def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any) -> Path:
-    """config.json: {"train": TrainConfig fields, "versions", "git_revision", "world_size", "device", "params"}."""
+def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: int) -> Path:
+    """config.json: {"train": TrainConfig fields, "n_classes", "versions", "git_revision", "world_size", "device",
+    "params"}."""
     from molre_lib.adapters import parameter_report
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,7 @@ def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any) -> Path:
         params = parameter_report(model).to_dict()
     except (ValueError, AttributeError):
         params = None
-    doc = {"train": cfg.to_dict(), "versions": versions(), "git_revision": _git_revision(),
+    doc = {"train": cfg.to_dict(), "n_classes": n_classes, "versions": versions(), "git_revision": _git_revision(),
            "world_size": info.world_size, "device": str(info.device), "params": params}
     path = run_dir / "config.json"
     tmp = path.with_name(".config.json.tmp")

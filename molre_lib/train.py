@@ -226,7 +226,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
         st.update(ck["state"])
         set_rng_state(ck["rng"][info.rank if info.rank < len(ck["rng"]) else 0])
     elif info.is_main:
-        write_run_config(run_dir, cfg, info, core)
+        write_run_config(run_dir, cfg, info, core, n_classes)
 
     def checkpoint(rng: Optional[dict] = None) -> None:
         rngs = D.all_gather_objects(rng or rng_state(), info)

@@ -46,7 +46,8 @@ class ToyDataset(Dataset):
         self.label_mask = (rng.random((n, n_classes)) < 0.9).astype(np.float32)
         self.labels *= self.label_mask
         self.images = rng.normal(0, 1, (n, 2) + tuple(shape)).astype(np.float32)
-        signal = self.labels @ rng.normal(0, 1, (n_classes, 2)).astype(np.float32)  # (n, 2)
+        code = np.random.default_rng(123).normal(0, 1.5, (n_classes, 2)).astype(np.float32)  # same in every split
+        signal = self.labels @ code  # (n, 2)
         self.images += signal[:, :, None, None, None]
         if nan_at is not None:
             self.images[nan_at] = np.nan

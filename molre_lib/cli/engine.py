@@ -1,0 +1,136 @@
+"""``molre train | evaluate | compare | predict``: thin wrappers over molre_lib.train / molre_lib.evaluate.
+
+``molre train`` has one flag per TrainConfig field, generated from the dataclass (help text included);
+flags override ``--config file.json|yaml``, which overrides the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+
+def _flag_kwargs(tp: Any) -> dict[str, Any]:
+    """argparse keyword arguments for a TrainConfig field type."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if (typing.get_origin(tp) is typing.Union and args) else tp
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(base) is list:
+        inner = typing.get_args(base)[0]
+        if typing.get_origin(inner) is list:  # windows: [[level, width], ...] as JSON
+            return {"type": json.loads, "metavar": "JSON"}
+        return {"nargs": "+", "type": inner}
+    return {"type": base}
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    from molre_lib.train_config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    group = p.add_argument_group("TrainConfig fields (override --config)")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                           help=f"{f.metadata.get('help', '')} [default: {default}]", **_flag_kwargs(hints[f.name]))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="Train an adapter (LoRA / MoLRE / linear probe / full) into a run dir.")
+    p.add_argument("--run-dir", required=True, help="Output run directory.")
+    p.add_argument("--config", default=None, help="TrainConfig as JSON or YAML (a run's config.json works).")
+    p.add_argument("--resume", action="store_true", help="Continue the run in --run-dir from its checkpoint.")
+    _add_train_flags(p)
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="Bootstrap AUROC CIs, ECE, operating points of a run's predictions.")
+    p.add_argument("run", help="Run directory.")
+    p.add_argument("--split", default="test")
+    p.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap replicates (0 = no CIs).")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("compare", help="Per-finding paired DeLong comparison of RUN_B against RUN_A.")
+    p.add_argument("run_a", help="Reference run (e.g. LoRA).")
+    p.add_argument("run_b", help="Compared run (e.g. MoLRE); delta = B - A.")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", default=None, help="Output folder (default RUN_B/compare_<RUN_A name>).")
+    p.add_argument("--band", type=float, nargs=2, default=(0.3, 0.7), metavar=("LOW", "HIGH"),
+                   help="Borderline probability band of the confidence-regime analysis.")
+    p.set_defaults(func=_compare)
+
+    p = subparsers.add_parser("predict", help="Probabilities of 75 findings for NIfTI / DICOM inputs.")
+    p.add_argument("run", help="Run directory.")
+    p.add_argument("inputs", nargs="+", help="NIfTI files, DICOM series folders or single DICOM files.")
+    p.add_argument("--out", default=None, help="CSV path (default: print to stdout).")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_predict)
+
+
+def _train_config(args: argparse.Namespace):
+    from molre_lib.train_config import TrainConfig
+
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.config:
+        base = TrainConfig.load(args.config).to_dict()
+    elif args.resume and (Path(args.run_dir) / "config.json").exists():
+        base = TrainConfig.load(Path(args.run_dir) / "config.json").to_dict()
+    else:
+        base = {}
+    base.update(given)
+    return TrainConfig.from_dict(base)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from molre_lib.train import NonFiniteLossError, train
+
+    try:
+        cfg = _train_config(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"molre train: {err}", file=sys.stderr)
+        return 2
+    try:
+        run = train(cfg, args.run_dir, resume=args.resume)
+    except NonFiniteLossError as err:
+        print(f"molre train: {err}", file=sys.stderr)
+        return 3
+    print(f"run written to {run}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from molre_lib.evaluate import evaluate_run
+
+    doc = evaluate_run(args.run, args.split, args.bootstrap, args.seed)
+    for name, s in doc["summary"].items():
+        ci = "" if s["ci_low"] is None else f"  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+        value = "nan" if s["value"] is None else f"{s['value']:.3f}"
+        print(f"{name:28s} {value}{ci}  ({s['n_findings']} findings)")
+    print(f"wrote per-finding AUCs and metrics.json to {args.run}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from molre_lib.evaluate import compare_runs, format_comparison
+
+    df = compare_runs(args.run_a, args.run_b, args.out, args.split, tuple(args.band))
+    print(format_comparison(df, Path(args.run_a).name, Path(args.run_b).name))
+    print(f"\nwrote {df.attrs['out_dir']}/compare_per_finding.csv and compare_categories.csv")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from molre_lib.evaluate import predict
+
+    df = predict(args.run, args.inputs, device=args.device)
+    if args.out:
+        df.to_csv(args.out, index=False)
+        print(f"wrote {len(df)} rows to {args.out}")
+    else:
+        df.to_csv(sys.stdout, index=False)
+    return 0
