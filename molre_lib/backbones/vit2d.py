@@ -28,6 +28,23 @@ def hf_pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return encoder(pixel_values=x).pooler_output  # (N, F)
 
 
+def siglip_pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    tokens = encoder(pixel_values=x).last_hidden_state  # (N, T, F)
+    return encoder.map_pool(tokens)  # (N, F): SigLIP's attention-pooling (MAP) head
+
+
+def _rename_siglip_head(model: nn.Module) -> None:
+    """Move SigLIP's pooling head from ``head`` to ``map_pool``.
+
+    ``inject(..., trainable=("head",))`` matches names by suffix, so a frozen foundation-model module called
+    ``encoder.head`` would be unfrozen with the classifier; under its new name it stays frozen.
+    """
+    if getattr(model, "use_head", False):
+        model.map_pool = model.head
+        del model.head
+        model.use_head = False
+
+
 def _check_overrides(name: str, overrides: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(overrides) - allowed
     if unknown:
@@ -118,7 +135,7 @@ def _hf_from_pretrained(cls: type, weights: Path, spec_name: str) -> nn.Module:
     cam_layer="encoder.encoder.layers.26", num_prefix_tokens=0, patch_size=(14, 14),
     hub_id="google/medsiglip-448", weight_files=("config.json", "model.safetensors"), weight_format="transformers",
     reduced_input_size=(28, 28), description="MedSigLIP-448 vision tower (SigLIP So400m/14, MAP pooling), MedGemma's encoder",
-    source="Sellergren et al. 2025, MedGemma technical report (arXiv 2507.05201)", features=hf_pooled,
+    source="Sellergren et al. 2025, MedGemma technical report (arXiv 2507.05201)", features=siglip_pooled,
 ))
 def medsiglip_448(weights: Optional[Path] = None, reduced: bool = False, **overrides: Any) -> BuiltEncoder:
     from transformers import SiglipVisionConfig, SiglipVisionModel
@@ -133,6 +150,7 @@ def medsiglip_448(weights: Optional[Path] = None, reduced: bool = False, **overr
                SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
                                   num_attention_heads=16, image_size=448, patch_size=14))
         model = SiglipVisionModel(cfg)
+    _rename_siglip_head(model)
     cfg = model.config
     return BuiltEncoder(model, cfg.hidden_size, f"encoder.layers.{cfg.num_hidden_layers - 1}",
                         (cfg.image_size, cfg.image_size))
