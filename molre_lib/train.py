@@ -307,7 +307,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
             if log is not None:
                 log.writerow({"step": st["step"], "epoch": st["epoch"] - (1 if epoch_end else 0), "loss": f"{loss_value:.6g}",
                               "lr": f"{lr:.6g}", "val_macro_auc": "" if val_auc is None else f"{val_auc:.6f}",
-                              "elapsed_s": f"{st['elapsed']:.2f}"})
+                              "elapsed_s": f"{st['elapsed']:.4f}"})
                 log_fh.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", val_auc="-" if st["last_val_auc"] is None else f"{st['last_val_auc']:.3f}")
