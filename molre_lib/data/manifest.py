@@ -1,0 +1,217 @@
+"""Scan manifests: one CSV row per scan, checked for everything a user can get wrong.
+
+Columns: ``scan_id``, ``patient_id``, ``split`` (train / val / test), ``path`` (relative to the
+root: a NIfTI file or a DICOM series folder), then one column per taxonomy finding key holding
+1, 0 or empty (unknown). Other columns are kept; name them ``meta_*`` when they hold only 0/1,
+otherwise they are taken for a misspelt finding. The root defaults to the manifest's folder.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import is_nifti
+from .taxonomy import FINDING_KEYS
+
+REQUIRED = ("scan_id", "patient_id", "split", "path")
+SPLITS = ("train", "val", "test")
+POSITIVE, NEGATIVE, UNKNOWN = ("1", "1.0"), ("0", "0.0"), ("",)
+
+
+@dataclass(frozen=True)
+class Problem:
+    level: str                 # "error" or "warning"
+    message: str
+    row: int | None = None     # 1-based data row (the line after the header is row 1)
+    column: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row} (line {self.row + 1})")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        return f"{self.level}: " + (", ".join(where) + ": " if where else "") + self.message
+
+
+class ManifestError(ValueError):
+    """A manifest with errors; ``problems`` lists every one (and the warnings)."""
+
+    def __init__(self, path, problems: list[Problem]):
+        self.problems = problems
+        errors = [str(p) for p in problems if p.level == "error"]
+        super().__init__(f"{path}: {len(errors)} problem(s):\n" + "\n".join(errors))
+
+
+def resolve(root: Path, rel: str) -> Path:
+    return (root / rel).resolve()
+
+
+def _check_path(root: Path, rel: str) -> str | None:
+    """Why ``rel`` is not a usable scan path, or None."""
+    if not rel.strip():
+        return "missing path"
+    p = resolve(root, rel)
+    if os.path.isabs(rel) or (p != root and root not in p.parents):
+        return f"path {rel!r} escapes the root {root}"
+    if not p.exists():
+        return f"{p} does not exist"
+    if not os.access(p, os.R_OK):
+        return f"{p} is not readable (permissions)"
+    try:
+        if p.is_dir():
+            files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+            if not files:
+                return f"{p} is an empty folder (expected a DICOM series)"
+            _sniff_dicom(sorted(files)[0])
+        elif is_nifti(p):
+            import nibabel as nib
+
+            nib.load(str(p))                                         # header only
+        else:
+            _sniff_dicom(p)
+    except Exception as err:  # noqa: BLE001 - report whatever the reader says
+        return f"{p} is unreadable ({type(err).__name__}: {err})"
+    return None
+
+
+def _sniff_dicom(f: Path) -> None:
+    import pydicom
+
+    pydicom.dcmread(str(f), stop_before_pixels=True)
+
+
+def validate_manifest(path: str | Path, root: str | Path | None = None, required_splits=SPLITS,
+                      check_files: bool = True) -> list[Problem]:
+    """Every problem of a manifest (errors and warnings); an empty error list means it is valid."""
+    path = Path(path)
+    root = Path(root).resolve() if root is not None else path.resolve().parent
+    out: list[Problem] = []
+    err = lambda msg, row=None, col=None: out.append(Problem("error", msg, row, col))  # noqa: E731
+    warn = lambda msg, row=None, col=None: out.append(Problem("warning", msg, row, col))  # noqa: E731
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = [r for r in reader if any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return [Problem("error", f"cannot read {path}: {e}")]
+    if not header:
+        return [Problem("error", f"{path} is empty (no header)")]
+    header = [h.strip() for h in header]
+    for col in sorted({h for h in header if header.count(h) > 1}):
+        err("column appears more than once", col=col)
+    for col in REQUIRED:
+        if col not in header:
+            err("missing required column", col=col)
+    idx = {h: i for i, h in enumerate(header)}
+    cell = lambda r, c: (r[idx[c]].strip() if idx[c] < len(r) else "")  # noqa: E731
+    label_cols = [h for h in header if h in FINDING_KEYS]
+    for n, r in enumerate(rows, start=1):
+        if len(r) != len(header):
+            err(f"has {len(r)} fields, header has {len(header)}", row=n)
+    # ---- unknown finding columns
+    for h in header:
+        if h in REQUIRED or h in FINDING_KEYS or h.startswith("meta_") or not h:
+            continue
+        close = difflib.get_close_matches(h, FINDING_KEYS, n=1, cutoff=0.8)
+        values = {cell(r, h) for r in rows}
+        if close:
+            err(f"not a taxonomy finding key; did you mean {close[0]!r}?", col=h)
+        elif values <= set(POSITIVE + NEGATIVE + UNKNOWN) and values - set(UNKNOWN):
+            err("holds 1/0 labels but is not a taxonomy finding key (use a key from data_manifests/findings.csv, "
+                "or prefix the name with meta_ to keep it as an extra column)", col=h)
+    missing = [k for k in FINDING_KEYS if k not in header]
+    if missing and len(missing) < len(FINDING_KEYS):
+        warn(f"{len(missing)} taxonomy findings have no column and are unknown for every scan: "
+             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    elif missing:
+        warn("no finding columns at all: every label is unknown")
+    # ---- rows
+    first_scan: dict[str, int] = {}
+    patient_split: dict[str, tuple[str, int]] = {}
+    split_rows: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for n, r in enumerate(rows, start=1):
+        if "scan_id" in idx:
+            sid = cell(r, "scan_id")
+            if not sid:
+                err("empty scan_id", n, "scan_id")
+            elif sid in first_scan:
+                err(f"duplicate scan_id {sid!r} (first in row {first_scan[sid]})", n, "scan_id")
+            else:
+                first_scan[sid] = n
+        split = cell(r, "split") if "split" in idx else None
+        if split is not None:
+            if split not in SPLITS:
+                err(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})", n, "split")
+            else:
+                split_rows[split].append(n)
+        if "patient_id" in idx:
+            pid = cell(r, "patient_id")
+            if not pid:
+                err("empty patient_id", n, "patient_id")
+            elif split in SPLITS:
+                seen = patient_split.setdefault(pid, (split, n))
+                if seen[0] != split:
+                    err(f"patient {pid!r} is in split {split!r} here but in {seen[0]!r} in row {seen[1]} "
+                        "(splits must be by patient)", n, "split")
+        if "path" in idx and check_files:
+            why = _check_path(root, cell(r, "path"))
+            if why:
+                err(why, n, "path")
+        known = 0
+        for k in label_cols:
+            v = cell(r, k)
+            if v in POSITIVE or v in NEGATIVE:
+                known += 1
+            elif v not in UNKNOWN:
+                err(f"label must be 1, 0 or empty, got {v!r}", n, k)
+        if label_cols and known == 0:
+            warn("every label of this scan is unknown", n)
+    # ---- splits
+    if "split" in idx:
+        for s in required_splits:
+            if not split_rows[s]:
+                err(f"split {s!r} has no rows", col="split")
+        for s, members in split_rows.items():
+            if not members:
+                continue
+            none = [k for k in label_cols if not any(cell(rows[i - 1], k) in POSITIVE for i in members)]
+            if none:
+                warn(f"split {s!r}: {len(none)} finding(s) have no positive scan: {', '.join(none[:8])}"
+                     f"{' ...' if len(none) > 8 else ''}", col="split")
+    return out
+
+
+def read_manifest(path: str | Path, root: str | Path | None = None, required_splits=SPLITS,
+                  check_files: bool = True):
+    """The manifest as a pandas DataFrame of strings (extra columns kept); raises ManifestError on any error."""
+    import pandas as pd
+
+    problems = validate_manifest(path, root, required_splits, check_files)
+    if any(p.level == "error" for p in problems):
+        raise ManifestError(path, problems)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    df.columns = [c.strip() for c in df.columns]
+    df.attrs["root"] = str(Path(root).resolve() if root is not None else Path(path).resolve().parent)
+    df.attrs["warnings"] = [str(p) for p in problems]
+    return df
+
+
+def labels_and_mask(df) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N, 75), mask (N, 75)) float32 in taxonomy order; missing columns are unknown."""
+    n = len(df)
+    labels = np.zeros((n, len(FINDING_KEYS)), np.float32)
+    mask = np.zeros((n, len(FINDING_KEYS)), np.float32)
+    for j, k in enumerate(FINDING_KEYS):
+        if k not in df.columns:
+            continue
+        v = df[k].astype(str).str.strip()
+        labels[:, j] = v.isin(POSITIVE).to_numpy(np.float32)
+        mask[:, j] = (v.isin(POSITIVE) | v.isin(NEGATIVE)).to_numpy(np.float32)
+    return labels, mask
