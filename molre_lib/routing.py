@@ -309,3 +309,8 @@ def dominant_expert_map(data: RoutingData, layer: str, scan: int | str, slice_in
     shape = tuple(out_shape) if out_shape is not None else tuple(data.input_shape[1:])
     up = F.interpolate(torch.from_numpy(winners)[None, None].float(), size=shape, mode="nearest-exact")
     return up[0, 0].round().to(torch.int64).numpy()  # (H, W)
+
+
+def routing_volume(data: RoutingData, layer: str, scan: int | str, out_shape: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`dominant_expert_map` for every input slice of a scan -> int (D, H, W), e.g. for the viewer."""
+    return np.stack([dominant_expert_map(data, layer, scan, z, out_shape) for z in range(data.input_shape[0])])

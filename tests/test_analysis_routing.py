@@ -107,6 +107,8 @@ def test_collect_routing_over_a_loader_and_roundtrip(molre_model, tmp_path):
     np.testing.assert_allclose(again.unit_gates[data.layers[1]], data.unit_gates[data.layers[1]])
     m = routing.dominant_expert_map(again, again.layers[-1], "scan1", slice_index=2)
     assert m.shape == (48, 48) and set(np.unique(m)) <= {0, 1, 2}
+    volume = routing.routing_volume(again, again.layers[-1], "scan1")
+    assert volume.shape == (4, 48, 48) and np.array_equal(volume[2], m)
     assert len(routing.expert_usage(again)) == 4 * 3
 
 
