@@ -49,7 +49,8 @@ class ManifestError(ValueError):
 
 
 def resolve(root: Path, rel: str) -> Path:
-    return (root / rel).resolve()
+    """Lexically normalised ``root / rel`` (symlinks inside the root may point anywhere)."""
+    return Path(os.path.normpath(root / rel))
 
 
 def _check_path(root: Path, rel: str) -> str | None:

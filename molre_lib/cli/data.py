@@ -1,0 +1,123 @@
+"""Data commands: ``molre synth``, ``molre validate``, ``molre convert rsna-ich|cq500``, ``molre gallery``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _floats(text: str, n: int | None = None, name: str = "value") -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: expected comma-separated numbers, got {text!r}") from None
+    if n is not None and len(vals) != n:
+        raise argparse.ArgumentTypeError(f"{name}: expected {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def _hwd(text: str) -> tuple[int, int, int]:
+    h, w, d = _floats(text, 3, "--shape")
+    return int(d), int(h), int(w)                                    # -> (D, H, W)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("synth", help="write a synthetic head-CT phantom data set and its manifest.csv")
+    p.add_argument("--out", required=True, help="output folder (scans/, manifest.csv, labels_true.csv)")
+    p.add_argument("--n-scans", type=int, required=True, help="number of scans")
+    p.add_argument("--shape", type=_hwd, default=(24, 64, 64), help="H,W,D voxels (default 64,64,24)")
+    p.add_argument("--spacing", type=lambda t: _floats(t, 3, "--spacing"), default=None,
+                   help="row,col,slice spacing dy,dx,dz in mm (default: fit the 230x230x160 mm head field of view)")
+    p.add_argument("--slice-thickness", type=float, default=None, help="slice thickness mm (default = slice spacing)")
+    p.add_argument("--format", choices=("nifti", "dicom"), default="nifti")
+    p.add_argument("--dicom-compression", choices=("none", "rle", "jpeg2000", "jpegls"), default="none",
+                   help="lossless transfer syntax of DICOM output")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-noise", type=float, default=0.0, help="probability a positive label is missed")
+    p.add_argument("--unknown-fraction", type=float, default=0.0, help="fraction of labels left empty (unknown)")
+    p.add_argument("--prevalence-scale", type=float, default=1.0, help="multiply every finding probability")
+    p.add_argument("--splits", type=lambda t: _floats(t, 3, "--splits"), default=(0.7, 0.15, 0.15),
+                   help="train,val,test fractions of patients")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=_synth)
+
+    p = subparsers.add_parser("validate", help="check a manifest and print every problem (exit 0 valid, 2 invalid)")
+    p.add_argument("manifest")
+    p.add_argument("--root", default=None, help="folder the paths are relative to (default: the manifest's folder)")
+    p.add_argument("--require-splits", default="train,val,test",
+                   help="splits that must have rows (comma-separated; empty string for none)")
+    p.add_argument("--no-file-check", action="store_true", help="skip opening the scan files")
+    p.set_defaults(func=_validate)
+
+    p = subparsers.add_parser("convert", help="convert a public data set layout into a manifest")
+    sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    q = sub.add_parser("rsna-ich", help="RSNA Intracranial Hemorrhage Detection 2019 (stage_2_train.csv + DICOMs)")
+    q.add_argument("src", help="folder with stage_2_train.csv and stage_2_train/")
+    q.add_argument("--out", required=True, help="manifest path; series folders are linked next to it")
+    q.add_argument("--link", choices=("symlink", "hardlink", "copy"), default="symlink")
+    q.add_argument("--split", default="auto", help="train|val|test for every scan, or auto (70/15/15 by patient)")
+    q.set_defaults(func=_convert_rsna)
+    q = sub.add_parser("cq500", help="CQ500 (reads.csv majority vote + patient folders)")
+    q.add_argument("src", help="folder with reads.csv and the CQ500 patient folders")
+    q.add_argument("--out", required=True, help="manifest path; chosen series are linked next to it")
+    q.add_argument("--series", choices=("plain", "thin", "all"), default="plain",
+                   help="plain: one non-bone series closest to 5 mm; thin: thinnest non-bone; all: every series")
+    q.add_argument("--split", default="auto", help="train|val|test for every scan, or auto (70/15/15 by patient)")
+    q.set_defaults(func=_convert_cq500)
+
+    p = subparsers.add_parser("gallery", help="phantom slice gallery: every finding, three windows, PNG/PDF/SVG")
+    p.add_argument("--out", default="figures/phantom", help="output folder (default figures/phantom)")
+    p.add_argument("--shape", type=_hwd, default=(32, 160, 160), help="H,W,D voxels (default 160,160,32)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--category", action="append", default=None, help="only this category (repeatable)")
+    p.set_defaults(func=_gallery)
+
+
+def _synth(args) -> int:
+    from molre_lib.data.phantom import PhantomConfig
+    from molre_lib.data.synth import synthesize
+
+    spacing = None if args.spacing is None else (args.spacing[2], args.spacing[0], args.spacing[1])
+    cfg = PhantomConfig(slice_thickness_mm=args.slice_thickness, prevalence_scale=args.prevalence_scale)
+    manifest = synthesize(args.out, args.n_scans, shape=args.shape, spacing=spacing, fmt=args.format,
+                          seed=args.seed, label_noise=args.label_noise, splits=args.splits,
+                          unknown_fraction=args.unknown_fraction, compression=args.dicom_compression,
+                          workers=args.workers, cfg=cfg)
+    print(f"wrote {args.n_scans} scans and {manifest}")
+    return 0
+
+
+def _validate(args) -> int:
+    from molre_lib.data.manifest import validate_manifest
+
+    splits = tuple(s for s in args.require_splits.split(",") if s)
+    problems = validate_manifest(args.manifest, args.root, required_splits=splits, check_files=not args.no_file_check)
+    for p in problems:
+        print(p, file=sys.stdout)
+    n_err = sum(p.level == "error" for p in problems)
+    n_warn = len(problems) - n_err
+    print(f"{args.manifest}: {'INVALID' if n_err else 'valid'} ({n_err} error(s), {n_warn} warning(s))")
+    return 2 if n_err else 0
+
+
+def _convert_rsna(args) -> int:
+    from molre_lib.data.converters import convert_rsna_ich
+
+    print(f"wrote {convert_rsna_ich(args.src, args.out, link=args.link, split=args.split)}")
+    return 0
+
+
+def _convert_cq500(args) -> int:
+    from molre_lib.data.converters import convert_cq500
+
+    print(f"wrote {convert_cq500(args.src, args.out, series=args.series, split=args.split)}")
+    return 0
+
+
+def _gallery(args) -> int:
+    from molre_lib.data.gallery import write_gallery
+    from molre_lib.data.phantom import PhantomConfig
+
+    paths = write_gallery(args.out, PhantomConfig(shape=args.shape), seed=args.seed, categories=args.category)
+    for p in paths:
+        print(p)
+    return 0
