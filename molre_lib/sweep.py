@@ -16,23 +16,19 @@ import csv
 import itertools
 import json
 import os
-import queue
 import re
-import subprocess
-import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from molre_lib.notebook_runner import StatusBook, execute_notebook, run_pool
+
 DONE_MARKER = "metrics.json"
 STATUS_FILE = "sweep_status.csv"
 RUNS_FILE = "runs.csv"
-STATUS_COLUMNS = ["step", "key", "notebook", "output", "status", "action", "error", "gpu", "seconds", "finished_at"]
 _NAME_OK = re.compile(r"^[A-Za-z0-9._=+-]+$")
 
 
@@ -75,6 +71,8 @@ class SweepConfig:
         "help": "format string over grid keys and {setting}; default joins the values (numbers as key+value)"})
     notebooks_dir: str = field(default="notebooks", metadata={"help": "where the source notebooks are"})
     train_notebook: str = field(default="01_train.ipynb", metadata={"help": "notebook executed once per run"})
+    prepare: list[AnalysisStep] = field(default_factory=list, metadata={
+        "help": "notebooks run once before training (e.g. 00_data building the manifest); a failure stops the sweep"})
     analysis: list[AnalysisStep] = field(default_factory=list, metadata={"help": "analysis notebooks (see AnalysisStep)"})
     kernel: str = field(default="molre", metadata={"help": "Jupyter kernel name papermill starts"})
     runs_dir: str = field(default="runs", metadata={"help": "parent of <name>/<run>/"})
@@ -101,13 +99,16 @@ class SweepConfig:
         for key in ("name", "grid"):
             if key not in raw:
                 raise ValueError(f"{where}: missing required key {key!r}")
-        steps = []
-        for i, step in enumerate(raw.get("analysis") or []):
-            if not isinstance(step, dict) or "notebook" not in step:
-                raise ValueError(f"{where}: analysis[{i}] must be a mapping with a 'notebook' key")
-            _check_keys(step, AnalysisStep, f"{where}: analysis[{i}]")
-            steps.append(AnalysisStep(**step))
-        cfg = cls(**{**raw, "analysis": steps})
+        steps: dict[str, list[AnalysisStep]] = {"prepare": [], "analysis": []}
+        for part in steps:
+            for i, step in enumerate(raw.get(part) or []):
+                if not isinstance(step, dict) or "notebook" not in step:
+                    raise ValueError(f"{where}: {part}[{i}] must be a mapping with a 'notebook' key")
+                _check_keys(step, AnalysisStep, f"{where}: {part}[{i}]")
+                steps[part].append(AnalysisStep(**{"per": "sweep", **step} if part == "prepare" else step))
+                if part == "prepare" and steps[part][-1].per != "sweep":
+                    raise ValueError(f"{where}: prepare[{i}] runs once per sweep; per must be 'sweep'")
+        cfg = cls(**{**raw, **steps})
         cfg.validate(where)
         return cfg
 
@@ -209,13 +210,13 @@ def _run_name(cfg: SweepConfig, values: dict[str, Any]) -> str:
     return name
 
 
-def plan_analysis(cfg: SweepConfig, runs: list[Run]) -> list[Job]:
-    """Analysis jobs over ``runs`` (the caller passes the runs that finished)."""
+def plan_analysis(cfg: SweepConfig, runs: list[Run], steps: list[AnalysisStep] | None = None) -> list[Job]:
+    """Analysis jobs over ``runs`` (the caller passes the runs that finished); ``steps`` default cfg.analysis."""
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
     figures = (Path(cfg.figures_dir) / cfg.name).resolve()
     nb_dir = Path(cfg.notebooks_dir)
     jobs = []
-    for step in cfg.analysis:
+    for step in cfg.analysis if steps is None else steps:
         chosen = [r for r in runs if all(r.values.get(k) == v for k, v in step.when.items())]
         if step.per == "run":
             groups = [(r.name, [r]) for r in chosen]
@@ -247,74 +248,6 @@ def _fill(value: Any, context: dict[str, Any], run_dirs: list[str]) -> Any:
     return value
 
 
-def execute_notebook(job: Job, kernel: str, cwd: str, env: dict[str, str], timeout: int | None = None) -> str | None:
-    """Run papermill in a subprocess; returns None on success or a one-line error.
-
-    The executed notebook (with the traceback, on failure) is written to ``job.output``; papermill's own
-    log goes next to it as ``<stem>.log``, the injected parameters as ``<stem>.params.yaml``.
-    """
-    job.output.parent.mkdir(parents=True, exist_ok=True)
-    params_file = job.output.with_suffix(".params.yaml")
-    params_file.write_text(yaml.safe_dump(job.parameters, sort_keys=False))
-    cmd = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output), "-f", str(params_file),
-           "-k", kernel, "--cwd", str(cwd), "--no-progress-bar", "--log-level", "WARNING"]
-    if timeout:
-        cmd += ["--execution-timeout", str(timeout)]
-    log = job.output.with_suffix(".log")
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode == 0:
-        return None
-    return notebook_error(job.output) or _log_tail(log) or f"papermill exited with {proc.returncode}"
-
-
-def notebook_error(path: Path) -> str | None:
-    """'ExcName: message' of the first error output in an executed notebook, if any."""
-    try:
-        nb = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                return f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"[:300]
-    return None
-
-
-def _log_tail(path: Path) -> str | None:
-    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else None
-
-
-class StatusBook:
-    """sweep_status.csv: one row per (step, key), rewritten after every job so a crash leaves a record."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
-        self.previous: dict[tuple[str, str], dict[str, Any]] = {}
-        if path.is_file():
-            with open(path, newline="") as fh:
-                self.previous = {(r["step"], r["key"]): r for r in csv.DictReader(fh)}
-        self._lock = threading.Lock()
-
-    def succeeded_before(self, job: Job) -> bool:
-        row = self.previous.get((job.step, job.key))
-        return row is not None and row["status"] == "ok" and job.output.is_file()
-
-    def record(self, job: Job, status: str, action: str, error: str = "", gpu: str = "", seconds: float = 0.0) -> None:
-        with self._lock:
-            self.rows[(job.step, job.key)] = {
-                "step": job.step, "key": job.key, "notebook": str(job.notebook), "output": str(job.output),
-                "status": status, "action": action, "error": error, "gpu": gpu, "seconds": round(seconds, 1),
-                "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, STATUS_COLUMNS)
-                writer.writeheader()
-                writer.writerows(self.rows.values())
-
-
 def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = False, log=print) -> list[dict[str, Any]]:
     """Execute (or with ``dry_run`` only print) the sweep; returns the status rows.
 
@@ -324,7 +257,7 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
     nb_dir = Path(cfg.notebooks_dir)
     train_nb = nb_dir / cfg.train_notebook
-    for nb in [train_nb] + [nb_dir / s.notebook for s in cfg.analysis]:
+    for nb in [train_nb] + [nb_dir / s.notebook for s in cfg.prepare + cfg.analysis]:
         if not nb.is_file():
             raise FileNotFoundError(f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})")
     train_jobs = []
@@ -333,7 +266,12 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
         if gpus and cfg.device_param:
             params.setdefault(cfg.device_param, "cuda")
         train_jobs.append(Job(train_nb.stem, run.name, train_nb, run.run_dir / train_nb.name, params, [run.name]))
+    prepare_jobs = plan_analysis(cfg, runs, cfg.prepare)
+    for job in prepare_jobs:
+        job.output = sweep_dir / "prepare" / job.notebook.name
     if dry_run:
+        for job in prepare_jobs:
+            log(f"[first] {job.step} -> {job.output}  {json.dumps(job.parameters, default=str)}")
         for run, job in zip(runs, train_jobs):
             log(f"[{'done' if run.finished else 'todo'}] {run.name}: {job.notebook} -> {job.output}")
             log(f"        {json.dumps(job.parameters, default=str)}")
@@ -344,6 +282,17 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     book = StatusBook(sweep_dir / STATUS_FILE)
     _write_runs_table(sweep_dir / RUNS_FILE, runs)
     retrained: set[str] = set()
+    for job in prepare_jobs:
+        if book.succeeded_before(job):
+            book.record(job, "ok", "skipped")
+            continue
+        error, seconds = _timed(job, cfg, gpus[0] if gpus else None, log)
+        book.record(job, "ok" if error is None else "failed", "ran", error or "", "", seconds)
+        if error is not None:
+            log(f"sweep {cfg.name}: preparation {job.step} failed; no run was started")
+            rows = list(book.rows.values())
+            _log_summary(rows, book.path, log)
+            return rows
 
     def train(job: Job, run: Run, gpu: str | None) -> None:
         if run.finished:
@@ -356,7 +305,7 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
         retrained.add(run.name)
         book.record(job, "ok" if error is None else "failed", "ran", error or "", gpu or "", seconds)
 
-    _pool([(train, job, run) for job, run in zip(train_jobs, runs)], gpus)
+    run_pool([(train, job, run) for job, run in zip(train_jobs, runs)], gpus)
     finished = [r for r in runs if r.finished]
     failed_runs = {r.name for r in runs} - {r.name for r in finished}
 
@@ -376,7 +325,7 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
                 if lost:
                     book.record(planned, "blocked", "not run", f"training failed for {lost}")
                     jobs = [j for j in jobs if j.key != planned.key]
-        _pool([(analyse, job) for job in jobs], gpus)
+        run_pool([(analyse, job) for job in jobs], gpus)
     rows = list(book.rows.values())
     _log_summary(rows, book.path, log)
     return rows
@@ -392,28 +341,6 @@ def _timed(job: Job, cfg: SweepConfig, gpu: str | None, log) -> tuple[str | None
     seconds = time.time() - start
     log(f"{'ok  ' if error is None else 'FAIL'} {job.step} for {job.key} ({seconds:.0f} s){': ' + error if error else ''}")
     return error, seconds
-
-
-def _pool(tasks: list[tuple], gpus: list[str] | None) -> None:
-    """Run tasks (fn, *args) one per GPU at a time, or sequentially without GPUs."""
-    if not gpus:
-        for fn, *args in tasks:
-            fn(*args, None)
-        return
-    free: queue.Queue[str] = queue.Queue()
-    for g in gpus:
-        free.put(g)
-
-    def on_gpu(fn, *args) -> None:
-        gpu = free.get()
-        try:
-            fn(*args, gpu)
-        finally:
-            free.put(gpu)
-
-    with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
-        for future in [pool.submit(on_gpu, *task) for task in tasks]:
-            future.result()
 
 
 def _write_runs_table(path: Path, runs: list[Run]) -> None:

@@ -50,6 +50,8 @@ def sweep_file(tmp_path) -> Path:
     _notebook(nbs / "01_train.ipynb",
               'BACKBONE = "x"\nADAPTER = "lora"\nSEED = 0\nRANK = 4\nRUN_DIR = "runs/x"\nDEVICE = "cpu"\nLOG = "log"', TRAIN_SRC)
     _notebook(nbs / "02_routing.ipynb", 'RUN_DIR = ""', ROUTING_SRC)
+    _notebook(nbs / "00_data.ipynb", 'OUT = ""', 'import pathlib\npathlib.Path(OUT).parent.mkdir(parents=True, exist_ok=True)\n'
+              'pathlib.Path(OUT).write_text("manifest")')
     _notebook(nbs / "05_summary.ipynb", 'SWEEP_DIR = ""\nRUN_DIRS = []', SUMMARY_SRC)
     cfg = {
         "name": "toy", "notebooks_dir": str(nbs), "kernel": "python3", "cwd": str(tmp_path),
@@ -58,6 +60,7 @@ def sweep_file(tmp_path) -> Path:
         "parameters": {"LOG": str(tmp_path / "executions.log")},
         "overrides": {"ADAPTER": {"molre": {"RANK": 8}}},
         "exclude": [{"BACKBONE": "broken", "ADAPTER": "lora"}],
+        "prepare": [{"notebook": "00_data.ipynb", "parameters": {"OUT": "{sweep_dir}/data/manifest.csv"}}],
         "analysis": [
             {"notebook": "02_routing.ipynb", "per": "run", "when": {"ADAPTER": "molre"}, "parameters": {"RUN_DIR": "{run_dir}"}},
             {"notebook": "05_summary.ipynb", "per": "sweep", "parameters": {"SWEEP_DIR": "{sweep_dir}", "RUN_DIRS": "{run_dirs}"}},
@@ -97,6 +100,7 @@ def test_failed_run_is_reported_and_rerun_skips_finished(sweep_file, tmp_path, c
     assert rc == 1  # something failed
     status = _status(tmp_path)
     runs = tmp_path / "runs" / "toy"
+    assert (runs / "data" / "manifest.csv").read_text() == "manifest" and (runs / "prepare" / "00_data.ipynb").is_file()
     assert status[("01_train", "phantom_vit_lora_seed1")]["status"] == "ok"
     failed = status[("01_train", "broken_molre_seed1")]
     assert failed["status"] == "failed" and "backbone exploded on purpose" in failed["error"]
@@ -123,10 +127,11 @@ def test_failed_run_is_reported_and_rerun_skips_finished(sweep_file, tmp_path, c
     assert status[("01_train", "broken_molre_seed1")]["action"] == "ran"  # failures are retried
     assert status[("01_train", "broken_molre_seed1")]["status"] == "failed"
     assert status[("05_summary", "sweep")]["action"] == "skipped"
+    assert status[("00_data", "sweep")]["action"] == "skipped"
 
 
 def test_dry_run_executes_nothing(sweep_file, tmp_path, capsys):
     assert main(["sweep", str(sweep_file), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[todo] phantom_vit_lora_seed1" in out and "05_summary" in out
+    assert "[todo] phantom_vit_lora_seed1" in out and "05_summary" in out and "[first] 00_data" in out
     assert not (tmp_path / "runs").exists()
