@@ -61,7 +61,9 @@ class SweepConfig:
 
     name: str = field(metadata={"help": "sweep name: outputs go to <runs_dir>/<name>/ and <figures_dir>/<name>/"})
     grid: dict[str, list[Any]] = field(metadata={"help": "parameter -> values; the runs are their product, e.g. BACKBONE, ADAPTER, SEED"})
-    parameters: dict[str, Any] = field(default_factory=dict, metadata={"help": "parameters shared by every training run"})
+    parameters: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "parameters shared by every training run; strings may use {sweep_dir}, {figures_dir}, {run}, {run_dir} "
+                "and grid keys (write {{ }} for a literal brace)"})
     settings: list[dict[str, Any]] = field(default_factory=list, metadata={
         "help": "extra named parameter sets crossed with the grid: [{name: r8, RANK: 8}, ...]"})
     overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict, metadata={
@@ -189,6 +191,9 @@ def expand_runs(cfg: SweepConfig) -> list[Run]:
                 raise ValueError(f"sweep {cfg.name}: runs {seen[name]} and {full} both get the name {name!r}; set run_name")
             seen[name] = full
             run_dir = (sweep_dir / name).resolve()
+            context = {"sweep": cfg.name, "sweep_dir": str(sweep_dir.resolve()), "run": name, "run_dir": str(run_dir),
+                       "figures_dir": str((Path(cfg.figures_dir) / cfg.name).resolve()), **full}
+            params = {k: _fill(v, context, []) for k, v in params.items()}
             if cfg.run_dir_param:
                 params[cfg.run_dir_param] = str(run_dir)
             runs.append(Run(name, full, params, run_dir))

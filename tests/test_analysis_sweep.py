@@ -48,7 +48,7 @@ def sweep_file(tmp_path) -> Path:
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _notebook(nbs / "01_train.ipynb",
-              'BACKBONE = "x"\nADAPTER = "lora"\nSEED = 0\nRANK = 4\nRUN_DIR = "runs/x"\nDEVICE = "cpu"\nLOG = "log"', TRAIN_SRC)
+              'BACKBONE = "x"\nADAPTER = "lora"\nSEED = 0\nRANK = 4\nRUN_DIR = "runs/x"\nDEVICE = "cpu"\nLOG = "log"\nNOTE = ""', TRAIN_SRC)
     _notebook(nbs / "02_routing.ipynb", 'RUN_DIR = ""', ROUTING_SRC)
     _notebook(nbs / "00_data.ipynb", 'OUT = ""', 'import pathlib\npathlib.Path(OUT).parent.mkdir(parents=True, exist_ok=True)\n'
               'pathlib.Path(OUT).write_text("manifest")')
@@ -57,7 +57,7 @@ def sweep_file(tmp_path) -> Path:
         "name": "toy", "notebooks_dir": str(nbs), "kernel": "python3", "cwd": str(tmp_path),
         "runs_dir": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "figures"),
         "grid": {"BACKBONE": ["phantom_vit", "broken"], "ADAPTER": ["lora", "molre"], "SEED": [1]},
-        "parameters": {"LOG": str(tmp_path / "executions.log")},
+        "parameters": {"LOG": str(tmp_path / "executions.log"), "NOTE": "{BACKBONE}/{run}"},
         "overrides": {"ADAPTER": {"molre": {"RANK": 8}}},
         "exclude": [{"BACKBONE": "broken", "ADAPTER": "lora"}],
         "prepare": [{"notebook": "00_data.ipynb", "parameters": {"OUT": "{sweep_dir}/data/manifest.csv"}}],
@@ -81,6 +81,7 @@ def test_plan_expands_grid_overrides_and_templates(sweep_file, tmp_path):
     runs = expand_runs(cfg)
     assert [r.name for r in runs] == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1", "broken_molre_seed1"]
     assert runs[1].parameters["RANK"] == 8 and runs[0].parameters.get("RANK") is None
+    assert runs[2].parameters["NOTE"] == "broken/broken_molre_seed1"
     assert runs[0].parameters["RUN_DIR"] == str((tmp_path / "runs" / "toy" / "phantom_vit_lora_seed1").resolve())
     jobs = plan_analysis(cfg, runs)
     assert [(j.step, j.key) for j in jobs] == [("02_routing", "phantom_vit_molre_seed1"), ("02_routing", "broken_molre_seed1"),
@@ -135,3 +136,14 @@ def test_dry_run_executes_nothing(sweep_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[todo] phantom_vit_lora_seed1" in out and "05_summary" in out and "[first] 00_data" in out
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["demo", "study"])
+def test_example_sweeps_parse_and_use_registered_backbones(name):
+    from molre_lib.backbones import list_backbones
+
+    cfg = SweepConfig.from_yaml(Path(__file__).parents[1] / "notebooks" / "sweeps" / f"{name}.yaml")
+    runs = expand_runs(cfg)
+    assert {r.values["BACKBONE"] for r in runs} <= {s.name for s in list_backbones()}
+    assert {r.values["ADAPTER"] for r in runs} == {"lora", "molre"}
+    assert {j.step for j in plan_analysis(cfg, runs)} == {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
