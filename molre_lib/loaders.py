@@ -54,21 +54,52 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 class MemoryCache(Dataset):
-    """Keeps each item after its first load (deterministic preprocessing only; not shared with workers)."""
+    """Keeps items after their first load, up to ``max_bytes`` of images (deterministic preprocessing only;
+    each DataLoader worker holds its own copy, so use it with num_workers=0 or rely on the disk cache)."""
 
-    def __init__(self, base: Dataset) -> None:
-        self.base, self._items = base, {}
+    def __init__(self, base: Dataset, max_bytes: float = 2e9) -> None:
+        self.base, self.max_bytes, self._items, self._bytes = base, max_bytes, {}, 0
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if i not in self._items:
-            self._items[i] = self.base[i]
-        return self._items[i]
+        item = self._items.get(i)
+        if item is None:
+            item = self.base[i]
+            size = item["image"].numel() * item["image"].element_size()
+            if self._bytes + size <= self.max_bytes:
+                self._items[i] = item
+                self._bytes += size
+        return item
 
-    def __getattr__(self, name: str) -> Any:  # expose .skipped etc. of the wrapped dataset
-        if name in ("base", "_items"):
+    def __getattr__(self, name: str) -> Any:  # expose .labels, .mask, .skipped of the wrapped dataset
+        if name.startswith("_") or name in ("base", "max_bytes"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+class SeededAugment(Dataset):
+    """Training augmentation whose randomness depends only on (seed, epoch, index), so a resumed run
+    augments each scan exactly as the uninterrupted run would, with or without workers."""
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        from molre_lib.data.dataset import augmenter
+
+        self.base, self.seed, self.epoch = base, seed, 0
+        self.aug = augmenter(seed)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.base[i])
+        self.aug.set_random_state(seed=(self.seed * 1_000_003 + self.epoch * 100_003 + i) % 2**32)
+        item["image"] = torch.as_tensor(self.aug(item["image"])).float().clamp_(0, 1)  # (C, D, H, W)
+        return item
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("base", "seed", "epoch", "aug"):
             raise AttributeError(name)
         return getattr(self.base, name)
 
@@ -89,10 +120,11 @@ def build_datasets(cfg: Any, spec: Any, splits: Sequence[str]) -> dict[str, Data
     for split in splits:
         if not split or split in out:
             continue
-        ds = HeadCTDataset(cfg.manifest, cfg.data_root, split, pre, training=(split == cfg.train_split and cfg.augment))
+        ds = HeadCTDataset(cfg.manifest, cfg.data_root, split, pre, training=False)  # augmentation: SeededAugment
         if len(ds) == 0:
             raise ValueError(f"{cfg.manifest}: split {split!r} has no scans")
-        out[split] = ds if (cfg.augment and split == cfg.train_split) else MemoryCache(ds)
+        cached = MemoryCache(ds, cfg.memory_cache_gb * 1e9)
+        out[split] = SeededAugment(cached, cfg.seed) if (cfg.augment and split == cfg.train_split) else cached
     return out
 
 
@@ -100,16 +132,16 @@ def preprocess_config(cfg: Any, spec: Any) -> Any:
     """PreprocessConfig from a TrainConfig: shape and windows default to the backbone's input."""
     from molre_lib.data.dataset import PreprocessConfig
 
-    shape = tuple(cfg.volume_shape) if cfg.volume_shape else _default_shape(cfg, spec)
+    shape = tuple(cfg.volume_shape) if cfg.volume_shape else _default_shape(cfg, spec, PreprocessConfig().shape[0])
     windows = tuple(tuple(w) for w in cfg.windows) if cfg.windows else tuple(tuple(w) for w in spec.windows)
-    return PreprocessConfig(shape=shape, windows=windows, cache_dir=cfg.cache_dir, augment=cfg.augment)
+    return PreprocessConfig(shape=shape, spacing=tuple(cfg.spacing) if cfg.spacing else None, fit=cfg.fit,
+                            windows=windows, cache_dir=cfg.cache_dir)
 
 
-def _default_shape(cfg: Any, spec: Any) -> tuple[int, int, int]:
+def _default_shape(cfg: Any, spec: Any, default_depth: int) -> tuple[int, int, int]:
+    """The backbone's input: the volume for 3D, (default depth, slice H, W) for 2D."""
     size = tuple(spec.reduced_input_size if cfg.reduced else spec.input_size)
-    if len(size) == 3:
-        return size  # type: ignore[return-value]
-    raise ValueError(f"backbone {spec.name!r} is 2D (slice size {size}); set volume_shape [D, H, W] in the config")
+    return size if len(size) == 3 else (default_depth, *size)  # type: ignore[return-value]
 
 
 def autocast(device: torch.device, amp: str):

@@ -38,6 +38,8 @@ def placements(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 def delong_from_placements(v_pos: np.ndarray, v_neg: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """Paired DeLong test of AUC[0] - AUC[1] from placements (2, m) and (2, n)."""
     m, n = v_pos.shape[1], v_neg.shape[1]
+    if m < 2 or n < 2:
+        raise ValueError(f"DeLong's variance needs >= 2 positives and >= 2 negatives (got {m}, {n})")
     auc = v_pos.mean(1)
     s = np.cov(v_pos) / m + np.cov(v_neg) / n  # (2, 2) covariance of the two AUCs
     diff = float(auc[0] - auc[1])
@@ -88,8 +90,9 @@ def paired_delong(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray
                   finding_keys: Optional[Sequence[str]] = None, level: float = 0.95) -> pd.DataFrame:
     """Per-finding paired DeLong test of run B against run A on the same scans, with corrected p-values.
 
-    Inputs are (N, F). ``delta_auc = auc_b - auc_a``. Findings without positives or negatives get NaN and
-    a ``reason``; they do not count towards the correction.
+    Inputs are (N, F). ``delta_auc = auc_b - auc_a``. Findings with fewer than 2 positives or negatives get
+    p = NaN and a ``reason`` (AUCs are still given when both classes exist); they do not count towards the
+    correction.
     """
     labels, scores_a, scores_b = (np.asarray(a, dtype=np.float64) for a in (labels, scores_a, scores_b))
     if not labels.shape == scores_a.shape == scores_b.shape:
@@ -103,9 +106,15 @@ def paired_delong(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray
         y = labels[k, j]
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
         row = {"finding": keys[j], "n_pos": n_pos, "n_neg": n_neg}
-        if n_pos == 0 or n_neg == 0:
-            row.update(auc_a=np.nan, auc_b=np.nan, delta_auc=np.nan, se=np.nan, z=np.nan, p=np.nan,
-                       ci_low=np.nan, ci_high=np.nan, reason="no positives" if n_pos == 0 else "no negatives")
+        if n_pos < 2 or n_neg < 2:
+            nan = dict(se=np.nan, z=np.nan, p=np.nan, ci_low=np.nan, ci_high=np.nan)
+            if n_pos and n_neg:  # AUCs exist, their variance does not
+                a, b = (placements(s[k, j], y)[0][0] for s in (scores_a, scores_b))
+                row.update(auc_a=a, auc_b=b, delta_auc=b - a, **nan,
+                           reason=f"DeLong needs >= 2 positives and >= 2 negatives ({n_pos}, {n_neg})")
+            else:
+                row.update(auc_a=np.nan, auc_b=np.nan, delta_auc=np.nan, **nan,
+                           reason="no positives" if n_pos == 0 else "no negatives")
         else:
             r = delong_test(y, scores_b[k, j], scores_a[k, j], level)  # diff = b - a
             row.update(auc_a=r["auc_b"], auc_b=r["auc_a"], delta_auc=r["diff"], se=r["se"], z=r["z"], p=r["p"],

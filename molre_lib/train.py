@@ -125,8 +125,9 @@ def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def _label_stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    if hasattr(ds, "labels") and hasattr(ds, "label_mask"):
-        return np.asarray(ds.labels), np.asarray(ds.label_mask)
+    for mask_attr in ("label_mask", "mask"):  # toy datasets / HeadCTDataset
+        if hasattr(ds, "labels") and hasattr(ds, mask_attr):
+            return np.asarray(ds.labels), np.asarray(getattr(ds, mask_attr))
     items = [ds[i] for i in range(len(ds))]  # type: ignore[arg-type]
     return (np.stack([np.asarray(it["labels"]) for it in items]), np.stack([np.asarray(it["label_mask"]) for it in items]))
 
@@ -252,6 +253,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
     while st["step"] < total and not st["done"]:
         sampler = StepBatchSampler(len(train_ds), cfg.batch_size, cfg.grad_accum, info, cfg.seed, st["epoch"],  # type: ignore[arg-type]
                                    st["step_in_epoch"])
+        if hasattr(train_ds, "epoch"):
+            train_ds.epoch = st["epoch"]  # SeededAugment: augmentation keyed by (seed, epoch, index)
         it = iter(make_loader(train_ds, sampler, cfg.num_workers, cfg.seed, st["epoch"], info.device.type == "cuda"))
         for _ in range(len(sampler) // cfg.grad_accum):
             rng_before = rng_state()

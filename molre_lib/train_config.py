@@ -29,7 +29,10 @@ class TrainConfig:
     test_split: str = field(default="test", metadata={"help": "Split predicted at the end ('' = none)."})
     volume_shape: Optional[list[int]] = field(default=None, metadata={"help": "Resampled volume (D, H, W); default: the backbone's input."})
     windows: Optional[list[list[float]]] = field(default=None, metadata={"help": "CT windows [[level, width], ...]; default: the backbone's."})
-    cache_dir: Optional[str] = field(default=None, metadata={"help": "Cache of preprocessed volumes (default: none, in-memory only)."})
+    spacing: Optional[list[float]] = field(default=None, metadata={"help": "Resample to (dz, dy, dx) mm before fitting (default: keep the grid)."})
+    fit: str = field(default="resize", metadata={"help": "Fit to volume_shape: 'resize' or 'pad_crop' (with spacing)."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "On-disk cache of preprocessed volumes (default: none)."})
+    memory_cache_gb: float = field(default=2.0, metadata={"help": "Keep preprocessed volumes in memory up to this size (GB)."})
     augment: bool = field(default=False, metadata={"help": "Random augmentation of training volumes."})
     # model
     backbone: str = field(default="phantom_vit", metadata={"help": "Backbone registry name (molre backbones list)."})
@@ -96,6 +99,10 @@ class TrainConfig:
             raise bad("lr", "must be > 0")
         if self.router not in ("token", "sample"):
             raise bad("router", "must be 'token' or 'sample'")
+        if self.fit not in ("resize", "pad_crop"):
+            raise bad("fit", "must be 'resize' or 'pad_crop'")
+        if self.spacing is not None and len(self.spacing) != 3:
+            raise bad("spacing", "must be [dz, dy, dx]")
         if self.volume_shape is not None and len(self.volume_shape) != 3:
             raise bad("volume_shape", "must be [D, H, W]")
 

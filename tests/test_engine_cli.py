@@ -77,3 +77,44 @@ def test_run_dir_files_and_evaluate_compare_on_toy_runs(tmp_path, capsys):
     np.testing.assert_allclose(cmp["delta_auc"], cmp["auc_b"] - cmp["auc_a"])
     assert (cmp["p_holm"] >= cmp["p"] - 1e-12).all()
     assert (run / "compare_lora" / "compare_categories.csv").is_file()
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_phantom_with_tiny_backbone(tmp_path, capsys):
+    from molre_lib.data.synth import synthesize
+
+    manifest = synthesize(tmp_path / "data", 32, shape=(8, 32, 32), seed=0, workers=1)
+    common = ["--manifest", str(manifest), "--backbone", "phantom_vit", "--reduced", "--no-pretrained",
+              "--volume-shape", "8", "32", "32", "--epochs", "2", "--batch-size", "4", "--lr", "3e-3", "--device", "cpu"]
+    assert main(["train", "--run-dir", str(tmp_path / "lora"), "--adapter", "lora", "--rank", "4", *common]) == 0
+    assert main(["train", "--run-dir", str(tmp_path / "molre"), "--adapter", "molre", "--rank", "4",
+                 "--n-experts", "3", *common]) == 0
+    for run in ("lora", "molre"):
+        assert main(["evaluate", str(tmp_path / run), "--bootstrap", "50"]) == 0
+        per = pd.read_csv(tmp_path / run / "per_finding_auc.csv")
+        assert len(per) == 75 and set(per["category"]) == {"hemorrhage", "infarction", "trauma", "mass",
+                                                            "structural", "chronic"}
+        assert (per["auc"].isna() == (per["reason"].fillna("") != "")).all()  # NaN exactly when a reason is given
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "lora"), str(tmp_path / "molre")]) == 0
+    assert "hemorrhage" in capsys.readouterr().out
+    cats = pd.read_csv(tmp_path / "molre" / "compare_lora" / "compare_categories.csv")
+    assert cats["category"].iloc[-1] == "all"
+
+    # predict on NIfTI files: same probabilities as the run's own test predictions
+    test = pd.read_csv(manifest).query("split == 'test'")
+    paths = [str(tmp_path / "data" / p) for p in test["path"]]
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", str(tmp_path / "molre"), *paths, "--out", str(out_csv), "--device", "cpu"]) == 0
+    pred = pd.read_csv(out_csv)
+    ref = pd.read_parquet(tmp_path / "molre" / "predictions_test.parquet").set_index("scan_id").loc[test["scan_id"]]
+    keys = [c[len("prob_"):] for c in ref.columns if c.startswith("prob_")]
+    assert pred.shape == (len(paths), 1 + 75)
+    np.testing.assert_allclose(pred[keys].to_numpy(), ref[[f"prob_{k}" for k in keys]].to_numpy(), atol=1e-5)
+    # a DICOM series folder and a single DICOM file
+    dcm_manifest = synthesize(tmp_path / "dcm", 1, shape=(8, 32, 32), fmt="dicom", seed=1, workers=1)
+    folder = tmp_path / "dcm" / pd.read_csv(dcm_manifest)["path"].iloc[0]
+    one_file = sorted(p for p in folder.rglob("*") if p.is_file())[0]
+    assert main(["predict", str(tmp_path / "lora"), str(folder), str(one_file), "--out", str(out_csv)]) == 0
+    pred = pd.read_csv(out_csv)
+    assert len(pred) == 2 and pred[keys].to_numpy().min() >= 0 and pred[keys].to_numpy().max() <= 1
