@@ -1,0 +1,188 @@
+"""Label-free pretraining of ``phantom_vit`` on phantom slices (what ``molre pretrain-demo`` runs).
+
+No finding label is read. Objectives: masked-patch reconstruction (MAE: the encoder sees 25% of the patches,
+a one-block decoder predicts the pixels of the rest, per-patch normalised) plus a slice-position proxy task
+(the CLS token regresses the slice's height in the head, 0 = most inferior). The result is cached as
+``config.json`` + ``model.safetensors`` under ``$MOLRE_CACHE_DIR/phantom_vit/``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .phantom_vit import PHANTOM_VIT_ARCH, build_phantom_vit
+from .vit2d import HEAD_CT_WINDOWS
+from .weights import cache_dir
+
+
+@dataclass
+class PretrainConfig:
+    """Knobs of the demo pretraining; the defaults fit ~1.5 min on 2 CPU cores."""
+
+    n_subjects: int = field(default=96, metadata={"help": "phantom scans to draw slices from (label-free)"})
+    first_seed: int = field(default=900_000, metadata={"help": "phantom seeds used: first_seed .. + n_subjects"})
+    steps: int = field(default=300, metadata={"help": "optimiser steps"})
+    max_seconds: float = field(default=100.0, metadata={"help": "stop training early after this many seconds"})
+    batch_size: int = field(default=96, metadata={"help": "slices per step"})
+    lr: float = field(default=1.5e-3, metadata={"help": "peak AdamW learning rate (cosine decay, 5% warm-up)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    mask_ratio: float = field(default=0.75, metadata={"help": "fraction of patches hidden from the encoder"})
+    position_weight: float = field(default=0.5, metadata={"help": "weight of the slice-position loss"})
+    decoder_dim: int = field(default=96, metadata={"help": "width of the one-block MAE decoder"})
+    seed: int = field(default=0, metadata={"help": "torch / numpy seed"})
+    workers: int = field(default=2, metadata={"help": "processes rendering phantom scans"})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
+        names = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in names:
+                raise ValueError(f"Unknown config key: {key}")
+        return cls(**d)
+
+
+def apply_windows(hu: np.ndarray, windows=HEAD_CT_WINDOWS) -> np.ndarray:
+    """HU (D, H, W) -> (C, D, H, W) float32, each (level, width) window mapped to [0, 1]."""
+    chans = [np.clip((hu - (lv - wd / 2)) / wd, 0.0, 1.0) for lv, wd in windows]
+    return np.stack(chans).astype(np.float32)
+
+
+def _render(seed: int) -> np.ndarray:
+    from molre_lib.data.phantom import make_subject
+
+    return apply_windows(make_subject(seed).hu)  # (C, D, H, W)
+
+
+def phantom_slices(seeds: list[int], workers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """All axial slices of the phantom scans ``seeds``: images (N, C, H, W) and height in the head (N,) in [0, 1]."""
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            vols = pool.map(_render, seeds)
+    else:
+        vols = [_render(s) for s in seeds]
+    images, heights = [], []
+    for vol in vols:
+        c, d, h, w = vol.shape
+        images.append(torch.from_numpy(vol).permute(1, 0, 2, 3))  # (D, C, H, W)
+        heights.append(torch.linspace(0.0, 1.0, d))
+    return torch.cat(images), torch.cat(heights)
+
+
+class MAEPretrainer(nn.Module):
+    """MAE around a timm VisionTransformer, plus a slice-height regressor on the CLS token."""
+
+    def __init__(self, vit: nn.Module, decoder_dim: int = 96) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.vit = vit
+        d = vit.embed_dim
+        self.patch = vit.patch_embed.patch_size[0]
+        n = vit.patch_embed.num_patches
+        self.dec_embed = nn.Linear(d, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.dec_pos = nn.Parameter(torch.randn(1, n, decoder_dim) * 0.02)
+        self.dec_block = Block(decoder_dim, num_heads=3, mlp_ratio=2.0)
+        self.dec_norm = nn.LayerNorm(decoder_dim)
+        self.dec_pred = nn.Linear(decoder_dim, self.patch * self.patch * vit.patch_embed.proj.in_channels)
+        self.height = nn.Linear(d, 1)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def patchify(self, img: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, L, p*p*C)
+        p = self.patch
+        n, c, h, w = img.shape
+        x = img.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(n, (h // p) * (w // p), p * p * c)
+
+    def forward(self, img: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+        vit = self.vit
+        x = vit.patch_embed(img) + vit.pos_embed[:, vit.num_prefix_tokens:]  # (N, L, D)
+        n, length, d = x.shape
+        keep = max(1, int(round(length * (1 - mask_ratio))))
+        order = torch.rand(n, length, device=img.device).argsort(dim=1)
+        kept = order[:, :keep]  # (N, keep)
+        x = torch.gather(x, 1, kept[..., None].expand(-1, -1, d))  # (N, keep, D)
+        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(n, -1, -1)
+        x = vit.norm(vit.blocks(vit.norm_pre(torch.cat([cls, x], dim=1))))  # (N, 1+keep, D)
+        height = self.height(x[:, 0]).squeeze(-1)  # (N,)
+        y = self.dec_embed(x[:, 1:])  # (N, keep, dd)
+        full = self.mask_token.expand(n, length, -1).clone()
+        full.scatter_(1, kept[..., None].expand(-1, -1, y.shape[-1]), y)
+        pred = self.dec_pred(self.dec_norm(self.dec_block(full + self.dec_pos)))  # (N, L, p*p*C)
+        target = self.patchify(img)
+        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        masked = torch.ones(n, length, device=img.device)
+        masked.scatter_(1, kept, 0.0)
+        rec = (((pred - target) ** 2).mean(-1) * masked).sum() / masked.sum()
+        return rec, height
+
+
+def pretrain_phantom_vit(cfg: Optional[PretrainConfig] = None, out_dir: Optional[Path] = None,
+                         log: Callable[[str], None] = print) -> Path:
+    """Train phantom_vit label-free and cache it; returns the folder (``config.json``, ``model.safetensors``)."""
+    from safetensors.torch import save_file
+
+    cfg = cfg or PretrainConfig()
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "phantom_vit"
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    images, heights = phantom_slices(list(range(cfg.first_seed, cfg.first_seed + cfg.n_subjects)), cfg.workers)
+    t_data = time.time() - t0
+    log(f"phantom_vit: {images.shape[0]} slices from {cfg.n_subjects} phantom scans in {t_data:.1f}s")
+
+    vit = build_phantom_vit(PHANTOM_VIT_ARCH)
+    model = MAEPretrainer(vit, cfg.decoder_dim)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    warm = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    history: list[dict[str, float]] = []
+    t_train = time.time()
+    step = 0
+    for step in range(cfg.steps):
+        idx = torch.from_numpy(rng.choice(images.shape[0], cfg.batch_size, replace=False))
+        x = images[idx]  # (B, C, H, W)
+        flip = torch.rand(x.shape[0]) < 0.5  # left-right flips: the head is near-symmetric, findings are not tied to a side
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        rec, h = model(x, cfg.mask_ratio)
+        pos = F.mse_loss(h, heights[idx])
+        loss = rec + cfg.position_weight * pos
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 25 == 0 or step == cfg.steps - 1:
+            history.append({"step": step, "reconstruction": rec.item(), "position": pos.item()})
+            log(f"  step {step:4d}  masked-patch MSE {rec.item():.3f}  slice-height MSE {pos.item():.4f}")
+        if time.time() - t_train > cfg.max_seconds:
+            log(f"  time budget of {cfg.max_seconds:.0f}s reached at step {step}")
+            break
+
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp / "model.safetensors"))
+    meta = {"arch": PHANTOM_VIT_ARCH, "pretrain": asdict(cfg), "steps_done": step + 1, "history": history,
+            "seconds_data": round(t_data, 1), "seconds_total": round(time.time() - t0, 1),
+            "objectives": ["masked-patch reconstruction (MAE)", "slice height regression"],
+            "finding_labels_used": False}
+    (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    log(f"phantom_vit: cached at {out_dir} ({meta['seconds_total']}s)")
+    return out_dir
