@@ -161,7 +161,9 @@ class HeadCTDataset:
         import pandas as pd
 
         self.cfg = cfg or PreprocessConfig()
-        df = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest, root, required_splits=())
+        # with skip_bad, unreadable files are recorded when loaded instead of rejecting the whole manifest
+        df = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(
+            manifest, root, required_splits=(), check_files=not self.cfg.skip_bad)
         if split is not None:
             df = df[df["split"] == split].reset_index(drop=True)
         self.df = df
