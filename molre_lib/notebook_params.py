@@ -13,6 +13,7 @@ parameters of the notebook's parameters cell.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -41,6 +42,12 @@ def _findings() -> list[str]:
     from .data.taxonomy import FINDING_KEYS
 
     return list(FINDING_KEYS)
+
+
+def _train_choices(name: str) -> tuple[str, ...]:
+    from . import train_config
+
+    return getattr(train_config, name)
 
 
 def positive(v: Any) -> Optional[str]:
@@ -83,7 +90,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
     },
     "01_train": {
         "BACKBONE": Param(STR, choices=_backbones),
-        "ADAPTER": Param(STR, choices=("lora", "molre", "linear_probe", "full")),
+        "ADAPTER": Param(STR, choices=lambda: _train_choices("ADAPTERS")),
         "RANK": Param(INT, check=positive),
         "N_EXPERTS": Param(INT, check=positive),
         "ROUTER": Param(STR, choices=("token", "sample")),
@@ -99,7 +106,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "RUN_DIR": Param(STR),
         "CACHE_DIR": Param(STR),
         "DEVICE": Param(STR, check=device),
-        "AMP": Param(STR, choices=("auto", "bf16", "fp16", "off")),
+        "AMP": Param(STR, choices=lambda: _train_choices("AMP")),
         "SEED": Param(INT, check=non_negative),
         "NUM_WORKERS": Param(INT, check=non_negative),
         "PRETRAINED": Param(BOOL),
@@ -140,13 +147,20 @@ SCHEMAS: dict[str, dict[str, Param]] = {
 }
 
 
+def _imported(name: str, value: Any) -> bool:
+    """True for a constant imported from a module (e.g. ``FINDING_KEYS``): not a parameter."""
+    missing = object()
+    return any(getattr(mod, name, missing) is value for mod_name, mod in list(sys.modules.items())
+               if mod is not None and mod_name.split(".")[0] in ("molre_lib", "torch", "numpy", "pandas", "matplotlib"))
+
+
 def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a notebook's parameters in ``namespace`` (its ``globals()``); return them as a dict."""
     if notebook not in SCHEMAS:
         raise KeyError(f"no parameter schema for notebook {notebook!r}; known: {sorted(SCHEMAS)}")
     schema = SCHEMAS[notebook]
     problems = []
-    present = {name for name in namespace if PARAM_NAME.fullmatch(name)}
+    present = {name for name in namespace if PARAM_NAME.fullmatch(name) and not _imported(name, namespace[name])}
     for name in sorted(present - set(schema)):
         problems.append(f"unknown parameter {name}={namespace[name]!r} (this notebook takes: {', '.join(schema)})")
     for name in sorted(set(schema) - present):
@@ -169,3 +183,14 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, A
     if problems:
         raise ParameterError(f"{notebook}: {len(problems)} parameter problem(s):\n  - " + "\n  - ".join(problems))
     return {name: namespace[name] for name in schema}
+
+
+def train_config(params: Mapping[str, Any]):
+    """The ``TrainConfig`` of a validated 01_train parameter set (empty paths mean "default")."""
+    from .train_config import TrainConfig
+
+    skip = {"RUN_DIR", "FIGURES_DIR"}
+    kwargs = {name.lower(): value for name, value in params.items() if name not in skip}
+    for key in ("data_root", "cache_dir"):
+        kwargs[key] = kwargs[key] or None
+    return TrainConfig(**kwargs)

@@ -1,0 +1,55 @@
+"""Glue between a finished run directory and the analysis notebooks (02–04).
+
+A run directory written by :func:`molre_lib.train.train` holds everything needed to rebuild its
+model and its data: ``open_run`` does that, so notebooks read files, never another notebook's memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> the first CUDA GPU when there is one, else the CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class OpenRun:
+    run_dir: Path
+    model: torch.nn.Module  # adapter loaded, eval mode, on ``device``
+    cfg: Any  # TrainConfig
+    device: torch.device
+
+    @property
+    def spec(self) -> Any:
+        return self.model.spec
+
+    def dataset(self, split: str, max_scans: Optional[int] = None) -> Dataset:
+        """The run's preprocessed ``split`` (first ``max_scans`` scans, manifest order)."""
+        from .loaders import build_datasets
+
+        ds = build_datasets(self.cfg, self.spec, [split])[split]
+        return Subset(ds, range(min(max_scans, len(ds)))) if max_scans else ds
+
+    def loader(self, split: str, max_scans: Optional[int] = None, batch_size: int = 4) -> DataLoader:
+        return DataLoader(self.dataset(split, max_scans), batch_size=batch_size, shuffle=False)
+
+
+def open_run(run_dir: str | Path, device: str = "auto") -> OpenRun:
+    """Rebuild a finished run's model (backbone + saved adapters/head) from its directory."""
+    from .evaluate import load_run_model
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "adapter.safetensors"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished run of 01_train?")
+    dev = resolve_device(device)
+    model, cfg = load_run_model(run_dir, device=str(dev))
+    return OpenRun(run_dir, model, cfg, dev)
