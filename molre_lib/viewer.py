@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from molre_lib.plots.images import WINDOW_PRESETS, expert_colormap, windowed
+from molre_lib.plots.images import CAM_THRESHOLD, WINDOW_PRESETS, expert_colormap, windowed
 from molre_lib.plots.style import CAM_CMAP, PAPER_RC
 
 NO_FINDING = "(none)"
@@ -111,7 +111,7 @@ class CTViewer:
         finding = self.finding.value
         show_cam = finding != NO_FINDING and not self.show_routing.value
         if finding != NO_FINDING:
-            self.cam_image.set_data(self.cams[finding][z])
+            self.cam_image.set_data(np.ma.masked_less_equal(self.cams[finding][z], CAM_THRESHOLD))
         self.cam_image.set_alpha(self.opacity.value if show_cam else 0.0)
         if self.routing_map is not None:
             self.routing_image.set_data(self.routing_map[z])

@@ -69,8 +69,12 @@ def plot_slice_gallery(
     return fig
 
 
-def show_cam(ax, base: np.ndarray, cam: np.ndarray | None, alpha: float = 0.45, threshold: float = 0.0):
-    """Draw a grey slice (H, W) in [0, 1] and, if given, a CAM (H, W) in [0, 1] over it; returns the images."""
+CAM_THRESHOLD = 0.1  # CAM values at or below this are transparent, so the slice stays readable
+
+
+def show_cam(ax, base: np.ndarray, cam: np.ndarray | None, alpha: float = 0.45, threshold: float = CAM_THRESHOLD):
+    """Draw a grey slice (H, W) in [0, 1] and, if given, a CAM (H, W) in [0, 1] over it (values <= threshold
+    transparent); returns the two images."""
     base_im = ax.imshow(base, cmap="gray", vmin=0, vmax=1)
     cam_im = None
     if cam is not None:
@@ -109,6 +113,7 @@ def expert_legend(fig_or_ax, n_experts: int, **kwargs) -> None:
 
 def plot_cam_overlay(
     base: np.ndarray, cam: np.ndarray, title: str | None = None, alpha: float = 0.45, with_plain: bool = True,
+    threshold: float = CAM_THRESHOLD,
 ) -> Figure:
     """One windowed slice (H, W) in [0, 1], optionally side by side with its Grad-CAM overlay (H, W)."""
     n = 2 if with_plain else 1
@@ -116,7 +121,7 @@ def plot_cam_overlay(
     if with_plain:
         show_cam(axes[0, 0], base, None)
         axes[0, 0].set_title("slice")
-    show_cam(axes[0, -1], base, cam, alpha=alpha)
+    show_cam(axes[0, -1], base, cam, alpha=alpha, threshold=threshold)
     axes[0, -1].set_title("Grad-CAM")
     if title:
         fig.suptitle(title)
@@ -126,7 +131,7 @@ def plot_cam_overlay(
 
 def plot_cam_panel(
     bases: Sequence[np.ndarray], cams: Mapping[str, Sequence[np.ndarray]], row_labels: Sequence[str] | None = None,
-    alpha: float = 0.45, title: str | None = None,
+    alpha: float = 0.45, title: str | None = None, threshold: float = CAM_THRESHOLD,
 ) -> Figure:
     """Paper panel: rows = slices (each (H, W) in [0, 1]), columns = the plain slice then one CAM per finding.
 
@@ -141,7 +146,7 @@ def plot_cam_panel(
         if row_labels is not None:
             axes[r, 0].set_ylabel(row_labels[r], fontsize=6)
         for c, name in enumerate(names, start=1):
-            show_cam(axes[r, c], base, cams[name][r], alpha=alpha)
+            show_cam(axes[r, c], base, cams[name][r], alpha=alpha, threshold=threshold)
             if r == 0:
                 axes[r, c].set_title(name, fontsize=7)
     axes[0, 0].set_title("slice", fontsize=7)

@@ -194,7 +194,7 @@ def plot_confidence_shift(
 ) -> Figure:
     """Confidence-regime shift of positives from run A to run B (``calibration.confidence_regime_shift``).
 
-    Left: totals over findings (borderline in A, moved up, moved down, confident in A / B). Right: per finding
+    Top: totals over findings (borderline in A, moved up, moved down, confident in A / B). Below: per finding
     with positives, share of positives moved up (borderline in A -> confident in B, right) and down (left).
     """
     _require(shift, ["finding", "n_pos", "borderline_a", "moved_up", "moved_down", "confident_a", "confident_b"],
@@ -204,14 +204,16 @@ def plot_confidence_shift(
         table["category"] = finding_categories(table["finding"], categories)
     table = _order_by_category(table)
     n = len(table)
-    fig, (tax, ax) = plt.subplots(1, 2, figsize=(DOUBLE_COLUMN_IN * 0.8, 0.12 * n + 1.1), width_ratios=(1, 1.6))
-    totals = {f"borderline\n{label_a}": table["borderline_a"].sum(), "moved up": table["moved_up"].sum(),
-              "moved down": table["moved_down"].sum(), f"confident\n{label_a}": table["confident_a"].sum(),
-              f"confident\n{label_b}": table["confident_b"].sum()}
-    tax.bar(range(len(totals)), list(totals.values()),
-            color=["#BBBBBB", "#009E73", "#D55E00", ADAPTER_COLOURS["lora"], ADAPTER_COLOURS["molre"]])
-    tax.set_xticks(range(len(totals)), list(totals), fontsize=6)
-    tax.set_ylabel("positive (scan, finding) pairs")
+    fig, (tax, ax) = plt.subplots(2, 1, figsize=(SINGLE_COLUMN_IN + 1.0, 0.12 * n + 2.2),
+                                  height_ratios=(1.1, 0.12 * n + 0.3))
+    totals = {f"borderline in {label_a}": table["borderline_a"].sum(), "moved up": table["moved_up"].sum(),
+              "moved down": table["moved_down"].sum(), f"confident in {label_a}": table["confident_a"].sum(),
+              f"confident in {label_b}": table["confident_b"].sum()}
+    tax.barh(range(len(totals)), list(totals.values()), height=0.7,
+             color=["#BBBBBB", "#009E73", "#D55E00", ADAPTER_COLOURS["lora"], ADAPTER_COLOURS["molre"]])
+    tax.set_yticks(range(len(totals)), list(totals), fontsize=6)
+    tax.invert_yaxis()
+    tax.set_xlabel("positive (scan, finding) pairs, all findings")
     y = np.arange(n)
     npos = table["n_pos"].to_numpy(dtype=float)
     ax.barh(y, table["moved_up"] / npos, color="#009E73", height=0.8, label=f"borderline {label_a} → confident {label_b}")
@@ -222,9 +224,9 @@ def plot_confidence_shift(
         tick.set_color(category_colour(cat))
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlabel("share of positives")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=5.5)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=5.5, ncol=1)
     if title:
-        fig.suptitle(title)
+        tax.set_title(title)
     fig.tight_layout()
     return fig
 

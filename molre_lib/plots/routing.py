@@ -76,7 +76,7 @@ def plot_gate_entropy(entropy: pd.DataFrame, title: str | None = None) -> Figure
 def plot_gates_by_finding(
     table: pd.DataFrame, findings: Sequence[str] | None = None, max_findings: int = 12, title: str | None = None,
 ) -> Figure:
-    """Mean gate per expert for scans with (solid) vs without (light) each finding; one small panel per finding.
+    """Mean gate per expert for scans with (filled) vs without (open) each finding; one small panel per finding.
 
     table: output of ``routing.gates_by_finding`` for one layer (or the layer mean): columns finding, expert,
     pos_mean, neg_mean, diff. By default the ``max_findings`` findings with the largest |diff| are shown.
@@ -91,22 +91,28 @@ def plot_gates_by_finding(
     cmap, _ = expert_colormap(n_experts)
     cols = min(4, len(findings))
     rows = int(np.ceil(len(findings) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(DOUBLE_COLUMN_IN * cols / 4, 1.5 * rows + 0.3), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(DOUBLE_COLUMN_IN * cols / 4, 1.5 * rows + 0.3), squeeze=False)
     for ax, name in zip(axes.flat, findings):
         part = table[table["finding"] == name].sort_values("expert")
         x = np.arange(len(part))
         colours = [cmap(int(e)) for e in part["expert"]]
-        ax.bar(x - 0.2, part["pos_mean"], width=0.4, color=colours, label="positive")
-        ax.bar(x + 0.2, part["neg_mean"], width=0.4, color=colours, alpha=0.35, label="negative")
+        ax.vlines(x, part["neg_mean"], part["pos_mean"], colors=colours, lw=1.0)  # dumbbell: the gap is the effect
+        ax.scatter(x, part["pos_mean"], c=colours, s=14, zorder=3, label="with finding")
+        ax.scatter(x, part["neg_mean"], facecolors="white", edgecolors=colours, s=14, zorder=3, label="without")
         ax.set_xticks(x, [f"E{e}" for e in part["expert"]], fontsize=6)
+        ax.set_xlim(-0.6, len(part) - 0.4)
         ax.set_title(name, fontsize=6.5)
     for ax in axes.flat[len(findings):]:
         ax.axis("off")
     axes[0, 0].set_ylabel("mean gate")
-    axes[0, 0].legend(fontsize=5.5, loc="upper left")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color="k", label="scans with the finding"),
+               Line2D([], [], marker="o", ls="", markerfacecolor="white", color="k", label="scans without")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=6)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
