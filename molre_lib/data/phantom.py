@@ -37,7 +37,7 @@ class PhantomConfig:
         default=None, metadata={"help": "(dz, dy, dx) mm; overrides fov_mm (fov = shape * spacing)"})
     slice_thickness_mm: float | None = field(
         default=None, metadata={"help": "reconstructed slice thickness (partial-volume slab); None = dz"})
-    pv_subsamples: int = field(default=3, metadata={"help": "sub-slices averaged per slice thickness"})
+    pv_subsamples: int = field(default=2, metadata={"help": "sub-slices averaged per slice thickness"})
     n_sites: int = field(default=3, metadata={"help": "number of scanner sites (noise / kernel settings)"})
     site_noise_hu: tuple[float, ...] = field(default=(3.0, 5.0, 7.0), metadata={"help": "noise SD per site"})
     site_sharpness: tuple[float, ...] = field(

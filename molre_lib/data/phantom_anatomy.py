@@ -124,43 +124,44 @@ def render_anatomy(c: Canvas, a: Anatomy, m: Mods) -> None:
     inner = a.scalp_mm + skull_mm
     c.regions["inner_mm"] = np.float32(inner)
     hu = c.hu
-    hu[depth > 0] = HU["soft"]
+    np.copyto(hu, np.float32(HU["soft"]), where=depth > 0)
     sl, e = c.ellipsoid((0, -94, -58), (11, 12, 15))                        # nose
     c.paint(sl, e, HU["soft"])
     # ---- skull vault: outer table, diploe, inner table
     frac = (depth - a.scalp_mm) / skull_mm
     vault = (frac >= 0) & (frac <= 1)
-    hu[vault] = np.where((frac[vault] < 0.3) | (frac[vault] > 0.72), HU["cortical"], HU["diploe"])
+    np.copyto(hu, np.where((frac < 0.3) | (frac > 0.72), np.float32(HU["cortical"]), np.float32(HU["diploe"])),
+              where=vault)
     c.regions["skull"] = vault
     zb = skull_base_z(X, Y)
     base = (depth > a.scalp_mm) & (Z < zb)
-    hu[base & ~vault] = HU["base"]
+    np.copyto(hu, np.float32(HU["base"]), where=base & ~vault)
     intracranial = (depth > inner) & (Z >= zb)
     c.regions["intracranial"] = intracranial
     # ---- CSF space, brain, cortex ribbon, sulci
     csf_mm = 1.2 + 4.0 * atrophy
     bdepth = depth - inner - csf_mm
-    hu[intracranial] = HU["csf"]
+    np.copyto(hu, np.float32(HU["csf"]), where=intracranial)
     brain = intracranial & (bdepth > 0)
-    hu[brain] = np.where(bdepth[brain] < 3.5, HU["grey"], HU["white"])
+    np.copyto(hu, np.where(bdepth < 3.5, np.float32(HU["grey"]), np.float32(HU["white"])), where=brain)
     zt = tentorium_z(X, Y)
-    posterior = intracranial & (Y > 6) & (Z < zt)
+    posterior = intracranial & (Y > 4 + 0.55 * np.abs(X)) & (Z < zt)        # petrous ridges form a V
     c.regions["posterior_fossa"] = posterior
-    hu[posterior & brain] = 37.0
+    np.copyto(hu, np.float32(37.0), where=posterior & brain)
     t = smooth_field(c, rng, 4, (20.0, 34.0))
     width = 0.15 + 0.32 * atrophy
     sulci = brain & (bdepth < 9.0 + 10.0 * atrophy) & (np.abs(t) < width) & ~posterior
     for centre, radius in m.effaced_sulci:
         d2 = (X - centre[0]) ** 2 + (Y - centre[1]) ** 2 + (Z - centre[2]) ** 2
         sulci &= d2 > radius * radius
-    hu[sulci] = HU["csf"]
+    np.copyto(hu, np.float32(HU["csf"]), where=sulci)
     c.regions["sulci"] = sulci
     folia_w = 0.12 + (0.35 if m.cerebellar_atrophy else 0.0)
     folia = posterior & brain & (np.abs(np.cos(Z * 0.9 + 0.25 * t * 6)) < folia_w) & (bdepth < 14)
-    hu[folia] = HU["csf"]
+    np.copyto(hu, np.float32(HU["csf"]), where=folia)
     c.regions["folia"] = folia
     tent = intracranial & (np.abs(Z - zt) < 1.0) & (Y > 6) & (np.abs(X) > 8)
-    hu[tent] = 48.0
+    np.copyto(hu, np.float32(48.0), where=tent)
     # ---- deep grey nuclei
     for s in (-1, 1):
         for centre, radii in (((s * 12, -12, 10), (5, 8, 8)), ((s * 22, -2, 1), (6, 13, 8)),
@@ -183,7 +184,7 @@ def render_anatomy(c: Canvas, a: Anatomy, m: Mods) -> None:
     if sl is not None:
         vent[sl] |= e
     vent &= intracranial
-    hu[vent] = HU["csf"] - 1.0
+    np.copyto(hu, np.float32(HU["csf"] - 1.0), where=vent)
     c.regions["ventricles"] = vent
     # ---- cisterns, fissures, brainstem
     cis = np.zeros(c.shape, bool)
@@ -201,12 +202,12 @@ def render_anatomy(c: Canvas, a: Anatomy, m: Mods) -> None:
         sl, e = c.ellipsoid((s * 7, -8, -24), (9, 12, 7))
         c.paint(sl, e, 36.0, where=cis, key="transtentorial_herniation")
         cis &= ~c.masks.get("transtentorial_herniation", np.zeros(c.shape, bool))
-    hu[cis] = HU["csf"]
+    np.copyto(hu, np.float32(HU["csf"]), where=cis)
     c.regions["cisterns"] = cis
     fiss = intracranial & (np.abs(X) < 1.8 + 2.0 * atrophy) & ~posterior & ((Z > 24) | (Y < -38) | (Y > 45))
-    hu[fiss] = HU["csf"]
+    np.copyto(hu, np.float32(HU["csf"]), where=fiss)
     falx = fiss & (np.abs(X) < 0.9)
-    hu[falx] = 55.0
+    np.copyto(hu, np.float32(55.0), where=falx)
     c.regions["falx"] = falx
     sl, e = c.ellipsoid((0, 8, -20), (10, 10, 9.5))                         # midbrain
     c.paint(sl, e, 33.0, where=intracranial)
@@ -216,7 +217,7 @@ def render_anatomy(c: Canvas, a: Anatomy, m: Mods) -> None:
     band = intracranial & (depth - inner < 4.5)
     sss = band & (np.abs(X) < 5) & (Z > -18) & (Y > -75)
     trans = band & (np.abs(Z + 28) < 4.5) & (Y > 40) & (np.abs(X) > 6)
-    hu[sss | trans] = 50.0
+    np.copyto(hu, np.float32(50.0), where=sss | trans)
     c.regions["sss"], c.regions["transverse"] = sss, trans
     # ---- sella, orbits, sinuses, mastoids (carved out of the skull base)
     sl, e = c.ellipsoid((0, -18, -38), (7, 6, 5))
