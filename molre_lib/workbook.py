@@ -5,9 +5,9 @@ model and its data: ``open_run`` does that, so notebooks read files, never anoth
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -26,20 +26,27 @@ class OpenRun:
     model: torch.nn.Module  # adapter loaded, eval mode, on ``device``
     cfg: Any  # TrainConfig
     device: torch.device
+    _datasets: dict = field(default_factory=dict, repr=False)  # one preprocessed dataset per split
 
     @property
     def spec(self) -> Any:
         return self.model.spec
 
-    def dataset(self, split: str, max_scans: Optional[int] = None) -> Dataset:
-        """The run's preprocessed ``split`` (first ``max_scans`` scans, manifest order)."""
+    def dataset(self, split: str, max_scans: Optional[int] = None, indices: Optional[Sequence[int]] = None) -> Dataset:
+        """The run's preprocessed ``split``: all scans, the first ``max_scans``, or those at ``indices``."""
         from .loaders import build_datasets
 
-        ds = build_datasets(self.cfg, self.spec, [split])[split]
+        key = (split,)
+        if key not in self._datasets:
+            self._datasets[key] = build_datasets(self.cfg, self.spec, [split])[split]
+        ds = self._datasets[key]
+        if indices is not None:
+            return Subset(ds, list(indices))
         return Subset(ds, range(min(max_scans, len(ds)))) if max_scans else ds
 
-    def loader(self, split: str, max_scans: Optional[int] = None, batch_size: int = 4) -> DataLoader:
-        return DataLoader(self.dataset(split, max_scans), batch_size=batch_size, shuffle=False)
+    def loader(self, split: str, max_scans: Optional[int] = None, indices: Optional[Sequence[int]] = None,
+               batch_size: int = 4) -> DataLoader:
+        return DataLoader(self.dataset(split, max_scans, indices), batch_size=batch_size, shuffle=False)
 
 
 def open_run(run_dir: str | Path, device: str = "auto") -> OpenRun:

@@ -1,0 +1,142 @@
+"""Cross-run summary of a sweep: the paper-style table of backbones × adapters.
+
+``collect_runs`` reads what a sweep left on disk (``runs.csv``, ``sweep_status.csv``, each run's
+``config.json`` and ``metrics.json``) — or, without a sweep, every run directory under a folder —
+and lists failed and unfinished runs instead of dropping them. ``paper_table`` pairs LoRA and MoLRE
+runs of each backbone and seed and gives the macro-AUC difference with a paired bootstrap CI
+(the same resampled scans for both runs, so the CI reflects the paired design).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .metrics import bootstrap_counts, per_finding_auc
+from .run_io import read_predictions
+
+RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params", "adapter", "seed", "rank",
+               "n_experts", "router", "status", "error", "pct_trainable", "pct_added", "macro_auc", "ci_low",
+               "ci_high", "micro_auc", "n_test_scans"]
+
+
+def _run_dirs(sweep_dir: Path) -> pd.DataFrame:
+    runs_csv = sweep_dir / "runs.csv"
+    if runs_csv.is_file():
+        table = pd.read_csv(runs_csv, dtype=str)
+        table["run_dir"] = [str(Path(p) if Path(p).is_absolute() else Path(p)) for p in table["run_dir"]]
+        return table[["run", "run_dir"]]
+    dirs = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
+    if not dirs:
+        raise FileNotFoundError(f"{sweep_dir}: no runs.csv and no run directory (*/config.json) below it")
+    return pd.DataFrame({"run": [d.name for d in dirs], "run_dir": [str(d) for d in dirs]})
+
+
+def _failures(sweep_dir: Path) -> dict[str, str]:
+    status = sweep_dir / "sweep_status.csv"
+    if not status.is_file():
+        return {}
+    table = pd.read_csv(status, dtype=str).fillna("")
+    failed = table[(table["status"] == "failed")]
+    return dict(zip(failed["key"], failed["error"]))
+
+
+def collect_runs(sweep_dir: str | Path, split: str = "test") -> pd.DataFrame:
+    """One row per run of the sweep with its setup, status and test macro AUC (CI from ``metrics.json``)."""
+    from .backbones import get_spec
+
+    sweep_dir = Path(sweep_dir)
+    failures = _failures(sweep_dir)
+    rows = []
+    for run, run_dir in _run_dirs(sweep_dir).itertuples(index=False):
+        run_dir = Path(run_dir)
+        row: dict = {"run": run, "run_dir": str(run_dir), "status": "missing", "error": failures.get(run, "")}
+        cfg_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
+        if cfg_path.is_file():
+            config = json.loads(cfg_path.read_text())
+            train = config["train"]
+            spec = get_spec(train["backbone"])
+            row.update(backbone=spec.name, family=spec.family, dims=spec.dims, backbone_params=spec.n_params,
+                       adapter=train["adapter"], seed=train["seed"], rank=train["rank"], n_experts=train["n_experts"],
+                       router=train["router"], pct_trainable=config["params"]["pct_trainable"],
+                       pct_added=config["params"]["pct_added"], status="unfinished")
+        if metrics_path.is_file():
+            metrics = json.loads(metrics_path.read_text())
+            if split in metrics:
+                summary = metrics[split]["summary"]
+                row.update(status="finished", macro_auc=summary["macro_auc"]["value"],
+                           ci_low=summary["macro_auc"]["ci_low"], ci_high=summary["macro_auc"]["ci_high"],
+                           micro_auc=summary["micro_auc"]["value"], n_test_scans=metrics[split]["n_scans"])
+        if run in failures:
+            row["status"] = "failed"
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=RUN_COLUMNS)
+
+
+def paired_macro_delta(run_a: str | Path, run_b: str | Path, split: str = "test", n_boot: int = 1000,
+                       seed: int = 0) -> tuple[float, np.ndarray]:
+    """Macro AUC of B minus A on their shared scans, and its (n_boot,) paired bootstrap replicates.
+
+    Both runs are scored on the same resampled scans; a replicate averages the findings defined for both.
+    """
+    da, keys_a, pa, ya, ma = read_predictions(Path(run_a) / f"predictions_{split}.parquet")
+    db, keys_b, pb, yb, mb = read_predictions(Path(run_b) / f"predictions_{split}.parquet")
+    if keys_a != keys_b:
+        raise ValueError(f"{run_a} and {run_b} predict different findings")
+    index_b = {s: j for j, s in enumerate(db["scan_id"])}
+    pairs = [(i, index_b[s]) for i, s in enumerate(da["scan_id"]) if s in index_b]
+    if not pairs:
+        raise ValueError(f"{run_a} and {run_b} share no scan in split {split!r}")
+    ia, ib = (np.array(x) for x in zip(*pairs))
+    y, m = ya[ia], ma[ia]
+
+    def macro_delta(counts: Optional[np.ndarray]) -> np.ndarray:
+        a = per_finding_auc(y, pa[ia], m, counts)
+        b = per_finding_auc(y, pb[ib], m, counts)
+        d = np.atleast_2d(b - a)  # NaN where either is undefined
+        ok = ~np.isnan(d)
+        return np.where(ok.any(-1), np.where(ok, d, 0).sum(-1) / np.maximum(ok.sum(-1), 1), np.nan)
+
+    point = float(macro_delta(None)[0])
+    reps = macro_delta(bootstrap_counts(len(ia), n_boot, seed)) if n_boot > 0 else np.empty(0)
+    return point, reps
+
+
+def paper_table(runs: pd.DataFrame, split: str = "test", n_boot: int = 1000, seed: int = 0,
+                level: float = 0.95, a: str = "lora", b: str = "molre") -> pd.DataFrame:
+    """Backbone, family, params, trainable %, mean AUC of adapter ``a`` and ``b``, and Δ (b − a) with CI.
+
+    Seeds of one backbone are averaged: Δ and its replicates are the mean over the paired seeds.
+    """
+    done = runs[runs["status"] == "finished"]
+    rows = []
+    for backbone, group in done.groupby("backbone", sort=False):
+        ra, rb = group[group["adapter"] == a], group[group["adapter"] == b]
+        row = {"backbone": backbone, "family": group["family"].iloc[0],
+               "params_M": group["backbone_params"].iloc[0] / 1e6,
+               f"trainable_pct_{a}": ra["pct_trainable"].mean(), f"trainable_pct_{b}": rb["pct_trainable"].mean(),
+               f"auc_{a}": ra["macro_auc"].mean(), f"auc_{b}": rb["macro_auc"].mean(),
+               "n_seeds": int(min(len(ra), len(rb)))}
+        paired = ra.merge(rb, on="seed", suffixes=("_a", "_b"))
+        if len(paired):
+            results = [paired_macro_delta(pa_, pb_, split, n_boot, seed)
+                       for pa_, pb_ in zip(paired["run_dir_a"], paired["run_dir_b"])]
+            delta = float(np.mean([r[0] for r in results]))
+            reps = np.mean([r[1] for r in results], axis=0) if n_boot > 0 else np.empty(0)
+            tail = (1 - level) / 2 * 100
+            lo, hi = (np.nanpercentile(reps, [tail, 100 - tail]) if reps.size and not np.isnan(reps).all()
+                      else (np.nan, np.nan))
+            row.update(delta_auc=delta, delta_ci_low=float(lo), delta_ci_high=float(hi))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def long_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs as (backbone, adapter, mean_auc, ci_low, ci_high) for grouped bar plots (seed 0's CI)."""
+    done = runs[runs["status"] == "finished"]
+    return (done.groupby(["backbone", "adapter"], sort=False)
+            .agg(mean_auc=("macro_auc", "mean"), ci_low=("ci_low", "first"), ci_high=("ci_high", "first"))
+            .reset_index())
