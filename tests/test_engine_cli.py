@@ -85,7 +85,7 @@ def test_cli_end_to_end_on_phantom_with_tiny_backbone(tmp_path, capsys):
 
     manifest = synthesize(tmp_path / "data", 32, shape=(8, 32, 32), seed=0, workers=1)
     common = ["--manifest", str(manifest), "--backbone", "phantom_vit", "--reduced", "--no-pretrained",
-              "--volume-shape", "8", "32", "32", "--epochs", "2", "--batch-size", "4", "--lr", "3e-3", "--device", "cpu"]
+              "--volume-shape", "8", "32", "32", "--epochs", "1", "--batch-size", "4", "--lr", "3e-3", "--device", "cpu"]
     assert main(["train", "--run-dir", str(tmp_path / "lora"), "--adapter", "lora", "--rank", "4", *common]) == 0
     assert main(["train", "--run-dir", str(tmp_path / "molre"), "--adapter", "molre", "--rank", "4",
                  "--n-experts", "3", *common]) == 0

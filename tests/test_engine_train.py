@@ -20,6 +20,7 @@ from molre_lib.checkpoint import load_checkpoint
 from molre_lib.losses import MaskedFocalLoss, pos_weights_from_labels
 
 TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
 SCRIPT = TESTS / "engine_toys.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
 
@@ -107,12 +108,15 @@ def test_nan_loss_stops_naming_the_step_after_saving_last_good_state(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one_process(tmp_path):
-    one = run_toy(tmp_path / "one", "adapter_dropout=0.0")
-    assert one.returncode == 0, one.stderr[-3000:]
+    from engine_toys import ToyModel, toy_config, toy_datasets
+
+    from molre_lib.train import seed_everything, train
+
     two = run_toy(tmp_path / "two", "adapter_dropout=0.0", torchrun=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    accum = run_toy(tmp_path / "accum", "adapter_dropout=0.0", "grad_accum=2")
-    assert accum.returncode == 0, accum.stderr[-3000:]
+    for name, accum in (("one", 1), ("accum", 2)):  # one process: plain, and the same batch in 2 micro-batches
+        seed_everything(0)
+        train(toy_config(adapter_dropout=0.0, grad_accum=accum), tmp_path / name, model=ToyModel(), datasets=toy_datasets())
     cfg = json.loads((tmp_path / "two" / "config.json").read_text())
     assert cfg["world_size"] == 2
     m1, p1, l1 = outputs(tmp_path / "one")
@@ -125,3 +129,22 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
         assert m2["best_step"] == m1["best_step"]
         assert m2["test"]["summary"]["macro_auc"]["value"] == pytest.approx(m1["test"]["summary"]["macro_auc"]["value"],
                                                                           abs=1e-3)
+
+def test_augmentation_depends_only_on_seed_epoch_and_index():
+    from molre_lib.loaders import SeededAugment
+
+    class Base(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return {"image": torch.rand(3, 4, 16, 16, generator=g), "scan_id": f"s{i}"}
+
+    a, b = SeededAugment(Base(), seed=0), SeededAugment(Base(), seed=0)
+    first = [a[i]["image"] for i in range(6)]
+    later = [b[i]["image"] for i in reversed(range(6))][::-1]  # another order, as after a resume
+    for x, y in zip(first, later):
+        torch.testing.assert_close(x, y)
+    a.epoch = 1
+    assert any(not torch.equal(a[i]["image"], first[i]) for i in range(6))  # a new epoch draws new augmentations
