@@ -89,11 +89,13 @@ def _resize(x, size: list[int]):
 
 def window_channels(hu: np.ndarray, windows) -> np.ndarray:
     """HU (D, H, W) -> (C, D, H, W) float32, each (level, width) window mapped to [0, 1]."""
+    x = hu.astype(np.float32, copy=False)
     out = np.empty((len(windows),) + hu.shape, np.float32)
     for c, (level, width) in enumerate(windows):
-        np.subtract(hu, level - width / 2.0, out=out[c], dtype=np.float32)
+        lo = level - width / 2.0
+        np.clip(x, lo, lo + width, out=out[c])                       # clip first: two cheap passes follow
+        out[c] -= np.float32(lo)
         out[c] *= np.float32(1.0 / width)
-        np.clip(out[c], 0.0, 1.0, out=out[c])
     return out
 
 
