@@ -114,8 +114,10 @@ def _territory(x, mask, hu=INFARCT):
 @signature("mca_territory_infarct", order=0)
 def _mca(x):
     c = x.c
-    lateral = c.X * x.s > 17 + 0.25 * np.abs(c.Y + 4)
-    _territory(x, lateral & (c.Y > -38) & (c.Y < 30) & (c.Z > -22) & (c.Z < 36) & c.regions["supratentorial"])
+    yy = c.Y + 4.0
+    r = np.sqrt(c.X * c.X + yy * yy) + 1e-3
+    wedge = (c.X * x.s / r > np.cos(np.deg2rad(52))) & (r > 15)      # sector from the insula to the convexity
+    _territory(x, wedge & (c.Z > -22) & (c.Z < 36) & c.regions["supratentorial"])
 
 
 @signature("aca_territory_infarct", order=0)
