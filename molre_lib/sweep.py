@@ -264,7 +264,10 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     train_nb = nb_dir / cfg.train_notebook
     for nb in [train_nb] + [nb_dir / s.notebook for s in cfg.prepare + cfg.analysis]:
         if not nb.is_file():
-            raise FileNotFoundError(f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})")
+            message = f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})"
+            if not dry_run:
+                raise FileNotFoundError(message)
+            log(f"warning: {message}")
     train_jobs = []
     for run in runs:
         params = dict(run.parameters)
@@ -366,3 +369,41 @@ def _log_summary(rows: list[dict[str, Any]], path: Path, log) -> None:
     for r in bad:
         log(f"  {r['status'].upper():8s} {r['step']} for {r['key']}: {r['error']}  ({r['output']})")
     log(f"status: {path}")
+
+
+def sweep_results(sweep_dir: str | Path, split: str = "test", train_step: str = "01_train") -> "pd.DataFrame":
+    """One row per run of a sweep, for the summary notebook: grid values, training status and error, and from
+    a finished run's files the ``split`` summary metrics (``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``
+    for macro/micro/category AUCs), ``ece``, ``steps``, ``train_seconds`` and the parameter report
+    (``params_<field>``, from config.json). Failed runs keep NaN metrics so the table lists them."""
+    import pandas as pd
+
+    sweep_dir = Path(sweep_dir)
+    runs_file = sweep_dir / RUNS_FILE
+    if not runs_file.is_file():
+        raise FileNotFoundError(f"{runs_file} not found: is {sweep_dir} a sweep directory written by `molre sweep`?")
+    runs = pd.read_csv(runs_file)
+    status = {}
+    if (sweep_dir / STATUS_FILE).is_file():
+        st = pd.read_csv(sweep_dir / STATUS_FILE, keep_default_na=False)
+        status = {r["key"]: r for _, r in st[st["step"] == train_step].iterrows()}
+    rows = []
+    for _, run in runs.iterrows():
+        row = dict(run)
+        row["status"] = status[run["run"]]["status"] if run["run"] in status else "not run"
+        row["error"] = status[run["run"]]["error"] if run["run"] in status else ""
+        run_dir = Path(run["run_dir"])
+        metrics_path, config_path = run_dir / DONE_MARKER, run_dir / "config.json"
+        if metrics_path.is_file():
+            doc = json.loads(metrics_path.read_text())
+            row.update({k: doc.get(k) for k in ("steps", "best_step", "train_seconds")})
+            part = doc.get(split) or {}
+            ece = part.get("ece")
+            row["ece"] = ece.get("pooled") if isinstance(ece, dict) else ece
+            for metric, v in (part.get("summary") or {}).items():
+                row.update({metric: v.get("value"), f"{metric}_ci_low": v.get("ci_low"), f"{metric}_ci_high": v.get("ci_high")})
+        if config_path.is_file():
+            params = json.loads(config_path.read_text()).get("params") or {}
+            row.update({f"params_{k}": v for k, v in params.items() if not isinstance(v, (dict, list))})
+        rows.append(row)
+    return pd.DataFrame(rows)

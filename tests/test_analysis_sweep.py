@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
 from molre_lib.cli import main
-from molre_lib.sweep import SweepConfig, expand_runs, plan_analysis
+from molre_lib.sweep import SweepConfig, expand_runs, plan_analysis, sweep_results
 
 TRAIN_SRC = """
 import json, os, pathlib
@@ -21,8 +22,9 @@ run = pathlib.Path(RUN_DIR)
 run.mkdir(parents=True, exist_ok=True)
 with open(pathlib.Path(LOG), "a") as fh:
     fh.write(run.name + "\\n")
-metrics = {"auc": 0.5 + 0.1 * SEED, "adapter": ADAPTER, "rank": RANK, "device": DEVICE,
-           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+metrics = {"steps": 3, "rank": RANK, "device": DEVICE, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+           "test": {"ece": 0.1, "summary": {"macro_auc": {"value": 0.5 + 0.1 * SEED + 0.05 * (ADAPTER == "molre"),
+                                                          "ci_low": 0.5, "ci_high": 0.9}}}}
 (run / "metrics.json").write_text(json.dumps(metrics))
 """
 ROUTING_SRC = """
@@ -117,6 +119,12 @@ def test_failed_run_is_reported_and_rerun_skips_finished(sweep_file, tmp_path, c
     assert status[("02_routing", "broken_molre_seed1")]["status"] == "blocked"
     summary = json.loads((runs / "summary.json").read_text())
     assert summary["runs"] == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1"] and summary["n_inputs"] == 2
+
+    table = sweep_results(runs)
+    assert list(table["run"]) == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1", "broken_molre_seed1"]
+    assert list(table["status"]) == ["ok", "ok", "failed"] and "exploded" in table["error"].iloc[2]
+    assert table["macro_auc"].iloc[:2].tolist() == pytest.approx([0.6, 0.65]) and np.isnan(table["macro_auc"].iloc[2])
+    assert table["steps"].iloc[0] == 3 and table["ece"].iloc[1] == 0.1
 
     rc = main(["sweep", str(sweep_file)])
     assert rc == 1
