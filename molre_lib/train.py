@@ -210,7 +210,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=(cfg.adapter == "molre" and cfg.top_k is not None))
+            find_unused_parameters=(cfg.adapter == "molre" and cfg.top_k is not None),
+            broadcast_buffers=False)  # buffers are constants (input normalisation); evaluation uses the bare model
 
     st: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_auc": -math.inf, "best_step": -1,
                           "best_state": None, "evals_since_best": 0, "stopped_early": False, "done": False,
@@ -239,7 +240,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
         D.barrier(info)
 
     def evaluate() -> float:
-        out = predict_dataset(model, datasets[cfg.val_split], info, max(1, cfg.batch_size // max(1, cfg.grad_accum)),
+        out = predict_dataset(core, datasets[cfg.val_split], info, max(1, cfg.batch_size // max(1, cfg.grad_accum)),
                               amp, cfg.num_workers)
         auc = per_finding_auc(out["labels"], out["probs"], out["mask"])
         return float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
@@ -328,11 +329,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
         log_fh.close()
     if st["best_state"] is not None:
         _load_trainable(core, st["best_state"])
-    _finish(cfg, run_dir, core, model, datasets, info, amp, keys, st)
+    _finish(cfg, run_dir, core, datasets, info, amp, keys, st)
     return run_dir
 
 
-def _finish(cfg: TrainConfig, run_dir: Path, core: nn.Module, model: nn.Module, datasets: dict[str, Dataset],
+def _finish(cfg: TrainConfig, run_dir: Path, core: nn.Module, datasets: dict[str, Dataset],
             info: D.DistInfo, amp: str, keys: list[str], st: dict[str, Any]) -> None:
     """Predictions of the selected (best-val) weights, metrics.json and adapter.safetensors."""
     from molre_lib.adapters import save_adapter
@@ -340,7 +341,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, core: nn.Module, model: nn.Module, 
     results = {}
     for split in (cfg.val_split, cfg.test_split):
         if split and split in datasets:
-            out = predict_dataset(model, datasets[split], info, max(1, cfg.batch_size // cfg.grad_accum), amp,
+            out = predict_dataset(core, datasets[split], info, max(1, cfg.batch_size // cfg.grad_accum), amp,
                                   cfg.num_workers, progress=f"predict {split}")
             results[split] = out
             if info.is_main:

@@ -61,7 +61,8 @@ class ToyDataset(Dataset):
                 "label_mask": torch.from_numpy(self.label_mask[i]), "scan_id": self.ids[i]}
 
 
-def toy_datasets(n_train: int = 32, n_val: int = 16, n_test: int = 16, nan_at: int | None = None) -> dict:
+def toy_datasets(n_train: int = 32, n_val: int = 15, n_test: int = 13, nan_at: int | None = None) -> dict:
+    """Odd val/test sizes: DDP evaluation shards them unevenly across ranks."""
     return {"train": ToyDataset(n_train, seed=1, nan_at=nan_at), "val": ToyDataset(n_val, seed=2),
             "test": ToyDataset(n_test, seed=3)}
 

@@ -62,7 +62,7 @@ def test_run_dir_files_and_evaluate_compare_on_toy_runs(tmp_path, capsys):
     assert list(log.columns) == ["step", "epoch", "loss", "lr", "val_macro_auc", "elapsed_s"]
     assert log["val_macro_auc"].notna().sum() == 2  # evaluated at the end of each epoch
     preds = pd.read_parquet(run / "predictions_test.parquet")
-    assert preds.shape == (16, 2 + 2 * 5) and (preds["split"] == "test").all()
+    assert preds.shape == (13, 2 + 2 * 5) and (preds["split"] == "test").all()
     assert preds.filter(like="label_").isna().any().any()  # unknown labels stay unknown
 
     assert main(["evaluate", str(run), "--bootstrap", "100"]) == 0
