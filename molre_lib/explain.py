@@ -46,17 +46,33 @@ def normalize_cam(cam: np.ndarray) -> np.ndarray:
     return cam / top if top > 0 else cam
 
 
+# First LayerNorm of a pre-norm transformer block in timm / MONAI / transformers (Dinov2, SigLIP, ViT).
+BLOCK_INPUT_NORMS = ("norm1", "layer_norm1", "layernorm_before")
+
+
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
-    """The CAM module: ``layer`` (a name inside ``model`` or a module), else ``model.cam_layer`` / ``spec.cam_layer``."""
+    """The CAM module: ``layer`` (a name inside ``model`` or a module) exactly as given; by default
+    ``model.cam_layer`` (or ``spec.cam_layer``), and when that is a transformer block, the block's first norm.
+
+    Why the norm: a ViT block's *output* patch tokens reach a class-token head only through the class token
+    (their gradient is zero, so is the CAM); at the block's first norm they still feed the block's attention.
+    This is pytorch-grad-cam's recommended ViT target (``blocks[-1].norm1``).
+    """
     if isinstance(layer, nn.Module):
         return type(layer).__name__, layer
     name = layer or getattr(model, "cam_layer", None) or getattr(getattr(model, "spec", None), "cam_layer", None)
     if not name:
         raise ValueError("no CAM layer given and the model has neither .cam_layer nor .spec.cam_layer")
     try:
-        return name, model.get_submodule(name)
+        module = model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"CAM layer {name!r} is not a module of {type(model).__name__}") from None
+    if layer is None:
+        children = dict(module.named_children())
+        norm = next((n for n in BLOCK_INPUT_NORMS if n in children), None)
+        if norm is not None:
+            return f"{name}.{norm}", children[norm]
+    return name, module
 
 
 def finding_index(finding: int | str, keys: Sequence[str] | None = None) -> int:
@@ -152,7 +168,7 @@ def gradcam(
     """Grad-CAM of one finding's logit for one CT volume, on the input grid.
 
     image: (1, C, D, H, W) (or (C, D, H, W)) model input. finding: index or taxonomy key.
-    layer: module name inside the model (default ``model.cam_layer``). Returns float32 (D, H, W).
+    layer: module name inside the model (default: see :func:`resolve_layer`). Returns float32 (D, H, W).
     """
     x = torch.as_tensor(image)
     x = x[None] if x.ndim == 4 else x

@@ -147,9 +147,10 @@ def test_registry_vit_with_molre_and_chunks():
     model = create_model("dinov3_vitb16", reduced=True, image_size=(64, 64), chunk_size=2)
     inject(model, MoLREConfig(r=2, n_experts=3, target_modules=model.spec.target_modules))
     image = torch.rand(1, 3, 5, 48, 40)
-    # the last block's output does not reach a class-token-pooled head through the patch tokens (the CAM is 0),
-    # so Grad-CAM on ViTs uses the last block's first norm, as pytorch-grad-cam recommends
-    cam = explain.gradcam(model, image, "epidural_hematoma", layer=f"{model.cam_layer}.norm1")
+    # default layer: the last block named by the spec, taken at its first norm (its output patch tokens do not
+    # reach a class-token-pooled head, so a CAM there is 0 — asked for explicitly, that is what one gets, with a warning)
+    assert explain.resolve_layer(model)[0] == f"{model.cam_layer}.norm1"
+    cam = explain.gradcam(model, image, "epidural_hematoma")
     assert cam.shape == (5, 48, 40) and cam.std() > 0
     with pytest.warns(UserWarning, match="norm1"):
         explain.gradcam(model, image, 0, layer=model.cam_layer)
