@@ -14,7 +14,7 @@ from .registry import BackboneSpec, BuiltEncoder, get_spec, register_backbone
 from .vit2d import HEAD_CT_WINDOWS, _check_overrides, timm_pooled
 from .weights import load_state_dict_file, load_strict, weight_file
 
-PHANTOM_VIT_ARCH: dict[str, Any] = dict(img_size=64, patch_size=8, in_chans=3, embed_dim=192, depth=6, num_heads=3,
+PHANTOM_VIT_ARCH: dict[str, Any] = dict(img_size=64, patch_size=8, in_chans=3, embed_dim=192, depth=4, num_heads=3,
                                         mlp_ratio=4.0, class_token=True, global_pool="token", num_classes=0)
 REDUCED_ARCH: dict[str, Any] = dict(PHANTOM_VIT_ARCH, img_size=32, embed_dim=32, depth=2, num_heads=2)
 
@@ -27,10 +27,10 @@ def build_phantom_vit(arch: dict[str, Any]):
 
 
 @register_backbone(BackboneSpec(
-    name="phantom_vit", family="demo", dims=2, n_params=2_719_296, published_params=None,
-    published_source="built here (ViT 64 px, patch 8, width 192, depth 6, 3 heads); not a published model",
+    name="phantom_vit", family="demo", dims=2, n_params=1_829_568, published_params=None,
+    published_source="built here (ViT 64 px, patch 8, width 192, depth 4, 3 heads); not a published model",
     feature_dim=192, in_chans=3, input_size=(64, 64), windows=HEAD_CT_WINDOWS, normalize="none", mean=(0.0,),
-    std=(1.0,), spacing=None, target_modules=r"encoder\.blocks\.\d+\.attn\.(qkv|proj)", cam_layer="encoder.blocks.5",
+    std=(1.0,), spacing=None, target_modules=r"encoder\.blocks\.\d+\.attn\.(qkv|proj)", cam_layer="encoder.blocks.3",
     num_prefix_tokens=1, patch_size=(8, 8), hub_id=None, weight_files=("config.json", "model.safetensors"),
     weight_format="molre (safetensors + config.json)", reduced_input_size=(32, 32),
     description="Demo ViT pretrained label-free on phantom slices (masked patches, slice position, window id)",
