@@ -113,6 +113,14 @@ def _amp(cfg: TrainConfig, device: torch.device) -> str:
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
 
 
+def _no_buffer_sync() -> dict[str, bool]:
+    """Buffers are constants (input normalisation): no per-forward sync (the keyword was renamed in torch 2.10+)."""
+    import inspect
+
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -210,8 +218,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=(cfg.adapter == "molre" and cfg.top_k is not None),
-            broadcast_buffers=False)  # buffers are constants (input normalisation); evaluation uses the bare model
+            find_unused_parameters=(cfg.adapter == "molre" and cfg.top_k is not None), **_no_buffer_sync())
 
     st: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_auc": -math.inf, "best_step": -1,
                           "best_state": None, "evals_since_best": 0, "stopped_early": False, "done": False,
