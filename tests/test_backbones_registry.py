@@ -105,6 +105,21 @@ def test_inject_default_targets(name, router):
     assert not any(p.requires_grad for p in frozen)
 
 
+@pytest.mark.parametrize("name", ["dinov3_vits16", "medsiglip_448", "rad_dino", "headct_vit3d", "phantom_vit"])
+def test_tokens_to_grid_drops_prefix_tokens(name):
+    model = create_model(name, reduced=True).eval()
+    seen = []
+    model.get_submodule(model.cam_layer).register_forward_hook(
+        lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        model(_input(model, batch=1, slices=2))
+    grid = model.tokens_to_grid(seen[0])
+    spatial = tuple(s // p for s, p in zip(model.input_size, model.patch_size))
+    assert grid.shape == (seen[0].shape[0], seen[0].shape[-1], *spatial)
+    body = seen[0][:, model.spec.num_prefix_tokens:]
+    assert torch.equal(grid.flatten(2).transpose(1, 2), body)
+
+
 def test_wrong_channel_count_names_the_windows():
     model = create_model("ctfm_segresenc", reduced=True)
     with pytest.raises(ValueError, match=r"expect 1.*windows.*\(512, 3072\)"):

@@ -112,7 +112,8 @@ def headct_vit3d(weights: Optional[Path] = None, reduced: bool = False, **overri
                  for k, v in _unwrap(load_state_dict_file(file)).items()}
         load_strict(model, state, spec, file)
     model.molre_in_chans = in_chans
-    return BuiltEncoder(model, kw["hidden_size"], f"blocks.{kw['num_layers'] - 1}", (kw["img_size"],) * 3)
+    return BuiltEncoder(model, kw["hidden_size"], f"blocks.{kw['num_layers'] - 1}", (kw["img_size"],) * 3,
+                        (kw["patch_size"],) * 3)
 
 
 # ------------------------------------------------------------------------------------------ Merlin I3ResNet

@@ -29,6 +29,8 @@ class BuiltEncoder:
     cam_layer: str = field(metadata={"help": "module name inside `module` whose output Grad-CAM uses"})
     input_size: Optional[tuple[int, ...]] = field(
         default=None, metadata={"help": "spatial size the module requires (inputs are resized); None = any size"})
+    patch_size: Optional[tuple[int, ...]] = field(
+        default=None, metadata={"help": "token patch size of this build when it differs from the spec's"})
 
 
 @dataclass
