@@ -64,7 +64,7 @@ def test_convert_cq500_from_the_command_line(tmp_path):
 
 
 def test_gallery_writes_png_pdf_svg(tmp_path):
-    r = run("gallery", "--out", str(tmp_path / "fig"), "--shape", "48,48,12", "--category", "mass")
+    r = run("gallery", "--out", str(tmp_path / "fig"), "--shape", "32,32,8", "--category", "mass")
     assert r.returncode == 0, r.stderr
     for ext in ("png", "pdf", "svg"):
         assert (tmp_path / "fig" / f"phantom_mass.{ext}").stat().st_size > 10_000

@@ -135,7 +135,8 @@ def render_anatomy(c: Canvas, a: Anatomy, m: Mods) -> None:
     c.regions["skull"] = vault
     zb = skull_base_z(X, Y)
     base = (depth > a.scalp_mm) & (Z < zb)
-    np.copyto(hu, np.float32(HU["base"]), where=base & ~vault)
+    np.copyto(hu, np.float32(38.0), where=base & ~vault)                 # face and neck soft tissue
+    np.copyto(hu, np.float32(HU["base"]), where=base & ~vault & (Z > zb - 7.0))   # cranial floor plate
     intracranial = (depth > inner) & (Z >= zb)
     c.regions["intracranial"] = intracranial
     # ---- CSF space, brain, cortex ribbon, sulci
@@ -219,30 +220,42 @@ def render_anatomy(c: Canvas, a: Anatomy, m: Mods) -> None:
     trans = band & (np.abs(Z + 28) < 4.5) & (Y > 40) & (np.abs(X) > 6)
     np.copyto(hu, np.float32(50.0), where=sss | trans)
     c.regions["sss"], c.regions["transverse"] = sss, trans
-    # ---- sella, orbits, sinuses, mastoids (carved out of the skull base)
+    # ---- skull base: clivus, petrous ridges, sella, bony orbits, sinuses with walls, mastoids
+    extra = (depth > a.scalp_mm) & ~intracranial
+    sl, e = c.capsule((0, -22, -36), (0, 2, -64), 7.0)                      # clivus
+    c.paint(sl, e, HU["base"], where=extra)
+    for s in (-1, 1):
+        sl, e = c.capsule((s * 54, 16, -46), (s * 13, -8, -40), 6.0)        # petrous ridge
+        c.paint(sl, e, 1100.0, where=extra)
     sl, e = c.ellipsoid((0, -18, -38), (7, 6, 5))
     c.paint(sl, e, 40.0)
     c.regions["sella"] = _region(c, sl, e)
     for s in (-1, 1):
+        sl, e = c.ellipsoid((s * 32, -60, -42), (17.5, 24, 16.5))           # bony orbit
+        c.paint(sl, e, HU["base"], where=extra)
         sl, e = c.ellipsoid((s * 32, -60, -42), (15, 22, 14))
         c.paint(sl, e, HU["fat"])
         sl, e = c.ellipsoid((s * 32, -75, -42), (12, 12, 12))
         c.paint(sl, e, 12.0)
         sl, e = c.ellipsoid((s * 32, -86, -42), (4.5, 2.5, 4.0))
         c.paint(sl, e, 95.0)
+        sl, e = c.ellipsoid((s * 30, -62, -66), (16, 16, 16))
+        c.paint(sl, e, HU["base"], where=base)
         sl, e = c.ellipsoid((s * 30, -62, -66), (14, 14, 14))
         c.paint(sl, e, HU["air"], where=base)
         c.regions[f"maxillary_{s}"] = _region(c, sl, e) & base
         sl, e = c.ellipsoid((s * 56, 20, -48), (9, 11, 10))
         if sl is not None:
             cells = np.cos(c.X[sl] * 0.9) * np.cos(c.Y[sl] * 0.9) * np.cos(c.Z[sl] * 0.9) > -0.2
-            bony = (depth > a.scalp_mm) & ~intracranial
-            c.paint(sl, e, np.where(cells, -700.0, 900.0).astype(np.float32), where=bony)
-            c.regions[f"mastoid_{s}"] = _region(c, sl, e) & bony
+            c.paint(sl, e, np.where(cells, -700.0, 900.0).astype(np.float32), where=extra)
+            c.regions[f"mastoid_{s}"] = _region(c, sl, e) & extra
     sl, e = c.ellipsoid((0, -84, -6), (19, 11, 14))                         # frontal sinus shell
     c.paint(sl, e, HU["cortical"], where=depth > a.scalp_mm)
     for name, centre, radii in (("frontal", (0, -84, -6), (15, 6, 10)), ("ethmoid", (0, -62, -42), (9, 15, 10)),
                                 ("sphenoid", (0, -32, -50), (12, 10, 9)), ("nasal", (0, -80, -64), (10, 16, 12))):
+        if name != "frontal":
+            sl, e = c.ellipsoid(centre, tuple(r + 2.5 for r in radii))      # bony walls
+            c.paint(sl, e, HU["base"], where=extra)
         sl, e = c.ellipsoid(centre, radii)
         c.paint(sl, e, -950.0, where=depth > a.scalp_mm)
         c.regions[f"sinus_{name}"] = _region(c, sl, e) & (depth > a.scalp_mm)

@@ -289,11 +289,11 @@ def _svd(x):
     for s in (-1, 1):
         for centre, radii, yaw in ventricle_parts(x.a, Mods(), s)[:3]:
             sl, e = c.ellipsoid(centre, (radii[0] + 9, radii[1] + 7, radii[2] + 8), yaw_deg=yaw)
-            c.paint(sl, e, 19.0, x.key, where="white")
+            c.paint(sl, e, 15.0, x.key, where="white")
     for _ in range(6):
         p = (x.rng.choice([-1, 1]) * x.rng.uniform(15, 30), x.rng.uniform(-30, 30), x.rng.uniform(15, 35))
         sl, e = c.ellipsoid(p, (5, 6, 5))
-        c.paint(sl, e, 19.0, x.key, where="white")
+        c.paint(sl, e, 15.0, x.key, where="white")
 
 
 @signature("encephalomalacia")
