@@ -118,8 +118,9 @@ def format_comparison(df: pd.DataFrame, name_a: str = "A", name_b: str = "B", to
 
 def load_run_model(run_dir: str | Path, device: str = "cpu"):
     """(model with the run's adapter loaded, TrainConfig) from ``config.json`` + ``adapter.safetensors``."""
-    from molre_lib.adapters import load_adapter
+    from molre_lib.adapters import load_adapter, read_adapter_metadata
 
+    from .checkpoint import frozen_fingerprint
     from .train import build_model
     from .train_config import TrainConfig
 
@@ -129,6 +130,11 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
     n_classes = int(meta.get("n_classes", 75))
     model = build_model(cfg, n_classes)
     load_adapter(model, run_dir / "adapter.safetensors")
+    saved = read_adapter_metadata(run_dir / "adapter.safetensors").get("frozen_fingerprint")
+    now = frozen_fingerprint(model)
+    if saved is not None and abs(float(saved) - now) > 1e-6 * max(1.0, abs(now)):
+        raise ValueError(f"{run_dir}: the backbone weights found now differ from those the run was trained with "
+                         f"(frozen-weight fingerprint {now} != {saved}); point --weights / MOLRE_CACHE_DIR at the same weights")
     return model.to(device).eval(), cfg
 
 

@@ -356,7 +356,8 @@ def _finish(cfg: TrainConfig, run_dir: Path, core: nn.Module, datasets: dict[str
     if info.is_main:
         extra = tuple(n for n, _ in core.named_children()) if cfg.adapter == "full" else ("head",)
         save_adapter(core, run_dir / "adapter.safetensors", extra=extra,
-                     metadata={"adapter_kind": cfg.adapter, "backbone": cfg.backbone})
+                     metadata={"adapter_kind": cfg.adapter, "backbone": cfg.backbone,
+                               "frozen_fingerprint": repr(frozen_fingerprint(core))})
         write_metrics(run_dir / "metrics.json", results, keys, cfg.eval_bootstrap, cfg.seed, {
             "steps": st["step"], "best_step": st["best_step"],
             "best_val_macro_auc": None if st["best_step"] < 0 else st["best_auc"],
