@@ -185,6 +185,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
             raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}")
     elif ckpt_path.exists() or (run_dir / "config.json").exists():
         raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume) or choose another run dir")
+    D.barrier(info)  # every rank has checked the run dir before rank 0 writes into it
     splits = [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
     if datasets is None:
         from molre_lib.backbones import get_spec
