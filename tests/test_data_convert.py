@@ -56,10 +56,10 @@ def test_rsna_ich_groups_series_sorts_slices_and_takes_any_slice(tmp_path, rsna)
     df = read_manifest(manifest, required_splits=("test",))
     assert len(df) == 3 and set(df["patient_id"]) == {"ID_pat0", "ID_pat1", "ID_pat2"}
     labels, mask = labels_and_mask(df)
-    keys = list(df.columns)
     by_patient = {p: i for i, p in enumerate(df["patient_id"])}
-    col = lambda k: list(RSNA_SUBTYPES.values()).index(k)  # noqa: E731
     from molre_lib.data.taxonomy import INDEX_OF
+
+    assert set(RSNA_SUBTYPES.values()) <= set(INDEX_OF)
 
     e = by_patient["ID_pat0"]
     assert labels[e, INDEX_OF["epidural_hematoma"]] == 1 and labels[e, INDEX_OF["intracranial_hemorrhage"]] == 1
@@ -68,7 +68,7 @@ def test_rsna_ich_groups_series_sorts_slices_and_takes_any_slice(tmp_path, rsna)
     assert mask[neg, INDEX_OF["hemorrhagic_contusion"]] == 1 and labels[neg].sum() == 0   # all blood ruled out
     unl = by_patient["ID_pat2"]
     assert mask[unl, INDEX_OF["epidural_hematoma"]] == 0                                  # one slice unlabelled
-    assert mask[e, INDEX_OF["hydrocephalus"]] == 0 and col("subdural_hematoma") >= 0 and "path" in keys
+    assert mask[e, INDEX_OF["hydrocephalus"]] == 0                                        # not in RSNA: unknown
     for i, row in df.iterrows():                                       # slices sorted by position: same volume
         seed = int(row["patient_id"][-1]) + 1
         np.testing.assert_array_equal(load_volume(manifest.parent / row["path"]).hu,
