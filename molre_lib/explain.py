@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from molre_lib.routing import infer_grid, tokens_to_grid
+from molre_lib.routing import infer_grid, patch_grid, tokens_to_grid
 
 
 class GridView(nn.Module):
@@ -141,9 +141,8 @@ def layer_gradcam(model: nn.Module, image: torch.Tensor, target: int, layer: str
     if num_prefix_tokens is None:
         num_prefix_tokens = int(getattr(getattr(model, "encoder", model), "num_prefix_tokens",
                                         getattr(spec, "num_prefix_tokens", 0)))
-    if grid is None and spec is not None and getattr(model, "input_size", None) is not None:
-        size = model.input_size
-        grid = spec.patch_grid(size) if len(size) == len(spec.patch_size) else None
+    if grid is None:
+        grid = patch_grid(model)
     view = GridView()
     pieces, call = [], 0
     with _eval_no_param_grads(model):

@@ -116,6 +116,17 @@ def tokens_to_grid(tokens: torch.Tensor, grid: Sequence[int], num_prefix_tokens:
     return tokens[:, num_prefix_tokens:].transpose(1, 2).reshape(n, c, *grid)  # (N, C, *grid)
 
 
+def patch_grid(model: torch.nn.Module, size: Sequence[int] | None = None) -> tuple[int, ...] | None:
+    """Token grid of the encoder input (``size``, default ``model.input_size``) from ``model.patch_size``
+    (the built encoder's, which differs from the spec's in reduced builds) or ``spec.patch_size``; None if unknown."""
+    spec = getattr(model, "spec", None)
+    patch = getattr(model, "patch_size", None) or getattr(spec, "patch_size", None)
+    size = size or getattr(model, "input_size", None)
+    if not patch or not size or len(size) != len(patch):
+        return None
+    return tuple(int(s) // int(p) for s, p in zip(size, patch))
+
+
 def _model_geometry(model: torch.nn.Module, image_shape: Sequence[int]) -> tuple[int, int, tuple[int, ...] | None]:
     """(dims, num_prefix_tokens, patch grid of the encoder input) from the model's spec where it has one."""
     spec = getattr(model, "spec", None)
@@ -123,10 +134,7 @@ def _model_geometry(model: torch.nn.Module, image_shape: Sequence[int]) -> tuple
     encoder = getattr(model, "encoder", model)
     prefix = int(getattr(encoder, "num_prefix_tokens", getattr(spec, "num_prefix_tokens", 0)))
     size = getattr(model, "input_size", None) or (image_shape[-2:] if dims == 2 else image_shape[-3:])
-    grid = None
-    if spec is not None and hasattr(spec, "patch_grid") and len(size) == len(spec.patch_size):
-        grid = spec.patch_grid(size)
-    return dims, prefix, grid
+    return dims, prefix, patch_grid(model, size)
 
 
 def to_units(gates: torch.Tensor, layout: str, b: int, d: int, dims: int, prefix: int,

@@ -327,6 +327,9 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
 
     for step in cfg.analysis:  # steps in order: a later step (e.g. the summary) may read an earlier one's files
         jobs = [j for j in plan_analysis(cfg, finished) if j.notebook.name == step.notebook]
+        if step.per == "sweep" and not jobs:
+            for planned in [j for j in plan_analysis(cfg, runs) if j.notebook.name == step.notebook]:
+                book.record(planned, "blocked", "not run", "no training run finished")
         if step.per != "sweep":  # a run/group analysis needs all its runs; the sweep summary lists failures itself
             for planned in [j for j in plan_analysis(cfg, runs) if j.notebook.name == step.notebook]:
                 lost = sorted(set(planned.inputs) & failed_runs)
