@@ -75,7 +75,8 @@ def _sig(x: np.ndarray) -> np.ndarray:
 
 def skull_base_z(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Floor of the cranial cavity (mm): anterior, middle and posterior fossae, raised sella/clivus."""
-    z = -24.0 - 22.0 * _sig((y + 26.0) / 4.0) - 14.0 * _sig((y - 14.0) / 5.0)
+    # the middle -> posterior fossa step follows the V of the petrous ridges
+    z = -24.0 - 22.0 * _sig((y + 26.0) / 4.0) - 14.0 * _sig((y - 6.0 - 0.5 * np.abs(x)) / 5.0)
     x2, y2 = (x / 14.0) ** 2, ((y + 14.0) / 16.0) ** 2
     return z + 13.0 * np.exp(-(x2 * x2) - (y2 * y2))
 
