@@ -96,18 +96,22 @@ def save_table(
 
 
 def plot_table(df: pd.DataFrame, title: str | None = None, float_format: str = "{:.3f}", col_width: float = 1.0):
+    # col_width scales the figure width estimated from the longest text of each column
     """Render ``df`` as a matplotlib table figure (for slides / the summary notebook); returns the Figure."""
     import matplotlib.pyplot as plt
 
     check_no_identifiers(df, where="plotted table")
     cells = [[float_format.format(v) if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
     n_rows, n_cols = len(cells), len(df.columns)
-    fig, ax = plt.subplots(figsize=(max(3.0, col_width * n_cols), 0.25 * (n_rows + 1) + (0.3 if title else 0.1)))
+    chars = [max([len(str(c))] + [len(row[j]) for row in cells]) for j, c in enumerate(df.columns)]
+    width = max(3.0, col_width * 0.075 * sum(chars) + 0.1 * n_cols)  # ~0.075 in per character at 7 pt
+    fig, ax = plt.subplots(figsize=(width, 0.25 * (n_rows + 1) + (0.3 if title else 0.1)))
     ax.axis("off")
     table = ax.table(cellText=cells or [[""] * n_cols], colLabels=[str(c) for c in df.columns], loc="center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7)
     table.scale(1.0, 1.2)
+    table.auto_set_column_width(list(range(n_cols)))
     for (row, _), cell in table.get_celld().items():
         cell.set_linewidth(0.3)
         if row == 0:
