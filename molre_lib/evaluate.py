@@ -111,8 +111,9 @@ def format_comparison(df: pd.DataFrame, name_a: str = "A", name_b: str = "B", to
     if cats is not None:
         lines.append(cats.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     cols = ["finding", "category", "n_pos", "auc_a", "auc_b", "delta_auc", "p", "p_holm", "p_bh", "moved_up"]
-    order = df["delta_auc"].abs().sort_values(ascending=False, na_position="last").index[:top]
-    lines += ["", f"largest |delta AUC| ({top}):", df.loc[order, cols].to_string(index=False, float_format=lambda v: f"{v:.3g}")]
+    ranked = df.assign(_untested=df["p"].isna(), _size=-df["delta_auc"].abs())
+    order = ranked.sort_values(["_untested", "_size"], na_position="last").index[:top]
+    lines += ["", f"largest |delta AUC| ({top}; findings with a DeLong test first):", df.loc[order, cols].to_string(index=False, float_format=lambda v: f"{v:.3g}")]
     return "\n".join(lines)
 
 
