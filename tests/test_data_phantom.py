@@ -110,3 +110,10 @@ def test_sites_and_slice_thickness_change_the_image():
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="Unknown config key: shapes"):
         PhantomConfig.from_dict({"shapes": (1, 2, 3)})
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 32), (16, 64, 64)])
+def test_every_finding_survives_coarse_grids(shape):
+    cfg = PhantomConfig(shape=shape)
+    missing = [k for k in FINDING_KEYS if not make_subject(9, cfg, present={k: True}).masks.get(k, np.zeros(1)).any()]
+    assert not missing

@@ -34,8 +34,8 @@ def category_figure(category: str, cfg: PhantomConfig, seed: int = 7, outline: b
     fig, axes = plt.subplots(len(keys), 4, figsize=(7.0, 1.75 * len(keys)), squeeze=False)
     for row, key in enumerate(keys):
         with_f, without = counterfactual(seed + row, key, cfg)
-        mask = with_f.masks[key]
-        k = best_slice(mask)
+        mask = with_f.masks.get(key, np.zeros(with_f.hu.shape, bool))   # empty if too small for this grid
+        k = best_slice(mask) if mask.any() else with_f.hu.shape[0] // 2
         panels = [("without (brain)", without.hu[k], WINDOWS["brain"])] + \
                  [(w, with_f.hu[k], lw) for w, lw in WINDOWS.items()]
         for col, (title, img, (level, width)) in enumerate(panels):

@@ -37,7 +37,9 @@ class PhantomConfig:
         default=None, metadata={"help": "(dz, dy, dx) mm; overrides fov_mm (fov = shape * spacing)"})
     slice_thickness_mm: float | None = field(
         default=None, metadata={"help": "reconstructed slice thickness (partial-volume slab); None = dz"})
-    pv_subsamples: int = field(default=2, metadata={"help": "sub-slices averaged per slice thickness"})
+    pv_subsamples: int = field(default=2, metadata={"help": "minimum sub-slices averaged per slice thickness"})
+    max_subslice_mm: float = field(default=4.0, metadata={
+        "help": "sub-slices are at most this far apart, so small findings are never missed between them"})
     n_sites: int = field(default=3, metadata={"help": "number of scanner sites (noise / kernel settings)"})
     site_noise_hu: tuple[float, ...] = field(default=(3.0, 5.0, 7.0), metadata={"help": "noise SD per site"})
     site_sharpness: tuple[float, ...] = field(
@@ -133,7 +135,8 @@ def make_subject(seed: int, cfg: PhantomConfig | None = None, present: dict[str,
     z_out = 16.0 + (np.arange(d) - (d - 1) / 2) * dz
     y_ax = (np.arange(h) - (h - 1) / 2) * dy
     x_ax = (np.arange(w) - (w - 1) / 2) * dx
-    fine, lo, hi = _slabs(z_out, thick, min(dz, thick) / max(cfg.pv_subsamples, 1))
+    n_sub = max(cfg.pv_subsamples, 1, int(np.ceil(min(dz, thick) / cfg.max_subslice_mm)))
+    fine, lo, hi = _slabs(z_out, thick, min(dz, thick) / n_sub)
     c = Canvas(fine, y_ax, x_ax, a.scale, rotation(a.yaw, a.pitch, a.roll), a.shift)
 
     # ---- findings: contexts, anatomy modifiers, anatomy, painters
