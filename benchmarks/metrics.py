@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def main() -> None:
         "speedup_per_finding": round(t_sk / t_findings, 1),
         "max_abs_diff_vs_sklearn": max_diff,
         "micro_auc_mean": float(np.nanmean(micro)),
+        "load_average_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "note": "scikit-learn loop timed on a subset of replicates and extrapolated linearly; micro-AUC replicates "
                 "(no scikit-learn counterpart timed) reported separately.",

@@ -4,6 +4,7 @@ Backbones: the tiny reduced ``phantom_vit`` (what tests use), the demo ``phantom
 (``dinov3_vits16``, random init: throughput does not depend on the weights), each with a MoLRE adapter
 (r=8, 4 experts) on in-memory random volumes, so the number is the model + trainer cost, not I/O.
 CPU always; on a GPU also bf16. The first ``--warmup`` steps are excluded (timings from train_log.csv).
+The 1-minute load average is recorded: on a shared machine CPU numbers are only comparable at equal load.
 Writes benchmarks/results/train.json.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -61,8 +63,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--skip-vits", action="store_true", help="leave out the ViT-S case (slow on CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    load_before = os.getloadavg()
     runs = []
     targets = [("cpu", "none")] + ([("cuda", "bf16")] if torch.cuda.is_available() else [])
     for device, amp in targets:
@@ -76,6 +82,8 @@ def main() -> None:
             print(f"{name:30s} {device:4s} {amp:4s} vol {shape} batch {batch}: {r['scans_per_s']:8.2f} scans/s "
                   f"{r['slices_per_s']:9.1f} slices/s ({r['s_per_step']:.3f} s/step)")
     doc = {"runs": runs, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+           "cpu_count": os.cpu_count(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "machine": platform.processor() or platform.machine()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
