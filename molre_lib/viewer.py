@@ -113,8 +113,8 @@ class CTViewer:
         if finding != NO_FINDING:
             self.cam_image.set_data(np.ma.masked_less_equal(self.cams[finding][z], CAM_THRESHOLD))
         self.cam_image.set_alpha(self.opacity.value if show_cam else 0.0)
-        if self.routing_map is not None:
-            self.routing_image.set_data(self.routing_map[z])
+        if self.routing_map is not None:  # air (window value 0) stays uncoloured, as in plots.plot_routing_maps
+            self.routing_image.set_data(np.ma.masked_where(self.views[self.window.value][z] <= 0, self.routing_map[z]))
         self.routing_image.set_alpha(self.opacity.value if self.show_routing.value else 0.0)
         label = "routing" if self.show_routing.value else (finding if show_cam else "")
         self.axes.set_title(f"{self.title}  slice {z}  {self.window.value}  {label}".strip(), fontsize=8)

@@ -93,13 +93,16 @@ def expert_colormap(n_experts: int) -> tuple[ListedColormap, BoundaryNorm]:
     return ListedColormap(colours), BoundaryNorm(np.arange(-0.5, n_experts + 0.5), n_experts)
 
 
-def show_routing(ax, base: np.ndarray, expert_map: np.ndarray, n_experts: int, alpha: float = 0.45):
-    """Draw a grey slice and its dominant-expert map (H, W) of ints as a discrete overlay."""
+def show_routing(ax, base: np.ndarray, expert_map: np.ndarray, n_experts: int, alpha: float = 0.45,
+                 background: float | None = 0.0):
+    """Draw a grey slice and its dominant-expert map (H, W) of ints as a discrete overlay; pixels whose
+    slice value is <= ``background`` (air in a window) stay uncoloured (None colours every pixel)."""
     if expert_map.shape != base.shape:
         raise ValueError(f"routing map shape {expert_map.shape} differs from slice shape {base.shape}")
     ax.imshow(base, cmap="gray", vmin=0, vmax=1)
     cmap, norm = expert_colormap(n_experts)
-    im = ax.imshow(expert_map, cmap=cmap, norm=norm, alpha=alpha, interpolation="nearest")
+    shown = np.ma.masked_where(base <= background, expert_map) if background is not None else expert_map
+    im = ax.imshow(shown, cmap=cmap, norm=norm, alpha=alpha, interpolation="nearest")
     ax.set_xticks([]), ax.set_yticks([])
     ax.spines[:].set_visible(False)
     return im
@@ -158,9 +161,10 @@ def plot_cam_panel(
 
 def plot_routing_maps(
     bases: Sequence[np.ndarray], expert_maps: Sequence[np.ndarray], n_experts: int, labels: Sequence[str] | None = None,
-    alpha: float = 0.45, title: str | None = None,
+    alpha: float = 0.5, title: str | None = None, background: float | None = 0.0,
 ) -> Figure:
-    """Dominant expert per token, upsampled to the slice, over windowed slices (one panel per slice)."""
+    """Dominant expert per token, upsampled to the slice, over windowed slices (one panel per slice);
+    air (slice value <= ``background``) is left uncoloured so the head's routing reads clearly."""
     n = len(bases)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
@@ -169,7 +173,7 @@ def plot_routing_maps(
         if i >= n:
             ax.axis("off")
             continue
-        show_routing(ax, bases[i], expert_maps[i], n_experts, alpha=alpha)
+        show_routing(ax, bases[i], expert_maps[i], n_experts, alpha=alpha, background=background)
         if labels is not None:
             ax.set_title(labels[i], fontsize=6)
     expert_legend(fig, n_experts, bbox_to_anchor=(0.5, 0.0))
