@@ -4,7 +4,8 @@ All AUCs are rank-based (Mann-Whitney with midranks, identical to scikit-learn's
 The bootstrap resamples *scans* jointly across findings, so a replicate's macro AUC and category
 means keep the correlation between findings. It is vectorised: each finding is sorted once
 (the order does not depend on the replicate), and a replicate is a vector of per-scan counts, so
-an AUC is a cumulative sum of negative counts read at the positives' positions (ties count half).
+an AUC is a cumulative count of negatives read at the positives' positions (ties count half),
+computed for all replicates at once with integer arithmetic.
 
 Arrays: ``labels``, ``scores``, ``mask`` are (N scans, F findings); ``mask == 0`` marks unknown labels,
 which are left out of every statistic of that finding.
@@ -16,6 +17,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 
 @dataclass
@@ -37,27 +39,49 @@ def _plan(scores: np.ndarray, labels: np.ndarray, scans: np.ndarray) -> _RankPla
     return _RankPlan(scans[pos], scans[neg][order], lo, None if np.array_equal(lo, hi) else hi)
 
 
-def _auc_weighted(plan: _RankPlan, counts: np.ndarray, chunk: int) -> np.ndarray:
-    """AUC under each row of per-scan ``counts`` (B, N) -> (B,), NaN where a class is absent."""
-    out = np.empty(counts.shape[0], dtype=np.float64)
+def _auc_weighted(plan: _RankPlan, counts_t: np.ndarray, chunk: int) -> np.ndarray:
+    """AUC under each column of per-scan counts ``counts_t`` (N, B) int32 -> (B,), NaN where a class is absent.
+
+    A positive needs only the count of negatives below it, so the sorted negatives are summed in segments
+    between the positives' positions (one sparse 0/1 matrix product, exact in int32) and only the segment
+    sums are accumulated.
+    """
+    b_all = counts_t.shape[1]
+    out = np.empty(b_all, dtype=np.float64)
     if plan.pos_scans.size == 0 or plan.neg_scans.size == 0:
         out.fill(np.nan)
         return out
     q = plan.neg_scans.size
-    for start in range(0, counts.shape[0], chunk):
-        w = counts[start:start + chunk]  # (b, N)
-        cum = np.zeros((w.shape[0], q + 1), dtype=np.int32)
-        np.cumsum(w[:, plan.neg_scans], axis=1, dtype=np.int32, out=cum[:, 1:])  # (b, Q+1) negatives below
-        below2 = cum[:, plan.lo] + (cum[:, plan.hi] if plan.hi is not None else cum[:, plan.lo])  # (b, P) 2x(< + =/2)
-        w_pos = w[:, plan.pos_scans]  # (b, P)
-        num2 = np.einsum("bp,bp->b", w_pos, below2, dtype=np.int64)
-        den = w_pos.sum(1, dtype=np.int64) * cum[:, -1].astype(np.int64)
+    marks = plan.lo if plan.hi is None else np.concatenate([plan.lo, plan.hi])
+    cuts = np.unique(marks[(marks > 0) & (marks < q)])  # sorted-negative positions where a prefix sum is read
+    segment = np.searchsorted(cuts, np.arange(q), side="right")  # (Q,) segment of each sorted negative
+    summer = sparse.csr_matrix((np.ones(q, np.int32), (segment, plan.neg_scans)),
+                               shape=(cuts.size + 1, counts_t.shape[0]))  # (S, N); repeated scans add up
+    edges = np.concatenate([[0], cuts, [q]])
+    col_lo = np.searchsorted(edges, plan.lo)  # prefix row of each positive's "below"
+    col_hi = col_lo if plan.hi is None else np.searchsorted(edges, plan.hi)  # ... and "below or tied"
+    for start in range(0, b_all, chunk):
+        w = counts_t[:, start:start + chunk]  # (N, b)
+        seg = summer @ w  # (S, b) negatives per segment
+        prefix = np.zeros((seg.shape[0] + 1, seg.shape[1]), dtype=np.int32)
+        np.cumsum(seg, axis=0, out=prefix[1:])  # (S + 1, b): negatives below each edge
+        below2 = prefix[col_lo] + prefix[col_hi]  # (P, b): 2 x (negatives below + half of the tied ones)
+        w_pos = w[plan.pos_scans]  # (P, b)
+        num2 = np.einsum("pb,pb->b", w_pos, below2, dtype=np.int64)
+        den = w_pos.sum(0, dtype=np.int64) * prefix[-1].astype(np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
             out[start:start + chunk] = np.where(den > 0, 0.5 * num2 / np.maximum(den, 1), np.nan)
     return out
 
 
-def _chunk_for(n_items: int, budget: int = 4_000_000) -> int:
+def _scan_major(counts: np.ndarray, n: int) -> np.ndarray:
+    """(B, N) replicate counts -> (N, B): gathering scans is then a row gather, cheap and contiguous."""
+    if counts.ndim != 2 or counts.shape[1] != n:
+        raise ValueError(f"counts must be (replicates, {n} scans), got {counts.shape}")
+    return np.ascontiguousarray(counts.T, dtype=np.int32)
+
+
+def _chunk_for(n_items: int, budget: int = 8_000_000) -> int:
     return max(1, budget // max(n_items, 1))
 
 
@@ -99,10 +123,8 @@ def per_finding_auc(labels: np.ndarray, scores: np.ndarray, mask: Optional[np.nd
     y, s, _ = _check(labels, scores, mask)
     n, f = y.shape
     scans = np.arange(n)
-    w = np.ones((1, n), dtype=np.int32) if counts is None else counts
-    if w.shape[1] != n:
-        raise ValueError(f"counts cover {w.shape[1]} scans, labels {n}")
-    out = np.empty((w.shape[0], f))
+    w = np.ones((n, 1), dtype=np.int32) if counts is None else _scan_major(counts, n)  # (N, B)
+    out = np.empty((w.shape[1], f))
     for j in range(f):
         plan = _plan(s[:, j], y[:, j], scans)
         out[:, j] = _auc_weighted(plan, w, _chunk_for(plan.neg_scans.size + plan.pos_scans.size))
@@ -115,7 +137,7 @@ def micro_auc(labels: np.ndarray, scores: np.ndarray, mask: Optional[np.ndarray]
     y, s, m = _check(labels, scores, mask)
     scans = np.broadcast_to(np.arange(y.shape[0])[:, None], y.shape)
     plan = _plan(s[m], y[m], scans[m])
-    w = np.ones((1, y.shape[0]), dtype=np.int32) if counts is None else counts
+    w = np.ones((y.shape[0], 1), dtype=np.int32) if counts is None else _scan_major(counts, y.shape[0])
     out = _auc_weighted(plan, w, _chunk_for(plan.neg_scans.size + plan.pos_scans.size))
     return float(out[0]) if counts is None else out
 
