@@ -99,6 +99,14 @@ def _train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         print(f"molre train: {err}", file=sys.stderr)
         return 3
+    except (FileExistsError, FileNotFoundError) as err:  # run-dir state: nothing was trained
+        print(f"molre train: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        if "cannot resume" not in str(err):
+            raise  # a bug or bad data deserves its traceback
+        print(f"molre train: {err}", file=sys.stderr)
+        return 2
     print(f"run written to {run}")
     return 0
 
