@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from molre_lib.cli import build_parser, main
 from molre_lib.train_config import TrainConfig
@@ -118,3 +119,25 @@ def test_cli_end_to_end_on_phantom_with_tiny_backbone(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "lora"), str(folder), str(one_file), "--out", str(out_csv)]) == 0
     pred = pd.read_csv(out_csv)
     assert len(pred) == 2 and pred[keys].to_numpy().min() >= 0 and pred[keys].to_numpy().max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["linear_probe", "full"])
+def test_linear_probe_and_full_save_what_they_train_and_early_stopping_stops(tmp_path, kind):
+    from safetensors import safe_open
+
+    from molre_lib.train import seed_everything, train
+
+    seed_everything(0)
+    model = ToyModel()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(toy_config(adapter=kind, epochs=20, eval_every=1, early_stopping=2, lr=1e-4), tmp_path / kind,
+          model=model, datasets=toy_datasets())
+    with safe_open(str(tmp_path / kind / "adapter.safetensors"), framework="pt") as f:
+        saved = set(f.keys())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert saved == ({n for n in before} if kind == "full" else {"head.weight", "head.bias"})
+    assert changed <= saved and changed
+    doc = json.loads((tmp_path / kind / "metrics.json").read_text())
+    log = pd.read_csv(tmp_path / kind / "train_log.csv")
+    assert doc["stopped_early"] and doc["steps"] == len(log) < 20 * 4
+    assert len(log) - doc["best_step"] == 2  # evaluated every step: stopped after two without a gain
