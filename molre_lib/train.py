@@ -219,7 +219,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=(cfg.adapter == "molre" and cfg.top_k is not None), **_no_buffer_sync())
+            # full fine-tuning may hold parameters a forward never uses (e.g. unused pooling/norm layers)
+            find_unused_parameters=(cfg.adapter == "full" or (cfg.adapter == "molre" and cfg.top_k is not None)),
+            **_no_buffer_sync())
 
     st: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_auc": -math.inf, "best_step": -1,
                           "best_state": None, "evals_since_best": 0, "stopped_early": False, "done": False,
