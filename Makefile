@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"
 
 demo: $(STAMP)
-	$(PY) benchmarks/adapters.py
+	$(VENV)/bin/molre demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/adapters.py

@@ -60,3 +60,28 @@ def open_run(run_dir: str | Path, device: str = "auto") -> OpenRun:
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, device=str(dev))
     return OpenRun(run_dir, model, cfg, dev)
+
+
+def positive_examples(dataset: Dataset, findings: Sequence[str], n_per_finding: int) -> "pd.DataFrame":
+    """The first ``n_per_finding`` scans labelled positive for each finding -> (finding, index, scan_id).
+
+    Findings with no positive scan are reported (``.attrs["missing"]``); none at all is an error that says so.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .data.taxonomy import FINDING_KEYS
+
+    unknown = [f for f in findings if f not in FINDING_KEYS]
+    if unknown:
+        raise ValueError(f"unknown finding keys {unknown}; see data_manifests/findings.csv")
+    labels = np.stack([dataset[i]["labels"].numpy() for i in range(len(dataset))])  # (N, 75)
+    rows = [{"finding": f, "index": int(i), "scan_id": dataset[int(i)]["scan_id"]}
+            for f in findings for i in np.flatnonzero(labels[:, FINDING_KEYS.index(f)] == 1)[:n_per_finding]]
+    table = pd.DataFrame(rows, columns=["finding", "index", "scan_id"])
+    missing = [f for f in findings if f not in set(table["finding"])]
+    if table.empty:
+        raise ValueError(f"no scan of this split is positive for any of {list(findings)}: "
+                         "choose other FINDINGS or another SPLIT")
+    table.attrs["missing"] = missing
+    return table

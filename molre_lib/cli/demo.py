@@ -1,0 +1,53 @@
+"""``molre demo``: the whole workbook on the embedded synthetic head-CT phantom.
+
+phantom data (00) -> demo backbone ``phantom_vit`` (pretrained label-free once, then cached) -> LoRA and
+MoLRE runs (01) -> routing (02), per-finding AUC (03), Grad-CAM (04) and summary (05), all executed by
+papermill through the demo sweep. Re-running skips what is finished.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_SWEEP = "notebooks/sweeps/demo.yaml"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("demo", help="run the notebook series on the phantom (what `make demo` does)")
+    p.add_argument("--sweep", default=DEFAULT_SWEEP, help=f"sweep file to run (default {DEFAULT_SWEEP})")
+    p.add_argument("--gpus", default=None, help="comma-separated GPU ids, one notebook per GPU at a time")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import pandas as pd
+
+    from molre_lib.backbones import find_local_weights, get_spec
+    from molre_lib.backbones.phantom_pretrain import pretrain_phantom_vit
+    from molre_lib.sweep import SweepConfig, run_sweep
+
+    t0 = time.perf_counter()
+    if find_local_weights(get_spec("phantom_vit")) is None:
+        print("[demo] pretraining the demo backbone phantom_vit (label-free, cached for next time) ...", flush=True)
+        pretrain_phantom_vit()
+    else:
+        print("[demo] demo backbone phantom_vit found in the cache", flush=True)
+    cfg = SweepConfig.from_yaml(args.sweep)
+    rows = run_sweep(cfg, gpus=args.gpus.split(",") if args.gpus else None)
+    sweep_dir = Path(cfg.runs_dir) / cfg.name
+    failed = [r for r in rows if r.get("status") == "failed"]
+    print(f"\n[demo] finished in {time.perf_counter() - t0:.0f} s")
+    print(f"[demo] executed notebooks and runs: {sweep_dir.resolve()}/")
+    print(f"[demo] figures (PDF, SVG, PNG):     {(Path(cfg.figures_dir) / cfg.name).resolve()}/")
+    table = sweep_dir / "summary_table.csv"
+    if table.is_file():
+        print(f"[demo] paper table:                {table.resolve()}\n")
+        print(pd.read_csv(table).round(3).to_string(index=False))
+    if failed:
+        print(f"\n[demo] {len(failed)} notebook(s) failed; see {sweep_dir / 'sweep_status.csv'}:")
+        for r in failed:
+            print(f"  - {r.get('step')} {r.get('key')}: {str(r.get('error', ''))[:200]}")
+        return 1
+    return 0
