@@ -282,3 +282,18 @@ def test_dropout_path_equals_fused_path_in_eval() -> None:
     torch.testing.assert_close(dropped(x), plain(x))
     dropped.train()
     assert not torch.allclose(dropped(x), plain(x))
+
+
+def test_balance_loss_with_gradient_checkpointing() -> None:
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    model = Net()
+    inject(model, MoLREConfig(r=2, n_experts=4, balance_coef=0.1, target_modules=["fc"]))
+    model.train()
+    x = torch.randn(2, 3, 12)
+    out = checkpoint(model.fc, x, use_reentrant=False)
+    loss = out.sum() + balance_loss(model)
+    loss.backward()  # recomputation must neither fail nor leave a stale term behind
+    assert model.fc.lora_A.weight.grad is not None
+    assert balance_loss(model).item() == 0.0

@@ -62,8 +62,10 @@ class MoLRELayer(nn.Module):
     def _observe(self, gates: torch.Tensor, layout: str) -> None:
         if self._routing_log is not None:
             self._routing_log.record(self.layer_name, gates, layout)
-        if self.cfg.balance_coef > 0 and self.training and torch.is_grad_enabled() and not _inside_backward():
-            self._balance_terms.append(switch_balance_loss(gates))
+        if self.cfg.balance_coef > 0 and self.training and torch.is_grad_enabled():
+            term = switch_balance_loss(gates)  # also computed when recomputing, so checkpointing sees the same graph
+            if not _inside_backward():  # a gradient-checkpoint recomputation must not add a second term
+                self._balance_terms.append(term)
 
     def pop_balance_loss(self) -> Optional[torch.Tensor]:
         """Mean balance loss over this layer's forward calls since the last pop (None if none)."""
