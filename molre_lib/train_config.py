@@ -99,10 +99,6 @@ class TrainConfig:
             raise bad("lr", "must be > 0")
         if self.router not in ("token", "sample"):
             raise bad("router", "must be 'token' or 'sample'")
-        if self.grad_checkpointing and self.balance_coef > 0:
-            # molre_lib.adapters records balance terms in forward but not in the checkpoint recomputation, which
-            # torch.utils.checkpoint rejects ("different number of tensors saved"); fail before training starts.
-            raise bad("grad_checkpointing", "cannot be combined with balance_coef > 0 (yet); disable one of them")
         if self.fit not in ("resize", "pad_crop"):
             raise bad("fit", "must be 'resize' or 'pad_crop'")
         if self.spacing is not None and len(self.spacing) != 3:
