@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.molre-installed
 
-.PHONY: demo test test-fast install kernel bench gallery clean-demo
+.PHONY: demo test test-fast install kernel bench gallery
 
 # The venv is rebuilt when pyproject.toml changes; the kernel is registered as part of set-up,
 # because papermill and JupyterLab both look for a kernel named "molre".
@@ -31,6 +31,9 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/molre demo
+
+gallery: $(STAMP)
+	$(VENV)/bin/molre gallery --out figures/phantom
 
 bench: $(STAMP)
 	$(PY) benchmarks/adapters.py
