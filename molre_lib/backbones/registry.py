@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .model import HeadCTModel
 
 FAMILIES = ("general-2D", "medical-2D", "ct-3D", "demo")
 
@@ -136,14 +139,14 @@ def create_model(
     pretrained: bool = False,
     reduced: bool = False,
     **overrides: Any,
-) -> "nn.Module":
+) -> "HeadCTModel":
     """Build backbone ``name`` with a classifier head -> :class:`HeadCTModel` (logits (B, num_classes)).
 
     ``weights``: a local file or folder in the official format (implies pretrained). ``pretrained=True`` without
     ``weights`` looks in the Hugging Face cache (offline) and then ``$MOLRE_WEIGHTS_DIR/<name>/``, and raises
     :class:`MissingWeightsError` saying what to put where. ``reduced`` builds a toy-size copy for tests.
-    Overrides: ``aggregator``, ``chunk_size``, ``image_size``, ``head_dropout`` (2D wrapper), anything else goes
-    to the entry function (e.g. ``in_chans``).
+    Overrides: ``aggregator``, ``chunk_size``, ``image_size``, ``checkpoint``, ``agg_heads``, ``agg_layers`` (2D
+    wrapper), ``head_dropout``; anything else goes to the entry function (e.g. ``in_chans``, ``drop_path_rate``).
     """
     from .model import HeadCTModel, VolumeModel
     from .slice_encoder import SliceEncoder3D
