@@ -2,10 +2,10 @@
 
 No finding label is read. Objectives, all computed from the image itself: masked-patch modelling (the encoder
 sees 25% of the patches; a one-block decoder predicts, for every hidden patch, its per-patch normalised pixels
-(MAE) and the fraction of its voxels in six HU bands (air, fat, CSF, parenchyma, blood-dense, calcium/bone;
-MaskFeat-style)), and on the CLS token the slice's band composition and its height in the head (0 = most
-inferior). The result is cached as
-``config.json`` + ``model.safetensors`` under ``$MOLRE_CACHE_DIR/phantom_vit/``.
+(MAE) and the fraction of its voxels in six HU bands: air, fat, CSF, parenchyma, blood-dense, calcium/bone, as
+MaskFeat predicts hand-made features), and on the CLS token the slice's band composition and its height in the
+head (0 = most inferior). The result is cached as ``config.json`` + ``model.safetensors`` under
+``$MOLRE_CACHE_DIR/phantom_vit/``.
 """
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ class PretrainConfig:
     position_weight: float = field(default=0.5, metadata={"help": "weight of the slice-height loss"})
     band_weight: float = field(default=1.0, metadata={"help": "weight of the HU-band composition losses"})
     decoder_dim: int = field(default=96, metadata={"help": "width of the one-block MAE decoder"})
+    norm_pix: bool = field(default=True, metadata={
+        "help": "normalise each target patch (MAE's norm_pix_loss; absolute density is covered by the band targets). "
+                "Off probed worse (benchmarks/phantom_vit_probe.py)"})
     seed: int = field(default=0, metadata={"help": "torch / numpy seed"})
     workers: int = field(default=2, metadata={"help": "processes rendering phantom scans"})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', ..."})
@@ -114,8 +117,10 @@ class MAEPretrainer(nn.Module):
     composition (MaskFeat-style); the CLS token regresses the slice height and the slice's band composition.
     """
 
-    def __init__(self, vit: nn.Module, decoder_dim: int = 96, n_bands: int = len(HU_BANDS) + 1) -> None:
+    def __init__(self, vit: nn.Module, decoder_dim: int = 96, n_bands: int = len(HU_BANDS) + 1,
+                 norm_pix: bool = True) -> None:
         super().__init__()
+        self.norm_pix = norm_pix
         from timm.models.vision_transformer import Block
 
         self.vit = vit
@@ -156,7 +161,8 @@ class MAEPretrainer(nn.Module):
         full.scatter_(1, kept[..., None].expand(-1, -1, y.shape[-1]), y)
         pred = self.dec_pred(self.dec_norm(self.dec_block(full + self.dec_pos)))  # (N, L, pix + K)
         target = self.patchify(img)
-        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        if self.norm_pix:
+            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
         hidden = torch.ones(n, length, device=img.device)
         hidden.scatter_(1, kept, 0.0)
         pix = ((pred[..., :self.pix_dim] - target) ** 2).mean(-1)  # (N, L)
@@ -184,7 +190,7 @@ def pretrain_phantom_vit(cfg: Optional[PretrainConfig] = None, out_dir: Optional
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     vit = build_phantom_vit(PHANTOM_VIT_ARCH)
-    model = MAEPretrainer(vit, cfg.decoder_dim).to(device)
+    model = MAEPretrainer(vit, cfg.decoder_dim, norm_pix=cfg.norm_pix).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     warm = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
