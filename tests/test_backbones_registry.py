@@ -20,6 +20,12 @@ from molre_lib.backbones import (
 NAMES = [s.name for s in list_backbones()]
 
 
+def _needs(name: str) -> None:
+    """merlin_i3resnet is built from the merlin-vlm package's own class; skip (not fail) where it is absent."""
+    if name == "merlin_i3resnet":
+        pytest.importorskip("merlin.models.i3res", reason="merlin-vlm is not installed")
+
+
 def _input(model: HeadCTModel, batch: int = 2, slices: int = 3) -> torch.Tensor:
     spec = model.spec
     size = spec.reduced_input_size
@@ -40,6 +46,7 @@ def test_registry_covers_the_study_range():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reduced_build_forward_shape(name):
+    _needs(name)
     torch.manual_seed(0)
     model = create_model(name, num_classes=75, reduced=True).eval()
     assert isinstance(model, HeadCTModel) and model.spec.name == name
@@ -59,6 +66,7 @@ def test_reduced_build_forward_shape(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_meta_param_count_matches_spec_and_published(name):
+    _needs(name)
     spec = get_spec(name)
     n = count_params_meta(name)
     assert n == spec.n_params
@@ -70,6 +78,7 @@ def test_meta_param_count_matches_spec_and_published(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_spec_cam_layer_and_targets_exist_in_full_size_build(name):
+    _needs(name)
     spec = get_spec(name)
     with torch.device("meta"):
         model = create_model(name)
@@ -83,6 +92,7 @@ def test_spec_cam_layer_and_targets_exist_in_full_size_build(name):
 @pytest.mark.parametrize("router", ["token", "sample"])
 @pytest.mark.parametrize("name", NAMES)
 def test_inject_default_targets(name, router):
+    _needs(name)
     from molre_lib.adapters import MoLREConfig, inject, routing_log
 
     torch.manual_seed(0)

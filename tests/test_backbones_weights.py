@@ -158,6 +158,7 @@ def test_headct_vit3d_state_dict_with_wrapper_prefixes(tmp_path):
 
 
 def test_merlin_image_tower_from_full_merlin_state_dict(tmp_path):
+    pytest.importorskip("merlin.models.i3res", reason="merlin-vlm is not installed")
     torch.manual_seed(7)
     src = create_model("merlin_i3resnet", reduced=True).encoder
     state = {"encode_image.i3_resnet." + k: v for k, v in src.state_dict().items()}
