@@ -57,7 +57,7 @@ def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: 
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        params = parameter_report(model).to_dict()
+        params = parameter_report(model, head=getattr(model, "trainable_modules", ("head",))).to_dict()
     except (ValueError, AttributeError):
         params = None
     doc = {"train": cfg.to_dict(), "n_classes": n_classes, "versions": versions(), "git_revision": _git_revision(),

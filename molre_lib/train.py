@@ -78,12 +78,17 @@ def apply_adapter(model: nn.Module, cfg: TrainConfig, default_targets: Any = Non
         acfg = (MoLREConfig(n_experts=1, **common) if cfg.adapter == "lora" else
                 MoLREConfig(n_experts=cfg.n_experts, router=cfg.router, temperature=cfg.temperature,
                             top_k=cfg.top_k, balance_coef=cfg.balance_coef, **common))
-        inject(model, acfg, trainable=("head",))
+        inject(model, acfg, trainable=_new_modules(model))
     elif cfg.adapter == "linear_probe":
-        mark_trainable(model, ("head",))
+        mark_trainable(model, _new_modules(model))
     else:  # full fine-tuning
         model.requires_grad_(True)
     return model
+
+
+def _new_modules(model: nn.Module) -> tuple[str, ...]:
+    """Top-level modules trained from scratch (slice aggregator, head): trainable with any adapter."""
+    return tuple(getattr(model, "trainable_modules", ("head",)))
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -357,7 +362,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, core: nn.Module, datasets: dict[str
             if info.is_main:
                 write_predictions(run_dir / f"predictions_{split}.parquet", out, split, keys)
     if info.is_main:
-        extra = tuple(n for n, _ in core.named_children()) if cfg.adapter == "full" else ("head",)
+        extra = tuple(n for n, _ in core.named_children()) if cfg.adapter == "full" else _new_modules(core)
         save_adapter(core, run_dir / "adapter.safetensors", extra=extra,
                      metadata={"adapter_kind": cfg.adapter, "backbone": cfg.backbone,
                                "frozen_fingerprint": repr(frozen_fingerprint(core))})

@@ -26,12 +26,16 @@ def _config_of(model: nn.Module) -> Optional[MoLREConfig]:
 
 
 def adapter_state_dict(model: nn.Module, extra: Sequence[str] = ("head",)) -> dict[str, torch.Tensor]:
-    """Adapter and router weights plus every parameter under a module matching ``extra``."""
+    """Adapter and router weights plus every parameter and buffer (e.g. BatchNorm statistics) under a
+    module matching ``extra``."""
     state = {}
     for name, p in model.named_parameters():
         is_adapter, is_router = _is_adapter_param(name)
         if is_adapter or is_router or any(matches(m, list(extra)) for m in _prefixes(name)):
             state[name] = p.detach()
+    for name, b in model.named_buffers():
+        if any(matches(m, list(extra)) for m in _prefixes(name)):
+            state[name] = b.detach()
     return state
 
 
@@ -93,7 +97,7 @@ def load_adapter(model: nn.Module, path: str | Path, strict_config: bool = True)
     if len(saved_layers) != len(model_layers):
         raise ValueError(f"{path}: checkpoint adapts {len(saved_layers)} layers, the model {len(model_layers)}")
     expected = adapter_state_dict(model, json.loads(meta.get("extra", '["head"]')))
-    params = dict(model.named_parameters())
+    params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
         for key in sorted(set(expected) - set(keys)):

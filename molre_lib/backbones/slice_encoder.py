@@ -15,7 +15,7 @@ import torch
 import torch.utils.checkpoint as ckpt
 from torch import nn
 
-from .model import HeadCTModel, resize_to
+from .model import HeadCTModel, head_norm, resize_to
 
 if TYPE_CHECKING:
     from .registry import BackboneSpec, BuiltEncoder
@@ -97,6 +97,8 @@ def make_aggregator(kind: str, dim: int, heads: int = 4, layers: int = 1) -> nn.
 class SliceEncoder3D(HeadCTModel):
     """2D backbone over slices + slice aggregator + linear head."""
 
+    trainable_modules = ("aggregator", "head_norm", "head")  # a frozen random aggregator would scramble slice features
+
     def __init__(
         self,
         built: "BuiltEncoder",
@@ -119,6 +121,7 @@ class SliceEncoder3D(HeadCTModel):
             self.input_size = tuple(int(s) for s in image_size)
         self.aggregator_kind = aggregator
         self.aggregator = make_aggregator(aggregator, self.feature_dim, agg_heads, agg_layers)
+        self.head_norm = head_norm(self.aggregator.out_dim)
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.aggregator.out_dim, num_classes)
 
