@@ -86,6 +86,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "SHAPE": Param(LIST, check=shape3),
         "SEED": Param(INT, check=non_negative),
         "LABEL_NOISE": Param(FLOAT, check=fraction),
+        "PREVALENCE_SCALE": Param(FLOAT, check=positive),
         "FIGURES_DIR": Param(STR),
     },
     "01_train": {
@@ -103,6 +104,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "BATCH_SIZE": Param(INT, check=positive),
         "MANIFEST": Param(STR),
         "DATA_ROOT": Param(STR),
+        "VOLUME_SHAPE": Param(LIST, check=lambda v: None if not v else shape3(v)),
         "RUN_DIR": Param(STR),
         "CACHE_DIR": Param(STR),
         "DEVICE": Param(STR, check=device),
@@ -191,6 +193,6 @@ def train_config(params: Mapping[str, Any]):
 
     skip = {"RUN_DIR", "FIGURES_DIR"}
     kwargs = {name.lower(): value for name, value in params.items() if name not in skip}
-    for key in ("data_root", "cache_dir"):
+    for key in ("data_root", "cache_dir", "volume_shape"):
         kwargs[key] = kwargs[key] or None
     return TrainConfig(**kwargs)
