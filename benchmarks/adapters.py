@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -140,6 +141,8 @@ def added_params() -> dict:
         "lora_r8": MoLREConfig.lora(r=8, target_modules=VIT_TARGETS),
         "molre_e4_r2": MoLREConfig(r=2, n_experts=4, target_modules=VIT_TARGETS),
         "molre_e8_r2": MoLREConfig(r=2, n_experts=8, target_modules=VIT_TARGETS),
+        # For reference: the same E=4, r=2 on the fused qkv projection only.
+        "molre_e4_r2_qkv_only": MoLREConfig(r=2, n_experts=4, target_modules=r"blocks\.\d+\.attn\.qkv"),
     }.items():
         with torch.device("meta"):
             model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
@@ -157,7 +160,7 @@ def main() -> int:
     repeats = 3 if args.quick else 7
     results: dict = {
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-        "threads": torch.get_num_threads(), "devices": {},
+        "threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0], "devices": {},
     }
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
