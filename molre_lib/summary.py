@@ -17,6 +17,9 @@ import pandas as pd
 
 from .metrics import bootstrap_counts, per_finding_auc
 from .run_io import read_predictions
+from .sweep import RUNS_FILE, STATUS_FILE
+
+TRAIN_STEP = "01_train"  # the sweep's training notebook; failures of analysis steps do not fail a run
 
 RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params", "adapter", "seed", "rank",
                "n_experts", "router", "status", "error", "pct_trainable", "pct_added", "macro_auc", "ci_low",
@@ -24,23 +27,21 @@ RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params"
 
 
 def _run_dirs(sweep_dir: Path) -> pd.DataFrame:
-    runs_csv = sweep_dir / "runs.csv"
+    runs_csv = sweep_dir / RUNS_FILE
     if runs_csv.is_file():
-        table = pd.read_csv(runs_csv, dtype=str)
-        table["run_dir"] = [str(Path(p) if Path(p).is_absolute() else Path(p)) for p in table["run_dir"]]
-        return table[["run", "run_dir"]]
+        return pd.read_csv(runs_csv, dtype=str)[["run", "run_dir"]]
     dirs = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
     if not dirs:
-        raise FileNotFoundError(f"{sweep_dir}: no runs.csv and no run directory (*/config.json) below it")
+        raise FileNotFoundError(f"{sweep_dir}: no {RUNS_FILE} and no run directory (*/config.json) below it")
     return pd.DataFrame({"run": [d.name for d in dirs], "run_dir": [str(d) for d in dirs]})
 
 
 def _failures(sweep_dir: Path) -> dict[str, str]:
-    status = sweep_dir / "sweep_status.csv"
+    status = sweep_dir / STATUS_FILE
     if not status.is_file():
         return {}
     table = pd.read_csv(status, dtype=str).fillna("")
-    failed = table[(table["status"] == "failed")]
+    failed = table[(table["status"] == "failed") & (table["step"] == TRAIN_STEP)]
     return dict(zip(failed["key"], failed["error"]))
 
 
