@@ -15,7 +15,6 @@ process, DDP over N processes and gradient accumulation all optimise the same ob
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 import time
