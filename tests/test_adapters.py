@@ -70,13 +70,14 @@ def test_lora_equals_peft(target: str) -> None:
     torch.testing.assert_close(layer(x), ref_layer(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shared_a", [False, True])
 @pytest.mark.parametrize("router", ["token", "sample"])
 @pytest.mark.parametrize("target", ["fc", "conv2", "conv3"])
-def test_identity_at_init_and_fused_equals_expert_loop(target: str, router: str) -> None:
+def test_identity_at_init_and_fused_equals_expert_loop(target: str, router: str, shared_a: bool) -> None:
     torch.manual_seed(0)
     model = Net()
     base = copy.deepcopy(model.get_submodule(target))
-    cfg = MoLREConfig(r=3, n_experts=4, alpha=6, router=router, target_modules=[target])
+    cfg = MoLREConfig(r=3, n_experts=4, alpha=6, router=router, shared_a=shared_a, target_modules=[target])
     inject(model, cfg)
     layer = model.get_submodule(target)
     x = INPUTS[target]()
@@ -89,7 +90,8 @@ def test_identity_at_init_and_fused_equals_expert_loop(target: str, router: str)
     delta = torch.zeros_like(y)
     r = cfg.r
     for e in range(cfg.n_experts):
-        a_w, b_w = layer.lora_A.weight[e * r:(e + 1) * r], layer.lora_B.weight[:, e * r:(e + 1) * r]
+        a_w = layer.lora_A.weight if shared_a else layer.lora_A.weight[e * r:(e + 1) * r]  # shared: one A for all
+        b_w = layer.lora_B.weight[:, e * r:(e + 1) * r]
         if isinstance(layer, MoLRELinear):
             out = (x @ a_w.T) @ b_w.T  # (N, T, d_out)
             g = gates[..., e:e + 1] if router == "token" else gates[:, e].view(-1, 1, 1)
@@ -183,6 +185,12 @@ def test_save_load_round_trip_and_mismatch_errors(tmp_path) -> None:
     inject(other, MoLREConfig(r=4, n_experts=3, target_modules=["fc", "conv2"]))
     with pytest.raises(ValueError, match="config mismatch in 'r'"):
         load_adapter(other, path)
+    separate = Net()
+    inject(separate, MoLREConfig(r=2, n_experts=3, shared_a=True, target_modules=["fc", "conv2"]))
+    with pytest.raises(ValueError, match="config mismatch in 'shared_a'"):
+        load_adapter(separate, path)
+    with pytest.raises(ValueError, match=r"shape mismatch for 'conv2.lora_A.weight': checkpoint \(6, 3, 3, 3\), model \(2, 3"):
+        load_adapter(separate, path, strict_config=False)
     fewer = Net()
     inject(fewer, MoLREConfig(r=2, n_experts=3, target_modules=["fc"]))
     with pytest.raises(ValueError, match="config mismatch in 'target_modules'"):
@@ -234,6 +242,7 @@ def test_balance_loss_collected_in_one_call() -> None:
     ({"r": 0}, "r"), ({"n_experts": 0}, "n_experts"), ({"router": "global"}, "router"),
     ({"temperature": 0}, "temperature"), ({"top_k": 5, "n_experts": 4}, "top_k"), ({"dropout": 1.0}, "dropout"),
     ({"target_modules": []}, "target_modules"), ({"balance_coef": -1}, "balance_coef"), ({"alpha": 0}, "alpha"),
+    ({"shared_a": "yes"}, "shared_a"),
 ])
 def test_bad_config_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"MoLREConfig.{field}="):
@@ -261,6 +270,28 @@ def test_exclude_modules_and_regex_targets() -> None:
     model = Net()
     report = inject(model, MoLREConfig(target_modules=r"conv\d|fc", exclude_modules=["conv3"]))
     assert report.adapted == ["fc", "conv2"]
+
+
+@pytest.mark.parametrize("target", ["fc", "conv2", "conv3"])
+def test_shared_a_parameter_count_and_distinct_expert_gradients(target: str) -> None:
+    sizes = {"fc": (12, 16, 1), "conv2": (3, 8, 9), "conv3": (2, 6, 27)}  # d_in, d_out, kernel volume
+    d_in, d_out, k = sizes[target]
+    e, r = 4, 2
+    counts = {}
+    for shared in (False, True):
+        model = Net()
+        report = inject(model, MoLREConfig(r=r, n_experts=e, shared_a=shared, target_modules=[target]))
+        counts[shared] = report.params.adapters
+        assert report.params.routers == e * d_in + e
+    assert counts[False] == e * r * (d_in * k + d_out)
+    assert counts[True] == r * d_in * k + e * r * d_out
+    layer = model.get_submodule(target)
+    assert tuple(layer.lora_A.weight.shape[:2]) == (r, d_in)
+    assert "shared_a=True" in repr(layer)
+    layer(INPUTS[target]()).sum().backward()
+    grads = layer.lora_B.weight.grad.flatten(2).sum(-1) if layer.lora_B.weight.dim() > 2 else layer.lora_B.weight.grad
+    per_expert = grads.unflatten(1, (e, r))  # (d_out, E, r): each expert's B_e gets its own gated gradient
+    assert not torch.allclose(per_expert[:, 0], per_expert[:, 1])
 
 
 def test_parameter_report_matches_manual_count() -> None:

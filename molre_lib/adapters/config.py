@@ -2,6 +2,12 @@
 
 LoRA is the special case ``n_experts == 1``: one low-rank update, no router.
 
+``shared_a=True`` gives the asymmetric layout (as in HydraLoRA): the experts share one
+down-projection ``A`` (r x d_in) and keep their own up-projections ``B_e``, so the update is
+``(alpha / r) * sum_e g_e(x) * B_e A x``. It costs ``r*d_in + E*r*d_out`` adapter parameters per
+layer instead of ``E*r*(d_in + d_out)``; on ViT-B/16 (qkv + proj, E=4, r=2) that is 0.47% of the
+backbone against 0.60% with separate ``A_e`` (``benchmarks/adapters.py``).
+
 Target matching follows PEFT: a **string** is a regular expression that must match the full
 module name (``re.fullmatch``); a **list** matches a module whose name equals an item or ends
 with ``"." + item``. ``exclude_modules`` uses the same rules and wins over ``target_modules``.
@@ -27,6 +33,11 @@ class MoLREConfig:
     router: str = field(
         default="token",
         metadata={"help": "'token': a gate vector per token / voxel; 'sample': one per image or slice (mean of its tokens)."},
+    )
+    shared_a: bool = field(
+        default=False,
+        metadata={"help": "Experts share one down-projection A and keep their own B_e (fewer parameters); "
+                          "False gives each expert its own A_e."},
     )
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature T of the router, > 0."})
     top_k: Optional[int] = field(
@@ -63,6 +74,8 @@ class MoLREConfig:
             raise bad("alpha", "must be a number > 0")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", "must be in [0, 1)")
+        if not isinstance(self.shared_a, bool):
+            raise bad("shared_a", "must be True or False")
         if self.router not in ROUTERS:
             raise bad("router", f"must be one of {ROUTERS}")
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
@@ -89,6 +102,11 @@ class MoLREConfig:
     @property
     def is_lora(self) -> bool:
         return self.n_experts == 1
+
+    @property
+    def a_rank(self) -> int:
+        """Output width of the down-projection A: r when shared, E*r when each expert has its own."""
+        return self.r if self.shared_a else self.n_experts * self.r
 
     @property
     def scaling(self) -> float:
