@@ -94,6 +94,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "ADAPTER": Param(STR, choices=lambda: _train_choices("ADAPTERS")),
         "RANK": Param(INT, check=positive),
         "N_EXPERTS": Param(INT, check=positive),
+        "SHARED_A": Param(BOOL),
         "ROUTER": Param(STR, choices=("token", "sample")),
         "TEMPERATURE": Param(FLOAT, check=positive),
         "TOP_K": Param(INT, check=positive, nullable=True),

@@ -22,7 +22,7 @@ from .sweep import RUNS_FILE, STATUS_FILE
 TRAIN_STEP = "01_train"  # the sweep's training notebook; failures of analysis steps do not fail a run
 
 RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params", "adapter", "seed", "rank",
-               "n_experts", "router", "status", "error", "pct_trainable", "pct_added", "macro_auc", "ci_low",
+               "n_experts", "shared_a", "router", "status", "error", "pct_trainable", "pct_added", "macro_auc", "ci_low",
                "ci_high", "micro_auc", "n_test_scans"]
 
 
@@ -62,6 +62,7 @@ def collect_runs(sweep_dir: str | Path, split: str = "test") -> pd.DataFrame:
             spec = get_spec(train["backbone"])
             row.update(backbone=spec.name, family=spec.family, dims=spec.dims, backbone_params=spec.n_params,
                        adapter=train["adapter"], seed=train["seed"], rank=train["rank"], n_experts=train["n_experts"],
+                       shared_a=train.get("shared_a", False),  # runs made before the option existed had separate A_e
                        router=train["router"], pct_trainable=config["params"]["pct_trainable"],
                        pct_added=config["params"]["pct_added"], status="unfinished")
         if metrics_path.is_file():
@@ -113,6 +114,15 @@ def paper_table(runs: pd.DataFrame, split: str = "test", n_boot: int = 1000, see
     Seeds of one backbone are averaged: Δ and its replicates are the mean over the paired seeds.
     """
     done = runs[runs["status"] == "finished"]
+    both = done[done["adapter"].isin([a, b])]
+    repeated = both[both.duplicated(["backbone", "adapter", "seed"], keep=False)]
+    if len(repeated):  # e.g. a sweep over RANK or SHARED_A: pairing by seed would mix the variants
+        first = repeated.iloc[0]
+        names = repeated[(repeated["backbone"] == first["backbone"]) & (repeated["adapter"] == first["adapter"])
+                         & (repeated["seed"] == first["seed"])]["run"].tolist()
+        raise ValueError(f"paper_table: runs {names} share backbone={first['backbone']!r}, "
+                         f"adapter={first['adapter']!r}, seed={first['seed']}; select one variant per adapter "
+                         "(filter the runs table) before pairing")
     rows = []
     for backbone, group in done.groupby("backbone", sort=False):
         ra, rb = group[group["adapter"] == a], group[group["adapter"] == b]

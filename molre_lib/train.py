@@ -75,7 +75,7 @@ def apply_adapter(model: nn.Module, cfg: TrainConfig, default_targets: Any = Non
             raise ValueError("target_modules is not set and the model has no default adapter targets")
         common = dict(r=cfg.rank, alpha=alpha, dropout=cfg.adapter_dropout, target_modules=targets)
         acfg = (MoLREConfig(n_experts=1, **common) if cfg.adapter == "lora" else
-                MoLREConfig(n_experts=cfg.n_experts, router=cfg.router, temperature=cfg.temperature,
+                MoLREConfig(n_experts=cfg.n_experts, shared_a=cfg.shared_a, router=cfg.router, temperature=cfg.temperature,
                             top_k=cfg.top_k, balance_coef=cfg.balance_coef, **common))
         inject(model, acfg, trainable=_new_modules(model))
     elif cfg.adapter == "linear_probe":

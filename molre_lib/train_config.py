@@ -42,6 +42,7 @@ class TrainConfig:
     adapter: str = field(default="molre", metadata={"help": f"Adaptation: one of {ADAPTERS}."})
     rank: int = field(default=8, metadata={"help": "Rank r of each low-rank expert."})
     n_experts: int = field(default=4, metadata={"help": "Experts per MoLRE layer (LoRA uses 1)."})
+    shared_a: bool = field(default=False, metadata={"help": "MoLRE experts share one down-projection A (fewer parameters)."})
     lora_alpha: Optional[float] = field(default=None, metadata={"help": "Adapter scaling numerator alpha (default 2 * rank)."})
     adapter_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
     router: str = field(default="token", metadata={"help": "MoLRE router: 'token' or 'sample'."})

@@ -89,7 +89,8 @@ def test_cli_end_to_end_on_phantom_with_tiny_backbone(tmp_path, capsys):
               "--volume-shape", "8", "32", "32", "--epochs", "1", "--batch-size", "4", "--lr", "3e-3", "--device", "cpu"]
     assert main(["train", "--run-dir", str(tmp_path / "lora"), "--adapter", "lora", "--rank", "4", *common]) == 0
     assert main(["train", "--run-dir", str(tmp_path / "molre"), "--adapter", "molre", "--rank", "4",
-                 "--n-experts", "3", *common]) == 0
+                 "--n-experts", "3", "--shared-a", *common]) == 0
+    assert json.loads((tmp_path / "molre" / "config.json").read_text())["train"]["shared_a"] is True
     for run in ("lora", "molre"):
         assert main(["evaluate", str(tmp_path / run), "--bootstrap", "50"]) == 0
         per = pd.read_csv(tmp_path / run / "per_finding_auc.csv")

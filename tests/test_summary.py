@@ -64,3 +64,17 @@ def test_paper_table_delta_matches_scikit_learn(sweep) -> None:
     assert row["delta_auc"] == pytest.approx(expected, abs=1e-12)
     assert row["delta_ci_low"] < row["delta_auc"] < row["delta_ci_high"]
     assert row["delta_auc"] > 0  # MoLRE's scores were made more separable
+
+
+def test_paper_table_refuses_two_variants_of_one_adapter(sweep) -> None:
+    sweep_dir, labels, probs = sweep
+    _write_run(sweep_dir / "phantom_vit_molre_shared", "molre", probs["molre"], labels, 0.7)
+    runs_csv = sweep_dir / "runs.csv"
+    table = pd.read_csv(runs_csv)
+    table.loc[len(table)] = {"run": "phantom_vit_molre_shared", "run_dir": str(sweep_dir / "phantom_vit_molre_shared")}
+    table.to_csv(runs_csv, index=False)
+    runs = collect_runs(sweep_dir)
+    with pytest.raises(ValueError, match=r"\['phantom_vit_molre', 'phantom_vit_molre_shared'\] share backbone"):
+        paper_table(runs, n_boot=0)
+    chosen = runs[runs["run"] != "phantom_vit_molre_shared"]  # one variant per adapter pairs cleanly
+    assert len(paper_table(chosen, n_boot=0)) == 1
