@@ -104,6 +104,7 @@ def step_ratio(device: torch.device, repeats: int, batch: int, dtype=None, model
     setups = {
         "lora_r16": MoLREConfig.lora(r=16, target_modules=VIT_TARGETS),
         "molre_e4_r4": MoLREConfig(r=4, n_experts=4, alpha=8, target_modules=VIT_TARGETS),
+        "molre_e4_r4_shared_a": MoLREConfig(r=4, n_experts=4, alpha=8, shared_a=True, target_modules=VIT_TARGETS),
         "linear_probe": None,
     }
     def make_step(cfg):
@@ -128,6 +129,7 @@ def step_ratio(device: torch.device, repeats: int, batch: int, dtype=None, model
     times = timeit({name: make_step(cfg) for name, cfg in setups.items()}, device, repeats, warmup=1)
     out = {f"{name}_step_s": t for name, t in times.items()}
     out["molre_vs_lora_step_ratio"] = out["molre_e4_r4_step_s"] / out["lora_r16_step_s"]
+    out["molre_shared_a_vs_lora_step_ratio"] = out["molre_e4_r4_shared_a_step_s"] / out["lora_r16_step_s"]
     out["linear_probe_vs_lora_step_ratio"] = out["linear_probe_step_s"] / out["lora_r16_step_s"]
     out["setup"] = {"model": model_name, "img": 224, "batch": batch, "targets": "qkv + proj"}
     return out
@@ -141,6 +143,9 @@ def added_params() -> dict:
         "lora_r8": MoLREConfig.lora(r=8, target_modules=VIT_TARGETS),
         "molre_e4_r2": MoLREConfig(r=2, n_experts=4, target_modules=VIT_TARGETS),
         "molre_e8_r2": MoLREConfig(r=2, n_experts=8, target_modules=VIT_TARGETS),
+        # Experts sharing one A (r x d_in) and keeping their own B_e: r*d_in + E*r*d_out per layer.
+        "molre_e4_r2_shared_a": MoLREConfig(r=2, n_experts=4, shared_a=True, target_modules=VIT_TARGETS),
+        "molre_e8_r2_shared_a": MoLREConfig(r=2, n_experts=8, shared_a=True, target_modules=VIT_TARGETS),
         # For reference: the same E=4, r=2 on the fused qkv projection only.
         "molre_e4_r2_qkv_only": MoLREConfig(r=2, n_experts=4, target_modules=r"blocks\.\d+\.attn\.qkv"),
     }.items():
@@ -166,7 +171,7 @@ def main() -> int:
     for device in devices:
         dtype = torch.bfloat16 if device.type == "cuda" else None
         res = {"fused_vs_loop": fused_vs_loop(device, repeats, dtype)}
-        res["train_step_vit_s16"] = step_ratio(device, max(3, repeats // 2), batch=8, dtype=dtype)
+        res["train_step_vit_s16"] = step_ratio(device, repeats, batch=8, dtype=dtype)
         if device.type == "cuda":
             res["device_name"] = torch.cuda.get_device_name(device)
             res["train_step_vit_b16"] = step_ratio(device, repeats, batch=32, dtype=dtype,
@@ -176,15 +181,16 @@ def main() -> int:
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"{'metric':<44}{'device':<8}{'value':>10}")
+    print(f"{'metric':<48}{'device':<8}{'value':>10}")
     for dev, res in results["devices"].items():
-        print(f"{'fused_vs_loop_speedup (E=8,r=4,d=768,4096 tok)':<44}{dev:<8}{res['fused_vs_loop']['fused_vs_loop_speedup']:>10.2f}")
+        print(f"{'fused_vs_loop_speedup (E=8,r=4,d=768,4096 tok)':<48}{dev:<8}{res['fused_vs_loop']['fused_vs_loop_speedup']:>10.2f}")
         ts = res["train_step_vit_s16"]
-        print(f"{'molre_vs_lora_step_ratio (ViT-S/16, b=8)':<44}{dev:<8}{ts['molre_vs_lora_step_ratio']:>10.3f}")
-        print(f"{'linear_probe_vs_lora_step_ratio':<44}{dev:<8}{ts['linear_probe_vs_lora_step_ratio']:>10.3f}")
-        print(f"{'  LoRA r=16 step (s)':<44}{dev:<8}{ts['lora_r16_step_s']:>10.3f}")
+        print(f"{'molre_vs_lora_step_ratio (ViT-S/16, b=8)':<48}{dev:<8}{ts['molre_vs_lora_step_ratio']:>10.3f}")
+        print(f"{'molre_shared_a_vs_lora_step_ratio':<48}{dev:<8}{ts['molre_shared_a_vs_lora_step_ratio']:>10.3f}")
+        print(f"{'linear_probe_vs_lora_step_ratio':<48}{dev:<8}{ts['linear_probe_vs_lora_step_ratio']:>10.3f}")
+        print(f"{'  LoRA r=16 step (s)':<48}{dev:<8}{ts['lora_r16_step_s']:>10.3f}")
     for name, row in results["added_params_vit_b16"].items():
-        print(f"{'added_params_pct ViT-B/16 ' + name:<44}{'meta':<8}{row['added_params_pct']:>10.3f}")
+        print(f"{'added_params_pct ViT-B/16 ' + name:<48}{'meta':<8}{row['added_params_pct']:>10.3f}")
     print(f"wrote {RESULTS}")
     return 0
 
