@@ -130,6 +130,29 @@ def test_tokens_to_grid_drops_prefix_tokens(name):
     assert torch.equal(grid.flatten(2).transpose(1, 2), body)
 
 
+@pytest.mark.parametrize("name", ["ctfm_segresenc", "medicalnet_resnet10", "merlin_i3resnet"])
+def test_frozen_batchnorm_keeps_its_statistics_while_adapters_train(name):
+    _needs(name)
+    from molre_lib.adapters import MoLREConfig, inject
+
+    torch.manual_seed(0)
+    model = create_model(name, reduced=True)
+    inject(model, MoLREConfig.lora(r=2, target_modules=model.spec.target_modules), trainable=model.trainable_modules)
+    bns = {n: m for n, m in model.encoder.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert bns
+    before = {n: m.running_mean.clone() for n, m in bns.items()}
+    model.train()
+    assert not any(m.training for m in bns.values()) and model.head_norm.training
+    model(_input(model)).sum().backward()
+    assert all(torch.equal(bns[n].running_mean, before[n]) for n in bns)
+
+    model.requires_grad_(True)  # full fine-tuning: BatchNorm trains as usual
+    model.train()
+    assert all(m.training for m in bns.values())
+    model(_input(model))
+    assert not all(torch.equal(bns[n].running_mean, before[n]) for n in bns)
+
+
 def test_wrong_channel_count_names_the_windows():
     model = create_model("ctfm_segresenc", reduced=True)
     with pytest.raises(ValueError, match=r"expect 1.*windows.*\(512, 3072\)"):

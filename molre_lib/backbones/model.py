@@ -59,6 +59,12 @@ class HeadNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
+def _frozen(module: nn.Module) -> bool:
+    """True for a layer with parameters of its own, none of which trains."""
+    params = list(module.parameters(recurse=False))
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
 def head_norm(features: int) -> nn.Module:
     return HeadNorm(features)
 
@@ -115,6 +121,21 @@ class HeadCTModel(nn.Module):
 
     def features(self, image: torch.Tensor) -> torch.Tensor:  # (B, C, D, H, W) -> (B, F_head)
         raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "HeadCTModel":
+        """Train mode, except for the encoder's frozen BatchNorm layers, which stay in eval mode.
+
+        A BatchNorm layer whose affine parameters are frozen (LoRA, MoLRE, linear probe) would otherwise keep
+        updating its running statistics from fine-tuning batches, so the "frozen" backbone drifts away from
+        its pretrained state (and gradient checkpointing would update them twice). Full fine-tuning, where
+        the BatchNorm parameters train, keeps the usual behaviour.
+        """
+        super().train(mode)
+        if mode:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and _frozen(module):
+                    module.eval()
+        return self
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(self.head_norm(self.features(image))))  # (B, num_classes)
