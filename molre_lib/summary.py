@@ -23,13 +23,14 @@ TRAIN_STEP = "01_train"  # the sweep's training notebook; failures of analysis s
 
 RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params", "adapter", "seed", "rank",
                "n_experts", "shared_a", "router", "status", "error", "pct_trainable", "pct_added", "macro_auc", "ci_low",
-               "ci_high", "micro_auc", "n_test_scans"]
+               "ci_high", "micro_auc", "n_test_scans", "ece", "steps", "train_seconds"]
 
 
 def _run_dirs(sweep_dir: Path) -> pd.DataFrame:
+    """``run``, ``run_dir`` and the sweep's grid values (upper-case columns of runs.csv) when there are any."""
     runs_csv = sweep_dir / RUNS_FILE
     if runs_csv.is_file():
-        return pd.read_csv(runs_csv, dtype=str)[["run", "run_dir"]]
+        return pd.read_csv(runs_csv, dtype={"run": str, "run_dir": str})
     dirs = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
     if not dirs:
         raise FileNotFoundError(f"{sweep_dir}: no {RUNS_FILE} and no run directory (*/config.json) below it")
@@ -46,14 +47,17 @@ def _failures(sweep_dir: Path) -> dict[str, str]:
 
 
 def collect_runs(sweep_dir: str | Path, split: str = "test") -> pd.DataFrame:
-    """One row per run of the sweep with its setup, status and test macro AUC (CI from ``metrics.json``)."""
+    """One row per run of the sweep: setup, status (finished / unfinished / failed / missing) and error, the
+    ``split`` macro AUC with its CI, micro AUC, ECE, steps and training time, then the sweep's grid values."""
     from .backbones import get_spec
 
     sweep_dir = Path(sweep_dir)
     failures = _failures(sweep_dir)
+    runs = _run_dirs(sweep_dir)
+    grid = [c for c in runs.columns if c not in ("run", "run_dir")]
     rows = []
-    for run, run_dir in _run_dirs(sweep_dir).itertuples(index=False):
-        run_dir = Path(run_dir)
+    for record in runs.to_dict("records"):
+        run, run_dir = record["run"], Path(record["run_dir"])
         row: dict = {"run": run, "run_dir": str(run_dir), "status": "missing", "error": failures.get(run, "")}
         cfg_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
         if cfg_path.is_file():
@@ -67,15 +71,18 @@ def collect_runs(sweep_dir: str | Path, split: str = "test") -> pd.DataFrame:
                        pct_added=config["params"]["pct_added"], status="unfinished")
         if metrics_path.is_file():
             metrics = json.loads(metrics_path.read_text())
+            row.update(steps=metrics.get("steps"), train_seconds=metrics.get("train_seconds"))
             if split in metrics:
-                summary = metrics[split]["summary"]
+                part, summary = metrics[split], metrics[split]["summary"]
                 row.update(status="finished", macro_auc=summary["macro_auc"]["value"],
                            ci_low=summary["macro_auc"]["ci_low"], ci_high=summary["macro_auc"]["ci_high"],
-                           micro_auc=summary["micro_auc"]["value"], n_test_scans=metrics[split]["n_scans"])
+                           micro_auc=summary.get("micro_auc", {}).get("value"), n_test_scans=part.get("n_scans"),
+                           ece=part.get("ece"))
         if run in failures:
             row["status"] = "failed"
+        row.update({key: record[key] for key in grid})
         rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=RUN_COLUMNS)
+    return pd.DataFrame(rows).reindex(columns=RUN_COLUMNS + grid)
 
 
 def paired_macro_delta(run_a: str | Path, run_b: str | Path, split: str = "test", n_boot: int = 1000,

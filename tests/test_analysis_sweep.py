@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from molre_lib.cli import main
-from molre_lib.sweep import SweepConfig, expand_runs, plan_analysis, sweep_results
+from molre_lib.summary import collect_runs
+from molre_lib.sweep import SweepConfig, expand_runs, plan_analysis
 
 TRAIN_SRC = """
 import json, os, pathlib
@@ -120,11 +121,12 @@ def test_failed_run_is_reported_and_rerun_skips_finished(sweep_file, tmp_path, c
     summary = json.loads((runs / "summary.json").read_text())
     assert summary["runs"] == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1"] and summary["n_inputs"] == 2
 
-    table = sweep_results(runs)
+    table = collect_runs(runs)  # what 05_summary tabulates: every run, the failed one with its error
     assert list(table["run"]) == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1", "broken_molre_seed1"]
-    assert list(table["status"]) == ["ok", "ok", "failed"] and "exploded" in table["error"].iloc[2]
+    assert list(table["status"]) == ["finished", "finished", "failed"] and "exploded" in table["error"].iloc[2]
     assert table["macro_auc"].iloc[:2].tolist() == pytest.approx([0.6, 0.65]) and np.isnan(table["macro_auc"].iloc[2])
     assert table["steps"].iloc[0] == 3 and table["ece"].iloc[1] == 0.1
+    assert list(table["ADAPTER"]) == ["lora", "molre", "molre"]  # the grid values, to select variants by
 
     rc = main(["sweep", str(sweep_file)])
     assert rc == 1
