@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .config_keys import check_known_keys
+
 ADAPTERS = ("lora", "molre", "linear_probe", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 AMP = ("auto", "none", "bf16", "fp16")
@@ -112,10 +114,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ValueError(f"Unknown TrainConfig key: {key!r}")
+        check_known_keys(cls, data)
         return cls(**data)
 
     @classmethod

@@ -44,7 +44,7 @@ def test_slice_sampling_spacing_and_pad_crop(data):
     assert float(padded[0, 0].max()) == 0.0                            # padded slices are air
     with pytest.raises(ValueError, match="fit must be"):
         PreprocessConfig(fit="stretch")
-    with pytest.raises(ValueError, match="Unknown config key: shap"):
+    with pytest.raises(ValueError, match="Unknown PreprocessConfig key: 'shap'"):
         PreprocessConfig.from_dict({"shap": (1, 2, 3)})
 
 

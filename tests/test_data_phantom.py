@@ -108,7 +108,7 @@ def test_sites_and_slice_thickness_change_the_image():
 
 
 def test_config_rejects_unknown_keys():
-    with pytest.raises(ValueError, match="Unknown config key: shapes"):
+    with pytest.raises(ValueError, match="Unknown PhantomConfig key: 'shapes'"):
         PhantomConfig.from_dict({"shapes": (1, 2, 3)})
 
 

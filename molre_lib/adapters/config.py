@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from ..config_keys import check_known_keys
+
 ROUTERS = ("token", "sample")
 
 
@@ -125,8 +127,5 @@ class MoLREConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MoLREConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ValueError(f"Unknown MoLREConfig key: {key!r} (known: {sorted(known)})")
+        check_known_keys(cls, data)
         return cls(**data)

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config_keys import check_known_keys
 from .phantom_vit import PHANTOM_VIT_ARCH, build_phantom_vit
 from .vit2d import HEAD_CT_WINDOWS
 from .weights import cache_dir
@@ -54,10 +55,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
-        names = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in names:
-                raise ValueError(f"Unknown config key: {key}")
+        check_known_keys(cls, d)
         return cls(**d)
 
 

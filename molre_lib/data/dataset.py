@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..config_keys import check_known_keys
 from .io import Volume, VolumeReadError, file_signature, load_volume
 from .manifest import labels_and_mask, read_manifest
 
@@ -50,10 +51,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        names = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in names:
-                raise ValueError(f"Unknown config key: {key}")
+        check_known_keys(cls, d)
         return cls(**d)
 
     def fit_key(self) -> dict:

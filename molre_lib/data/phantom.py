@@ -11,11 +11,12 @@ patient right->left; ``origin`` is the LPS position (x, y, z) mm of voxel (0, 0,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
+from ..config_keys import check_known_keys
 from . import phantom_findings_acute, phantom_findings_other  # noqa: F401  (register signatures)
 from .phantom_anatomy import Anatomy, Mods, render_anatomy
 from .phantom_geometry import Canvas, rotation
@@ -52,10 +53,7 @@ class PhantomConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhantomConfig":
-        names = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in names:
-                raise ValueError(f"Unknown config key: {key}")
+        check_known_keys(cls, d)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     @property
