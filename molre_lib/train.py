@@ -118,7 +118,9 @@ def _amp(cfg: TrainConfig, device: torch.device) -> str:
 
 
 def _no_buffer_sync() -> dict[str, bool]:
-    """Buffers are constants (input normalisation): no per-forward sync (the keyword was renamed in torch 2.10+)."""
+    """No per-forward buffer broadcast: input normalisation is constant, frozen encoder BatchNorm is in eval
+    mode, and HeadNorm keeps its running statistics equal on every rank itself (the keyword was renamed in
+    torch 2.10+)."""
     import inspect
 
     params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
@@ -126,14 +128,19 @@ def _no_buffer_sync() -> dict[str, bool]:
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """What training changes: the trainable parameters and every buffer (the head norm's running statistics;
+    BatchNorm statistics under full fine-tuning). Buffers are small, and without them a resumed run or the
+    restored best step would predict with the running statistics of another step."""
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: b.detach().cpu().clone() for n, b in model.named_buffers()})
+    return state
 
 
 def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     with torch.no_grad():
         for n, t in state.items():
-            params[n].copy_(t)
+            tensors[n].copy_(t)
 
 
 def _label_stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +211,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
         seed_everything(cfg.seed)
         apply_adapter(model, cfg, getattr(getattr(model, "spec", None), "target_modules", None))
     model.to(info.device)
+    if info.enabled and info.device.type == "cuda" and cfg.adapter == "full" and hasattr(model, "encoder"):
+        # BatchNorm trains under full fine-tuning: batch statistics over all GPUs, as on one device.
+        # (The head norm syncs itself; SyncBatchNorm needs GPU tensors, so gloo/CPU keeps per-rank statistics.)
+        model.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(model.encoder)
     core = model
     amp = _amp(cfg, info.device)
     sampler0 = StepBatchSampler(len(train_ds), cfg.batch_size, cfg.grad_accum, info, cfg.seed, 0)  # type: ignore[arg-type]

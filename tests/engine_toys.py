@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from molre_lib.backbones.model import HeadNorm
+
 
 class ToyEncoder(nn.Module):
     def __init__(self, in_ch: int = 2, dim: int = 16) -> None:
@@ -27,14 +29,16 @@ class ToyEncoder(nn.Module):
 class ToyModel(nn.Module):
     """``.encoder`` + ``.head``, logits (B, F)."""
 
-    def __init__(self, n_classes: int = 5, in_ch: int = 2, dim: int = 16) -> None:
+    def __init__(self, n_classes: int = 5, in_ch: int = 2, dim: int = 16, head_norm: bool = False) -> None:
         super().__init__()
         self.encoder = ToyEncoder(in_ch, dim)
+        self.head_norm = HeadNorm(dim) if head_norm else nn.Identity()  # as the registry's models have
         self.head = nn.Linear(dim, n_classes)
         self.num_classes = n_classes
+        self.trainable_modules = ("head_norm", "head")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(image))
+        return self.head(self.head_norm(self.encoder(image)))
 
 
 class ToyDataset(Dataset):
@@ -91,6 +95,7 @@ def main(argv=None) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--kill-at", type=int, default=None)
     p.add_argument("--nan-at", type=int, default=None)
+    p.add_argument("--head-norm", action="store_true", help="a HeadNorm before the head, as the real models")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     cfg = toy_config(**{k: json.loads(v) for k, v in (o.split("=", 1) for o in a.overrides)})
@@ -100,7 +105,7 @@ def main(argv=None) -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as a pre-empted node: no cleanup runs
 
     seed_everything(cfg.seed)
-    train(cfg, a.run_dir, resume=a.resume, model=ToyModel(), datasets=toy_datasets(nan_at=a.nan_at), callbacks=[kill])
+    train(cfg, a.run_dir, resume=a.resume, model=ToyModel(head_norm=a.head_norm), datasets=toy_datasets(nan_at=a.nan_at), callbacks=[kill])
 
 
 if __name__ == "__main__":

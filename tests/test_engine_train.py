@@ -75,15 +75,17 @@ def test_unknown_labels_are_masked_and_pos_weights_apply():
 
 # ----------------------------------------------------------------------------------------------- trainer
 @pytest.mark.slow
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
-    full = run_toy(tmp_path / "full")
+@pytest.mark.parametrize("head_norm", [[], ["--head-norm"]], ids=["plain", "head_norm"])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, head_norm):
+    # with a head norm its running statistics (buffers, not parameters) must come back with the checkpoint
+    full = run_toy(tmp_path / "full", *head_norm)
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = run_toy(tmp_path / "cut", "--kill-at", "7")  # step 7 of 12 is mid-epoch 1; last checkpoint: step 6
+    killed = run_toy(tmp_path / "cut", "--kill-at", "7", *head_norm)  # step 7 of 12 is mid-epoch 1; last checkpoint: step 6
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (tmp_path / "cut" / "metrics.json").exists()
     ck = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert (ck["state"]["step"], ck["state"]["epoch"], ck["state"]["step_in_epoch"]) == (6, 1, 2)
-    resumed = run_toy(tmp_path / "cut", "--resume")
+    resumed = run_toy(tmp_path / "cut", "--resume", *head_norm)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     m_full, p_full, l_full = outputs(tmp_path / "full")
     m_cut, p_cut, l_cut = outputs(tmp_path / "cut")
@@ -129,6 +131,30 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
         assert m2["best_step"] == m1["best_step"]
         assert m2["test"]["summary"]["macro_auc"]["value"] == pytest.approx(m1["test"]["summary"]["macro_auc"]["value"],
                                                                           abs=1e-3)
+
+@pytest.mark.slow
+def test_ddp_head_norm_uses_global_batch_statistics(tmp_path):
+    """HeadNorm under 2 gloo ranks normalises with the statistics of the whole batch: same losses, running
+    statistics and predictions as one process (per-rank statistics would differ on both counts)."""
+    from engine_toys import ToyModel, toy_config, toy_datasets
+
+    from molre_lib.train import seed_everything, train
+
+    two = run_toy(tmp_path / "two", "adapter_dropout=0.0", "--head-norm", torchrun=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    seed_everything(0)
+    train(toy_config(adapter_dropout=0.0), tmp_path / "one", model=ToyModel(head_norm=True), datasets=toy_datasets())
+    m1, p1, l1 = outputs(tmp_path / "one")
+    m2, p2, l2 = outputs(tmp_path / "two")
+    np.testing.assert_allclose(l2, l1, rtol=1e-4, atol=1e-6)
+    cols = [c for c in p1.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(p2[cols].to_numpy(), p1[cols].to_numpy(), atol=1e-4)
+    from safetensors.torch import load_file
+
+    s1, s2 = (load_file(tmp_path / run / "adapter.safetensors") for run in ("one", "two"))
+    for key in ("head_norm.running_mean", "head_norm.running_var"):
+        torch.testing.assert_close(s2[key], s1[key], rtol=1e-4, atol=1e-5)
+
 
 def test_augmentation_depends_only_on_seed_epoch_and_index():
     from molre_lib.loaders import SeededAugment

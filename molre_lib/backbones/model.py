@@ -47,16 +47,46 @@ class HeadNorm(nn.BatchNorm1d):
     Frozen foundation-model features share a large common component and differ little between scans;
     standardising them per feature lets a freshly initialised head learn (measured on the phantom: with it
     the demo's validation AUC rises from 0.56 to 0.67 in 100 steps, without it it stays at chance).
-    A training batch of one scan (per device) is normalised with the running statistics.
+    A training batch of one scan is normalised with the running statistics. Under DDP the batch statistics
+    are those of the global batch (all ranks, gathered with a differentiable all-reduce, as SyncBatchNorm
+    does but on any backend, gloo included), so every rank keeps the same running statistics and
+    training matches one process on the whole batch.
     """
 
     def __init__(self, features: int) -> None:
         super().__init__(features, affine=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F)
-        if self.training and x.shape[0] == 1:
-            return nn.functional.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
-        return super().forward(x)
+        if not self.training:
+            return super().forward(x)
+        world = _world_size()
+        if world == 1:
+            if x.shape[0] == 1:
+                return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+            return super().forward(x)
+        return self._global_batch_norm(x)
+
+    def _global_batch_norm(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float()
+        count_sum = all_reduce(torch.cat([xf.new_tensor([x.shape[0]]), xf.sum(0)]))  # (1 + F,) over ranks
+        count = count_sum[0]
+        if count.item() < 2:  # one scan in the whole global batch: nothing to estimate statistics from
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        mean = count_sum[1:] / count
+        var = all_reduce(((xf - mean) ** 2).sum(0)) / count  # two passes: exact where E[x^2] - E[x]^2 is not
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+            self.running_var.lerp_((var.detach() * count / (count - 1)).to(self.running_var.dtype), m)
+            self.num_batches_tracked += 1
+        return ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _frozen(module: nn.Module) -> bool:
