@@ -158,6 +158,25 @@ def added_params() -> dict:
     return rows
 
 
+def added_params_registry() -> dict:
+    """Added parameters (% of the encoder) for every registry backbone at its default adapter targets."""
+    from molre_lib.backbones import list_backbones
+    from molre_lib.backbones.registry import build_encoder
+
+    rows = {}
+    for spec in list_backbones():
+        rows[spec.name] = {}
+        for name, kwargs in {"lora_r8": dict(r=8, n_experts=1, alpha=16),
+                             "molre_e4_r2": dict(r=2, n_experts=4),
+                             "molre_e4_r2_shared_a": dict(r=2, n_experts=4, shared_a=True)}.items():
+            holder = nn.Module()  # module names as in HeadCTModel ("encoder.*"), which the targets are anchored at
+            with torch.device("meta"):
+                holder.encoder = build_encoder(spec.name, None, False).module
+            inject(holder, MoLREConfig(target_modules=spec.target_modules, **kwargs), trainable=())
+            rows[spec.name][name] = parameter_report(holder, head=()).pct_added
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
@@ -178,6 +197,7 @@ def main() -> int:
                                                    model_name="vit_base_patch16_224")
         results["devices"][device.type] = res
     results["added_params_vit_b16"] = added_params()
+    results["added_params_pct_registry"] = added_params_registry()
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
@@ -191,6 +211,9 @@ def main() -> int:
         print(f"{'  LoRA r=16 step (s)':<48}{dev:<8}{ts['lora_r16_step_s']:>10.3f}")
     for name, row in results["added_params_vit_b16"].items():
         print(f"{'added_params_pct ViT-B/16 ' + name:<48}{'meta':<8}{row['added_params_pct']:>10.3f}")
+    print(f"\n{'added % of encoder, default targets':<36}{'LoRA r8':>10}{'E4 r2':>10}{'E4 r2 shared A':>16}")
+    for name, row in results["added_params_pct_registry"].items():
+        print(f"{name:<36}{row['lora_r8']:>10.3f}{row['molre_e4_r2']:>10.3f}{row['molre_e4_r2_shared_a']:>16.3f}")
     print(f"wrote {RESULTS}")
     return 0
 

@@ -157,3 +157,11 @@ def test_example_sweeps_parse_and_use_registered_backbones(name):
     assert {r.values["BACKBONE"] for r in runs} <= {s.name for s in list_backbones()}
     assert {r.values["ADAPTER"] for r in runs} == {"lora", "molre"}
     assert {j.step for j in plan_analysis(cfg, runs)} == {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
+    # every run's parameters, over the notebook's own defaults, pass 01_train's validation cell
+    from molre_lib.notebook_params import check_parameters
+
+    train_nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / cfg.train_notebook, as_version=4)
+    defaults: dict = {}
+    exec(next(c.source for c in train_nb.cells if "parameters" in c.metadata.get("tags", [])), {}, defaults)
+    for run in runs:
+        check_parameters("01_train", {**defaults, **run.parameters})
