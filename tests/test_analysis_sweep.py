@@ -148,15 +148,19 @@ def test_dry_run_executes_nothing(sweep_file, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("name", ["demo", "study"])
-def test_example_sweeps_parse_and_use_registered_backbones(name):
+ALL_ANALYSES = {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
+
+
+@pytest.mark.parametrize("name,analyses", [("demo", ALL_ANALYSES), ("study", ALL_ANALYSES),
+                                           ("shared_a", {"03_per_finding_auc"})])
+def test_example_sweeps_parse_and_use_registered_backbones(name, analyses):
     from molre_lib.backbones import list_backbones
 
     cfg = SweepConfig.from_yaml(Path(__file__).parents[1] / "notebooks" / "sweeps" / f"{name}.yaml")
     runs = expand_runs(cfg)
     assert {r.values["BACKBONE"] for r in runs} <= {s.name for s in list_backbones()}
     assert {r.values["ADAPTER"] for r in runs} == {"lora", "molre"}
-    assert {j.step for j in plan_analysis(cfg, runs)} == {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
+    assert {j.step for j in plan_analysis(cfg, runs)} == analyses
     # every run's parameters, over the notebook's own defaults, pass 01_train's validation cell
     from molre_lib.notebook_params import check_parameters
 
