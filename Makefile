@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.molre-installed
 
-.PHONY: demo test test-fast install kernel bench gallery
+.PHONY: demo test test-fast install kernel bench gallery gpu-check
 
 # The venv is rebuilt when pyproject.toml changes; the kernel is registered as part of set-up,
 # because papermill and JupyterLab both look for a kernel named "molre".
@@ -40,3 +40,6 @@ bench: $(STAMP)
 	$(PY) benchmarks/data.py
 	$(PY) benchmarks/metrics.py
 	$(PY) benchmarks/train.py
+
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu.py
