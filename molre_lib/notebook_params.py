@@ -145,6 +145,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "SWEEP_DIR": Param(STR),
         "BOOTSTRAP": Param(INT, check=non_negative),
         "SEED": Param(INT, check=non_negative),
+        "REFERENCE": Param(STR),
         "FIGURES_DIR": Param(STR),
     },
 }

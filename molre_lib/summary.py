@@ -2,9 +2,12 @@
 
 ``collect_runs`` reads what a sweep left on disk (``runs.csv``, ``sweep_status.csv``, each run's
 ``config.json`` and ``metrics.json``) — or, without a sweep, every run directory under a folder —
-and lists failed and unfinished runs instead of dropping them. ``paper_table`` pairs LoRA and MoLRE
-runs of each backbone and seed and gives the macro-AUC difference with a paired bootstrap CI
-(the same resampled scans for both runs, so the CI reflects the paired design).
+and lists failed and unfinished runs instead of dropping them. Each run belongs to an **arm**: its adapter,
+plus every other grid setting that takes more than one value among that adapter's runs (a sweep over
+``SHARED_A: [false, true]`` gives arms ``lora``, ``molre SHARED_A=False`` and ``molre SHARED_A=True``).
+``paper_table`` pairs every arm with the reference arm (LoRA) per backbone and seed and gives the
+macro-AUC difference with a paired bootstrap CI (the same resampled scans for both runs, so the CI
+reflects the paired design).
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ from .sweep import RUNS_FILE, STATUS_FILE
 
 TRAIN_STEP = "01_train"  # the sweep's training notebook; failures of analysis steps do not fail a run
 
-RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params", "adapter", "seed", "rank",
+FIXED_GRID_KEYS = ("BACKBONE", "ADAPTER", "SEED")  # what pairs runs; any other varied grid key makes an arm
+
+RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params", "adapter", "arm", "seed", "rank",
                "n_experts", "shared_a", "router", "status", "error", "pct_trainable", "pct_added", "macro_auc", "ci_low",
                "ci_high", "micro_auc", "n_test_scans", "ece", "steps", "train_seconds"]
 
@@ -82,7 +87,22 @@ def collect_runs(sweep_dir: str | Path, split: str = "test") -> pd.DataFrame:
             row["status"] = "failed"
         row.update({key: record[key] for key in grid})
         rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=RUN_COLUMNS + grid)
+    table = pd.DataFrame(rows).reindex(columns=RUN_COLUMNS + grid)
+    table["arm"] = _arms(table, grid)
+    return table
+
+
+def _arms(table: pd.DataFrame, grid: list[str]) -> pd.Series:
+    """The adapter, plus ``KEY=value`` for each grid key (or sweep setting) that varies within that adapter."""
+    adapter = table["adapter"]
+    if "ADAPTER" in table:  # a run that never wrote config.json still has its grid value
+        adapter = adapter.fillna(table["ADAPTER"])
+    adapter = adapter.fillna("").astype(str)
+    arms = adapter.copy()
+    for key in (k for k in grid if k not in FIXED_GRID_KEYS):
+        varies = table[key].astype(str).groupby(adapter).transform("nunique") > 1
+        arms = arms.where(~varies, arms + f" {key}=" + table[key].astype(str))
+    return arms
 
 
 def paired_macro_delta(run_a: str | Path, run_b: str | Path, split: str = "test", n_boot: int = 1000,
@@ -115,46 +135,48 @@ def paired_macro_delta(run_a: str | Path, run_b: str | Path, split: str = "test"
 
 
 def paper_table(runs: pd.DataFrame, split: str = "test", n_boot: int = 1000, seed: int = 0,
-                level: float = 0.95, a: str = "lora", b: str = "molre") -> pd.DataFrame:
-    """Backbone, family, params, trainable %, mean AUC of adapter ``a`` and ``b``, and Δ (b − a) with CI.
+                level: float = 0.95, reference: str = "lora") -> pd.DataFrame:
+    """One row per backbone and arm other than ``reference``: family, params, added and trainable % of the
+    backbone, mean macro AUC of the reference and the arm, and Δ (arm − reference) with its paired bootstrap CI.
 
     Seeds of one backbone are averaged: Δ and its replicates are the mean over the paired seeds.
     """
     done = runs[runs["status"] == "finished"]
-    both = done[done["adapter"].isin([a, b])]
-    repeated = both[both.duplicated(["backbone", "adapter", "seed"], keep=False)]
-    if len(repeated):  # e.g. a sweep over RANK or SHARED_A: pairing by seed would mix the variants
+    repeated = done[done.duplicated(["backbone", "arm", "seed"], keep=False)]
+    if len(repeated):  # only without the sweep's runs.csv: the arms cannot be told apart
         first = repeated.iloc[0]
-        names = repeated[(repeated["backbone"] == first["backbone"]) & (repeated["adapter"] == first["adapter"])
+        names = repeated[(repeated["backbone"] == first["backbone"]) & (repeated["arm"] == first["arm"])
                          & (repeated["seed"] == first["seed"])]["run"].tolist()
-        raise ValueError(f"paper_table: runs {names} share backbone={first['backbone']!r}, "
-                         f"adapter={first['adapter']!r}, seed={first['seed']}; select one variant per adapter "
-                         "(filter the runs table) before pairing")
+        raise ValueError(f"paper_table: runs {names} share backbone={first['backbone']!r}, arm={first['arm']!r}, "
+                         f"seed={first['seed']}; pairing them by seed would mix them: select one per arm "
+                         "(filter the runs table), or summarise the sweep folder, whose runs.csv tells them apart")
     rows = []
+    tail = (1 - level) / 2 * 100
     for backbone, group in done.groupby("backbone", sort=False):
-        ra, rb = group[group["adapter"] == a], group[group["adapter"] == b]
-        row = {"backbone": backbone, "family": group["family"].iloc[0],
-               "params_M": group["backbone_params"].iloc[0] / 1e6,
-               f"trainable_pct_{a}": ra["pct_trainable"].mean(), f"trainable_pct_{b}": rb["pct_trainable"].mean(),
-               f"auc_{a}": ra["macro_auc"].mean(), f"auc_{b}": rb["macro_auc"].mean(),
-               "n_seeds": int(min(len(ra), len(rb)))}
-        paired = ra.merge(rb, on="seed", suffixes=("_a", "_b"))
-        if len(paired):
-            results = [paired_macro_delta(pa_, pb_, split, n_boot, seed)
-                       for pa_, pb_ in zip(paired["run_dir_a"], paired["run_dir_b"])]
-            delta = float(np.mean([r[0] for r in results]))
-            reps = np.mean([r[1] for r in results], axis=0) if n_boot > 0 else np.empty(0)
-            tail = (1 - level) / 2 * 100
-            lo, hi = (np.nanpercentile(reps, [tail, 100 - tail]) if reps.size and not np.isnan(reps).all()
-                      else (np.nan, np.nan))
-            row.update(delta_auc=delta, delta_ci_low=float(lo), delta_ci_high=float(hi))
-        rows.append(row)
+        ref = group[group["arm"] == reference]
+        for arm, other in group[group["arm"] != reference].groupby("arm", sort=False):
+            row = {"backbone": backbone, "family": group["family"].iloc[0],
+                   "params_M": group["backbone_params"].iloc[0] / 1e6, "reference": reference, "arm": arm,
+                   "added_pct_reference": ref["pct_added"].mean(), "added_pct_arm": other["pct_added"].mean(),
+                   "trainable_pct_reference": ref["pct_trainable"].mean(), "trainable_pct_arm": other["pct_trainable"].mean(),
+                   "auc_reference": ref["macro_auc"].mean(), "auc_arm": other["macro_auc"].mean()}
+            paired = ref.merge(other, on="seed", suffixes=("_a", "_b"))
+            row["n_seeds"] = len(paired)
+            if len(paired):
+                results = [paired_macro_delta(pa_, pb_, split, n_boot, seed)
+                           for pa_, pb_ in zip(paired["run_dir_a"], paired["run_dir_b"])]
+                reps = np.mean([r[1] for r in results], axis=0) if n_boot > 0 else np.empty(0)
+                lo, hi = (np.nanpercentile(reps, [tail, 100 - tail]) if reps.size and not np.isnan(reps).all()
+                          else (np.nan, np.nan))
+                row.update(delta_auc=float(np.mean([r[0] for r in results])), delta_ci_low=float(lo),
+                           delta_ci_high=float(hi))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
 def long_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs as (backbone, adapter, mean_auc, ci_low, ci_high) for grouped bar plots (seed 0's CI)."""
+    """Finished runs as (backbone, arm, mean_auc, ci_low, ci_high) for grouped bar plots (the first seed's CI)."""
     done = runs[runs["status"] == "finished"]
-    return (done.groupby(["backbone", "adapter"], sort=False)
+    return (done.groupby(["backbone", "arm"], sort=False)
             .agg(mean_auc=("macro_auc", "mean"), ci_low=("ci_low", "first"), ci_high=("ci_high", "first"))
             .reset_index())

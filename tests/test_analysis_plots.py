@@ -142,8 +142,12 @@ def test_calibration_confidence_training_summary_and_table(labels):
                         "val_auc": [np.nan] * 4 + list(np.linspace(0.6, 0.8, 6))})
     fig = plots.plot_training_curves(log)
     assert len(fig.axes) == 2
-    summary = pd.DataFrame({"backbone": ["a", "a", "b", "b"], "adapter": ["lora", "molre"] * 2,
-                            "mean_auc": [0.7, 0.75, 0.8, 0.82], "ci_low": [0.65, 0.7, 0.75, 0.78],
-                            "ci_high": [0.75, 0.8, 0.85, 0.86]})
-    plots.plot_summary(summary)
+    summary = pd.DataFrame({"backbone": ["a"] * 3 + ["b"] * 3, "arm": ["lora", "molre", "molre SHARED_A=True"] * 2,
+                            "mean_auc": [0.7, 0.75, 0.76, 0.8, 0.82, 0.81], "ci_low": [0.65, 0.7, 0.7, 0.75, 0.78, 0.77],
+                            "ci_high": [0.75, 0.8, 0.81, 0.85, 0.86, 0.85]})
+    fig = plots.plot_summary(summary)
+    from matplotlib.container import BarContainer
+
+    bars = {c.get_label(): c.patches[0].get_facecolor() for c in fig.axes[0].containers if isinstance(c, BarContainer)}
+    assert len(bars) == 3 and len(set(bars.values())) == 3  # a variant never takes another arm's colour
     plots.plot_table(summary)

@@ -152,7 +152,7 @@ ALL_ANALYSES = {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
 
 
 @pytest.mark.parametrize("name,analyses", [("demo", ALL_ANALYSES), ("study", ALL_ANALYSES),
-                                           ("shared_a", {"02_routing", "03_per_finding_auc"})])
+                                           ("shared_a", {"02_routing", "03_per_finding_auc", "05_summary"})])
 def test_example_sweeps_parse_and_use_registered_backbones(name, analyses):
     from molre_lib.backbones import list_backbones
 

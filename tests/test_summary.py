@@ -14,9 +14,10 @@ from molre_lib.summary import collect_runs, paper_table
 N = 80
 
 
-def _write_run(run_dir, adapter: str, probs: np.ndarray, labels: np.ndarray, macro: float) -> None:
+def _write_run(run_dir, adapter: str, probs: np.ndarray, labels: np.ndarray, macro: float, shared_a: bool = False) -> None:
     run_dir.mkdir(parents=True)
-    train = {"backbone": "phantom_vit", "adapter": adapter, "seed": 0, "rank": 4, "n_experts": 4, "router": "token"}
+    train = {"backbone": "phantom_vit", "adapter": adapter, "seed": 0, "rank": 4, "n_experts": 4, "router": "token",
+             "shared_a": shared_a}
     params = {"pct_trainable": 1.0, "pct_added": 0.5}
     (run_dir / "config.json").write_text(json.dumps({"train": train, "params": params}))
     summary = {"macro_auc": {"value": macro, "ci_low": macro - 0.05, "ci_high": macro + 0.05},
@@ -61,6 +62,7 @@ def test_paper_table_delta_matches_scikit_learn(sweep) -> None:
     expected = np.mean([roc_auc_score(labels[:, j], probs["molre"][:, j]) - roc_auc_score(labels[:, j], probs["lora"][:, j])
                         for j in range(75)])
     row = table.iloc[0]
+    assert len(table) == 1 and (row["reference"], row["arm"]) == ("lora", "molre")
     assert row["delta_auc"] == pytest.approx(expected, abs=1e-12)
     assert row["delta_ci_low"] < row["delta_auc"] < row["delta_ci_high"]
     assert row["delta_auc"] > 0  # MoLRE's scores were made more separable
@@ -78,3 +80,25 @@ def test_paper_table_refuses_two_variants_of_one_adapter(sweep) -> None:
         paper_table(runs, n_boot=0)
     chosen = runs[runs["run"] != "phantom_vit_molre_shared"]  # one variant per adapter pairs cleanly
     assert len(paper_table(chosen, n_boot=0)) == 1
+
+
+def test_arms_from_the_sweep_grid_pair_each_variant_with_the_reference(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    labels = (rng.random((N, 75)) < 0.3).astype(float)
+    rows = []
+    probs = {}
+    for adapter, shared in (("lora", False), ("molre", False), ("molre", True)):
+        run = tmp_path / f"{adapter}_shared{int(shared)}"
+        probs[run.name] = labels * rng.uniform(0.2, 0.8) + rng.random((N, 75))
+        _write_run(run, adapter, probs[run.name], labels, 0.7, shared_a=shared)
+        rows.append({"run": run.name, "run_dir": str(run), "BACKBONE": "phantom_vit", "ADAPTER": adapter,
+                     "SHARED_A": shared, "SEED": 0})
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    runs = collect_runs(tmp_path)
+    assert list(runs["arm"]) == ["lora", "molre SHARED_A=False", "molre SHARED_A=True"]  # LoRA never varies it
+    table = paper_table(runs, n_boot=0).set_index("arm")
+    assert list(table.index) == ["molre SHARED_A=False", "molre SHARED_A=True"]
+    for arm, run in (("molre SHARED_A=False", "molre_shared0"), ("molre SHARED_A=True", "molre_shared1")):
+        expected = np.mean([roc_auc_score(labels[:, j], probs[run][:, j]) - roc_auc_score(labels[:, j], probs["lora_shared0"][:, j])
+                            for j in range(75)])
+        assert table.loc[arm, "delta_auc"] == pytest.approx(expected, abs=1e-12)

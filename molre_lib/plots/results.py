@@ -13,6 +13,7 @@ from molre_lib.plots.style import (
     ADAPTER_COLOURS,
     DOUBLE_COLUMN_IN,
     SINGLE_COLUMN_IN,
+    arm_colours,
     category_colour,
     category_legend,
     finding_categories,
@@ -232,13 +233,14 @@ def plot_confidence_shift(
 
 
 def plot_summary(
-    table: pd.DataFrame, x: str = "backbone", group: str = "adapter", value: str = "mean_auc",
+    table: pd.DataFrame, x: str = "backbone", group: str = "arm", value: str = "mean_auc",
     lo: str | None = "ci_low", hi: str | None = "ci_high", title: str | None = None,
 ) -> Figure:
-    """Grouped bars (e.g. LoRA vs MoLRE mean AUC per backbone) with CI whiskers, from a long table."""
+    """Grouped bars (e.g. mean AUC per backbone for each arm: LoRA, MoLRE, variants) with CI whiskers, from a long table."""
     _require(table, [x, group, value] + [c for c in (lo, hi) if c], "summary table")
     xs = list(dict.fromkeys(table[x]))
     groups = list(dict.fromkeys(table[group]))
+    colours = arm_colours(groups)
     width = 0.8 / max(len(groups), 1)
     fig, ax = plt.subplots(figsize=(max(SINGLE_COLUMN_IN, 0.7 * len(xs) + 1.0), 2.4))
     for i, g in enumerate(groups):
@@ -248,14 +250,14 @@ def plot_summary(
         if lo and hi:
             yerr = np.vstack([part[value] - part[lo], part[hi] - part[value]]).clip(min=0)
         ax.bar(pos, part[value], width=width * 0.95, yerr=yerr, capsize=1.5, error_kw={"lw": 0.6},
-               color=ADAPTER_COLOURS.get(str(g).lower()), label=str(g))
+               color=colours[str(g)], label=str(g))
     ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
-    finite = table[value].to_numpy(dtype=float)
+    finite = table[[c for c in (value, lo, hi) if c]].to_numpy(dtype=float)  # whiskers stay inside the axes
     finite = finite[np.isfinite(finite)]
     if finite.size:
-        ax.set_ylim(max(0.0, finite.min() - 0.1), min(1.0, finite.max() + 0.05) if finite.max() <= 1 else None)
+        ax.set_ylim(max(0.0, finite.min() - 0.05), min(1.0, finite.max() + 0.02) if finite.max() <= 1 else None)
     ax.set_ylabel(value.replace("_", " "))
-    ax.legend(ncol=len(groups))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the axes: arm names can be long
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -26,6 +26,15 @@ CATEGORY_COLOURS: dict[str, str] = {
 UNKNOWN_CATEGORY_COLOUR = "#999999"
 # Adapter colours used wherever LoRA and MoLRE are compared.
 ADAPTER_COLOURS: dict[str, str] = {"lora": "#555555", "molre": "#0072B2", "linear_probe": "#BBBBBB"}
+# Arms that are not a bare adapter (e.g. "molre SHARED_A=True") take these, in order (Okabe-Ito).
+EXTRA_ARM_COLOURS = ("#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+
+
+def arm_colours(arms) -> dict[str, str]:
+    """A colour per arm: the adapter's own for a bare adapter name, distinct colourblind-safe ones otherwise."""
+    arms = list(dict.fromkeys(str(a) for a in arms))
+    extra = iter(EXTRA_ARM_COLOURS * (1 + len(arms) // len(EXTRA_ARM_COLOURS)))
+    return {a: ADAPTER_COLOURS.get(a.lower()) or next(extra) for a in arms}
 EXPERT_CMAP = "tab10"  # discrete expert index -> colour (routing maps, usage bars)
 SEQUENTIAL_CMAP = "viridis"
 DIVERGING_CMAP = "RdBu_r"
