@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from molre_lib.metrics import bootstrap_counts, micro_auc, per_finding_auc
+from molre_lib.stats.auroc import bootstrap_counts, micro_auc, per_finding_auc
 
 
 def main() -> None:

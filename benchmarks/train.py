@@ -1,4 +1,4 @@
-"""Training throughput of the engine (scans/s and slices/s) through ``molre_lib.train.train``.
+"""Training throughput of the engine (scans/s and slices/s) through ``molre_lib.engine.train.train``.
 
 Backbones: the tiny reduced ``phantom_vit`` (what tests use), the demo ``phantom_vit`` and a ViT-S
 (``dinov3_vits16``, random init: throughput does not depend on the weights), each with a MoLRE adapter
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from molre_lib.train import train
-from molre_lib.train_config import TrainConfig
+from molre_lib.engine.train import train
+from molre_lib.engine.config import TrainConfig
 
 CASES = [  # name, backbone, reduced, volume (D, H, W), batch
     ("tiny (phantom_vit reduced)", "phantom_vit", True, (8, 32, 32), 4),

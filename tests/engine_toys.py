@@ -72,7 +72,7 @@ def toy_datasets(n_train: int = 32, n_val: int = 15, n_test: int = 13, nan_at: i
 
 
 def toy_config(**overrides):
-    from molre_lib.train_config import TrainConfig
+    from molre_lib.engine.config import TrainConfig
 
     base = dict(adapter="molre", rank=2, n_experts=3, adapter_dropout=0.1, epochs=3, batch_size=8, eval_every=3,
                 checkpoint_every=2, lr=1e-2, pretrained=False, target_modules=["qkv", "proj"], device="cpu")
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     import os
     import signal
 
-    from molre_lib.train import seed_everything, train
+    from molre_lib.engine.train import seed_everything, train
 
     torch.set_num_threads(1)
     p = argparse.ArgumentParser()

@@ -74,7 +74,7 @@ def test_registry_model_with_molre_bf16_forward_backward(device, name):
 def test_training_steps_in_bf16_write_a_run(device, tmp_path):
     from engine_toys import ToyModel, toy_config, toy_datasets
 
-    from molre_lib.train import seed_everything, train
+    from molre_lib.engine.train import seed_everything, train
 
     seed_everything(0)
     cfg = toy_config(device=device, amp="bf16", max_steps=3, eval_every=3, checkpoint_every=3)
@@ -87,7 +87,7 @@ def test_training_steps_in_bf16_write_a_run(device, tmp_path):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradcam_on_device(device):
-    from molre_lib import explain
+    from molre_lib.analysis import explain
     from molre_lib.backbones import create_model
 
     torch.manual_seed(0)

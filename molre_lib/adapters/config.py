@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ..config_keys import check_known_keys
+from molre_lib.common.config_keys import check_known_keys
 
 ROUTERS = ("token", "sample")
 

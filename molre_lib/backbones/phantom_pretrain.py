@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config_keys import check_known_keys
+from molre_lib.common.config_keys import check_known_keys
 from .phantom_vit import PHANTOM_VIT_ARCH, build_phantom_vit
 from .vit2d import HEAD_CT_WINDOWS
 from .weights import cache_dir

@@ -114,7 +114,7 @@ def _convert_cq500(args) -> int:
 
 
 def _gallery(args) -> int:
-    from molre_lib.data.gallery import write_gallery
+    from molre_lib.plots.gallery import write_gallery
     from molre_lib.data.phantom import PhantomConfig
 
     paths = write_gallery(args.out, PhantomConfig(shape=args.shape), seed=args.seed, categories=args.category)

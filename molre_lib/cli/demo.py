@@ -26,7 +26,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from molre_lib.backbones import find_local_weights, get_spec
     from molre_lib.backbones.phantom_pretrain import pretrain_phantom_vit
-    from molre_lib.sweep import SweepConfig, run_sweep
+    from molre_lib.workbook.sweep import SweepConfig, run_sweep
 
     t0 = time.perf_counter()
     if find_local_weights(get_spec("phantom_vit")) is None:

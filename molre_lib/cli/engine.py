@@ -1,4 +1,4 @@
-"""``molre train | evaluate | compare | predict``: thin wrappers over molre_lib.train / molre_lib.evaluate.
+"""``molre train | evaluate | compare | predict``: thin wrappers over molre_lib.engine.train / molre_lib.engine.evaluate.
 
 ``molre train`` has one flag per TrainConfig field, generated from the dataclass (help text included);
 flags override ``--config file.json|yaml``, which overrides the defaults.
@@ -29,7 +29,7 @@ def _flag_kwargs(tp: Any) -> dict[str, Any]:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    from molre_lib.train_config import TrainConfig
+    from molre_lib.engine.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     group = p.add_argument_group("TrainConfig fields (override --config)")
@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from molre_lib.train_config import TrainConfig
+    from molre_lib.engine.config import TrainConfig
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -87,7 +87,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from molre_lib.train import NonFiniteLossError, train
+    from molre_lib.engine.train import NonFiniteLossError, train
 
     try:
         cfg = _train_config(args)
@@ -112,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from molre_lib.evaluate import evaluate_run
+    from molre_lib.engine.evaluate import evaluate_run
 
     doc = evaluate_run(args.run, args.split, args.bootstrap, args.seed)
     for name, s in doc["summary"].items():
@@ -124,7 +124,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from molre_lib.evaluate import compare_runs, format_comparison
+    from molre_lib.engine.evaluate import compare_runs, format_comparison
 
     df = compare_runs(args.run_a, args.run_b, args.out, args.split, tuple(args.band))
     print(format_comparison(df, Path(args.run_a).name, Path(args.run_b).name))
@@ -133,7 +133,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from molre_lib.evaluate import predict
+    from molre_lib.engine.evaluate import predict
 
     df = predict(args.run, args.inputs, device=args.device)
     if args.out:

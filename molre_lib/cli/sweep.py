@@ -1,4 +1,4 @@
-"""``molre sweep SWEEP.yaml [--gpus 0,1] [--dry-run]``: run a notebook sweep (see molre_lib.sweep)."""
+"""``molre sweep SWEEP.yaml [--gpus 0,1] [--dry-run]``: run a notebook sweep (see molre_lib.workbook.sweep)."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from molre_lib.sweep import SweepConfig, run_sweep
+    from molre_lib.workbook.sweep import SweepConfig, run_sweep
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     try:

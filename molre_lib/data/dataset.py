@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config_keys import check_known_keys
+from molre_lib.common.config_keys import check_known_keys
 from .io import Volume, VolumeReadError, file_signature, load_volume
 from .manifest import labels_and_mask, read_manifest
 

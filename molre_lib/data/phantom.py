@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..config_keys import check_known_keys
+from molre_lib.common.config_keys import check_known_keys
 from . import phantom_findings_acute, phantom_findings_other  # noqa: F401  (register signatures)
 from .phantom_anatomy import Anatomy, Mods, render_anatomy
 from .phantom_geometry import Canvas, rotation

@@ -160,11 +160,11 @@ def plot_reliability(
     """Reliability diagram (all findings pooled) for one or more models, pooled ECE in the legend, histogram below.
 
     probs: model name -> (N, F) predicted probabilities; labels, mask: (N, F). ECE from
-    :func:`molre_lib.calibration.expected_calibration_error` with the same bins.
+    :func:`molre_lib.stats.calibration.expected_calibration_error` with the same bins.
     """
     from sklearn.calibration import calibration_curve
 
-    from molre_lib.calibration import expected_calibration_error
+    from molre_lib.stats.calibration import expected_calibration_error
 
     fig, (ax, hax) = plt.subplots(2, 1, figsize=(SINGLE_COLUMN_IN, 3.4), sharex=True, height_ratios=(3, 1))
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")

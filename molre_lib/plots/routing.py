@@ -1,4 +1,4 @@
-"""Routing figures drawn from the tables of :mod:`molre_lib.routing` (usage, entropy, per-finding gates)."""
+"""Routing figures drawn from the tables of :mod:`molre_lib.analysis.routing` (usage, entropy, per-finding gates)."""
 from __future__ import annotations
 
 import os

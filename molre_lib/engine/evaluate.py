@@ -1,0 +1,168 @@
+"""Library entry points behind ``molre evaluate / compare / predict``, callable from notebooks.
+
+``evaluate_run`` and ``compare_runs`` read only the files of run directories (predictions parquet),
+so they are cheap and never need the model; ``predict`` rebuilds the model from ``config.json`` and
+``adapter.safetensors``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from molre_lib.stats.calibration import confidence_regime_shift, operating_points
+from molre_lib.stats.auroc import default_categories
+from .run_files import _clean, metrics_document, read_predictions
+from molre_lib.stats.delong import paired_delong
+
+
+def _table_name(stem: str, split: str) -> str:
+    return f"{stem}.csv" if split == "test" else f"{stem}_{split}.csv"
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", bootstrap: int = 1000, seed: int = 0,
+                 out_dir: Optional[str | Path] = None) -> dict:
+    """AUROC with bootstrap CIs, ECE and operating points of one split of a finished run.
+
+    Writes ``per_finding_auc.csv`` (``per_finding_auc_<split>.csv`` for other splits), the same for
+    ``operating_points``, and updates the ``<split>`` section of ``metrics.json``. Returns that section.
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _, keys, probs, labels, mask = read_predictions(run_dir / f"predictions_{split}.parquet")
+    doc = metrics_document(labels, probs, mask, keys, bootstrap, seed)
+    pd.DataFrame(doc["per_finding"]).to_csv(out_dir / _table_name("per_finding_auc", split), index=False)
+    operating_points(labels, probs, mask, keys).to_csv(out_dir / _table_name("operating_points", split), index=False)
+    path = out_dir / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics[split] = _clean(doc)
+    tmp = path.with_name(".metrics.json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(path)
+    return metrics[split]
+
+
+def _aligned(run_a: Path, run_b: Path, split: str):
+    da, keys_a, pa, ya, ma = read_predictions(run_a / f"predictions_{split}.parquet")
+    db, keys_b, pb, yb, mb = read_predictions(run_b / f"predictions_{split}.parquet")
+    if keys_a != keys_b:
+        raise ValueError(f"{run_a} and {run_b} predict different findings ({len(keys_a)} vs {len(keys_b)})")
+    ia = {s: i for i, s in enumerate(da["scan_id"])}
+    common = [(ia[s], j) for j, s in enumerate(db["scan_id"]) if s in ia]
+    if not common:
+        raise ValueError(f"{run_a} and {run_b} share no scan_id in split {split!r}")
+    a_idx, b_idx = (np.array(x) for x in zip(*common))
+    disagree = (ma[a_idx] != mb[b_idx]) | ((ya[a_idx] != yb[b_idx]) & (ma[a_idx] > 0))
+    if disagree.any():
+        r, c = np.argwhere(disagree)[0]
+        raise ValueError(f"labels differ between the runs for scan {da['scan_id'].iloc[a_idx[r]]!r}, "
+                         f"finding {keys_a[c]!r}: not the same test set")
+    return keys_a, ya[a_idx], ma[a_idx], pa[a_idx], pb[b_idx], len(da), len(db)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, out_dir: Optional[str | Path] = None, split: str = "test",
+                 band: tuple[float, float] = (0.3, 0.7), alpha: float = 0.05) -> pd.DataFrame:
+    """Per-finding paired comparison of run B against run A (e.g. MoLRE vs LoRA) on their shared scans.
+
+    Columns: finding, category, n_pos, auc_a, auc_b, delta_auc (b - a) with its DeLong 95% CI, p, p_holm,
+    p_bh, and the confidence-regime shift (positives moving from ``band`` in A to > band[1] in B).
+    Writes ``compare_per_finding.csv`` and ``compare_categories.csv`` to ``out_dir``
+    (default ``<run_b>/compare_<run_a name>``). The category summary is in ``df.attrs["categories"]``.
+    """
+    run_a, run_b = Path(run_a), Path(run_b)
+    keys, y, m, pa, pb, na, nb = _aligned(run_a, run_b, split)
+    df = paired_delong(y, pa, pb, m, keys)
+    regime = confidence_regime_shift(y, pa, pb, m, keys, band).drop(columns=["finding", "n_pos"])
+    df = pd.concat([df, regime], axis=1)
+    cats = default_categories(keys) or {}
+    df.insert(1, "category", [cats.get(k, "") for k in keys])
+    ok = df["p"].notna()
+    summary = (df[ok].groupby("category", sort=False)
+               .agg(n_findings=("finding", "size"), mean_auc_a=("auc_a", "mean"), mean_auc_b=("auc_b", "mean"),
+                    mean_delta_auc=("delta_auc", "mean"),
+                    b_better_holm=("p_holm", lambda s: int(((s < alpha) & (df.loc[s.index, "delta_auc"] > 0)).sum())),
+                    a_better_holm=("p_holm", lambda s: int(((s < alpha) & (df.loc[s.index, "delta_auc"] < 0)).sum())),
+                    b_better_bh=("p_bh", lambda s: int(((s < alpha) & (df.loc[s.index, "delta_auc"] > 0)).sum())),
+                    moved_up=("moved_up", "sum"), moved_down=("moved_down", "sum"), n_pos=("n_pos", "sum"))
+               .reset_index())
+    total = pd.DataFrame([{"category": "all", "n_findings": int(ok.sum()), "mean_auc_a": df.loc[ok, "auc_a"].mean(),
+                           "mean_auc_b": df.loc[ok, "auc_b"].mean(), "mean_delta_auc": df.loc[ok, "delta_auc"].mean(),
+                           **{c: int(summary[c].sum()) for c in ("b_better_holm", "a_better_holm", "b_better_bh",
+                                                                  "moved_up", "moved_down", "n_pos")}}])
+    summary = pd.concat([summary, total], ignore_index=True)
+    summary["frac_moved_up"] = summary["moved_up"] / summary["n_pos"].where(summary["n_pos"] > 0)
+    out = Path(out_dir) if out_dir is not None else run_b / f"compare_{run_a.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "compare_per_finding.csv", index=False)
+    summary.to_csv(out / "compare_categories.csv", index=False)
+    df.attrs.update(categories=summary, out_dir=str(out), n_scans=len(y), n_scans_a=na, n_scans_b=nb)
+    return df
+
+
+def format_comparison(df: pd.DataFrame, name_a: str = "A", name_b: str = "B", top: int = 10) -> str:
+    """Printable category summary and the findings with the largest |delta AUC|."""
+    cats = df.attrs.get("categories")
+    lines = [f"{name_b} vs {name_a} on {df.attrs.get('n_scans', '?')} shared scans "
+             f"(delta = {name_b} - {name_a}; DeLong, Holm/BH over {int(df['p'].notna().sum())} findings)"]
+    if cats is not None:
+        lines.append(cats.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    cols = ["finding", "category", "n_pos", "auc_a", "auc_b", "delta_auc", "p", "p_holm", "p_bh", "moved_up"]
+    ranked = df.assign(_untested=df["p"].isna(), _size=-df["delta_auc"].abs())
+    order = ranked.sort_values(["_untested", "_size"], na_position="last").index[:top]
+    lines += ["", f"largest |delta AUC| ({top}; findings with a DeLong test first):", df.loc[order, cols].to_string(index=False, float_format=lambda v: f"{v:.3g}")]
+    return "\n".join(lines)
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu"):
+    """(model with the run's adapter loaded, TrainConfig) from ``config.json`` + ``adapter.safetensors``."""
+    from molre_lib.adapters import load_adapter, read_adapter_metadata
+
+    from .checkpoint import frozen_fingerprint
+    from .train import build_model
+    from .config import TrainConfig
+
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.load(run_dir / "config.json")
+    meta = json.loads((run_dir / "config.json").read_text())
+    n_classes = int(meta.get("n_classes", 75))
+    model = build_model(cfg, n_classes)
+    load_adapter(model, run_dir / "adapter.safetensors")
+    saved = read_adapter_metadata(run_dir / "adapter.safetensors").get("frozen_fingerprint")
+    now = frozen_fingerprint(model)
+    if saved is not None and abs(float(saved) - now) > 1e-6 * max(1.0, abs(now)):
+        raise ValueError(f"{run_dir}: the backbone weights found now differ from those the run was trained with "
+                         f"(frozen-weight fingerprint {now} != {saved}); point --weights / MOLRE_CACHE_DIR at the same weights")
+    return model.to(device).eval(), cfg
+
+
+def predict(run_dir: str | Path, inputs: Sequence[str | Path], device: str = "auto", batch_size: int = 1):
+    """Probabilities (one row per input, one column per finding) for NIfTI files, DICOM series folders or
+    single DICOM files, preprocessed exactly as in training."""
+    import torch
+
+    from molre_lib.backbones import get_spec
+    from molre_lib.data.dataset import preprocess_volume
+    from molre_lib.data.io import load_volume
+
+    from .loaders import preprocess_config
+    from .run_files import finding_keys
+
+    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    model, cfg = load_run_model(run_dir, str(dev))
+    pre = preprocess_config(cfg, get_spec(cfg.backbone))
+    keys = finding_keys(model.num_classes)
+    rows = []
+    for path in inputs:
+        try:
+            vol = load_volume(path)
+        except Exception as err:  # noqa: BLE001 - name the file whatever the reader raised
+            raise ValueError(f"{path}: cannot read as NIfTI / DICOM: {err}") from err
+        image = torch.as_tensor(preprocess_volume(vol, pre))[None].to(dev)  # (1, C, D, H, W)
+        with torch.no_grad():
+            probs = torch.sigmoid(model(image).float())[0].cpu().numpy()
+        rows.append({"input": str(path), **{k: float(p) for k, p in zip(keys, probs)}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,137 @@
+"""Files of a run directory: config.json (with provenance), predictions parquet, metrics.json."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+PACKAGES = ("torch", "torchvision", "timm", "transformers", "monai", "numpy", "scipy", "scikit-learn", "pandas",
+            "safetensors", "pyarrow")
+
+
+def finding_keys(n: int) -> list[str]:
+    """Taxonomy keys when there are 75 outputs, else ``finding_0..n-1`` (toy models in tests)."""
+    try:
+        from molre_lib.data.taxonomy import FINDING_KEYS
+    except ImportError:
+        FINDING_KEYS = []
+    return list(FINDING_KEYS) if len(FINDING_KEYS) == n else [f"finding_{j}" for j in range(n)]
+
+
+def _git_revision() -> Optional[str]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, Optional[str]]:
+    from molre_lib import __version__
+
+    out: dict[str, Optional[str]] = {"molre_lib": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: int) -> Path:
+    """config.json: {"train": TrainConfig fields, "n_classes", "versions", "git_revision", "world_size", "device",
+    "params"}."""
+    from molre_lib.adapters import parameter_report
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        params = parameter_report(model, head=getattr(model, "trainable_modules", ("head",))).to_dict()
+    except (ValueError, AttributeError):
+        params = None
+    doc = {"train": cfg.to_dict(), "n_classes": n_classes, "versions": versions(), "git_revision": _git_revision(),
+           "world_size": info.world_size, "device": str(info.device), "params": params}
+    path = run_dir / "config.json"
+    tmp = path.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def write_predictions(path: Path, out: dict[str, Any], split: str, keys: Sequence[str]) -> Path:
+    """scan_id, split, prob_<key>..., label_<key>... (label NaN where unknown)."""
+    labels = np.where(out["mask"] > 0, out["labels"], np.nan)
+    cols: dict[str, Any] = {"scan_id": list(out["scan_id"]), "split": split}
+    cols.update({f"prob_{k}": out["probs"][:, j].astype(np.float32) for j, k in enumerate(keys)})
+    cols.update({f"label_{k}": labels[:, j].astype(np.float32) for j, k in enumerate(keys)})
+    df = pd.DataFrame(cols)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_predictions(path: str | Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, finding keys, probs (N, F), labels (N, F) with 0 where unknown, mask (N, F))."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no predictions file {path}")
+    df = pd.read_parquet(path)
+    keys = [c[len("prob_"):] for c in df.columns if c.startswith("prob_")]
+    missing = [k for k in keys if f"label_{k}" not in df.columns]
+    if not keys or missing or "scan_id" not in df.columns:
+        raise ValueError(f"{path}: not a predictions file (needs scan_id, prob_<k>, label_<k>; missing labels for {missing[:3]})")
+    probs = df[[f"prob_{k}" for k in keys]].to_numpy(np.float64)
+    raw = df[[f"label_{k}" for k in keys]].to_numpy(np.float64)
+    mask = ~np.isnan(raw)
+    return df, keys, probs, np.nan_to_num(raw, nan=0.0), mask.astype(np.float32)
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def metrics_document(labels: np.ndarray, probs: np.ndarray, mask: np.ndarray, keys: Sequence[str], n_boot: int,
+                     seed: int) -> dict[str, Any]:
+    """AUC report (macro / micro / categories with CIs, per finding) plus pooled ECE for one split."""
+    from molre_lib.stats.calibration import expected_calibration_error
+    from molre_lib.stats.auroc import auc_report
+
+    rep = auc_report(labels, probs, mask, keys, n_boot=n_boot, seed=seed)
+    per_ece, ece = expected_calibration_error(labels, probs, mask)
+    table = rep["per_finding"].assign(ece=per_ece)
+    summary = {r.metric: {"value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "n_findings": r.n_findings}
+               for r in rep["summary"].itertuples()}
+    return {"n_scans": int(labels.shape[0]), "bootstrap": n_boot, "seed": seed, "ece": ece, "summary": summary,
+            "per_finding": table.to_dict(orient="records")}
+
+
+def write_metrics(path: Path, results: dict[str, dict[str, Any]], keys: Sequence[str], n_boot: int, seed: int,
+                  extra: dict[str, Any]) -> Path:
+    doc = dict(extra)
+    for split, out in results.items():
+        doc[split] = metrics_document(out["labels"], out["probs"], out["mask"], keys, n_boot, seed)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_clean(doc), indent=2))
+    tmp.replace(path)
+    return path

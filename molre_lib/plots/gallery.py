@@ -1,0 +1,75 @@
+"""Phantom slice gallery: every finding of a category, without / with it, in three CT windows.
+
+One figure per category (``phantom_<category>.{png,pdf,svg}``): a row per finding showing the
+slice where its region is largest, first the same subject without the finding (brain window),
+then with it in the brain, subdural and bone windows, the finding's region outlined.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from molre_lib.data.phantom import PhantomConfig, counterfactual
+from molre_lib.data.taxonomy import CATEGORIES, FINDINGS, keys_in
+
+WINDOWS = {"brain": (40.0, 80.0), "subdural": (80.0, 200.0), "bone": (600.0, 2800.0)}
+
+
+def _window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+    return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
+
+
+def best_slice(mask: np.ndarray) -> int:
+    """Axial slice with the most voxels of ``mask`` (D, H, W)."""
+    return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(1)))
+
+
+def category_figure(category: str, cfg: PhantomConfig, seed: int = 7, outline: bool = True):
+    """Figure for one category: rows = findings, columns = without | brain | subdural | bone."""
+    import matplotlib.pyplot as plt
+
+    keys = keys_in(category)
+    names = {f.key: f.name for f in FINDINGS}
+    fig, axes = plt.subplots(len(keys), 4, figsize=(7.0, 1.75 * len(keys)), squeeze=False)
+    for row, key in enumerate(keys):
+        with_f, without = counterfactual(seed + row, key, cfg)
+        mask = with_f.masks.get(key, np.zeros(with_f.hu.shape, bool))   # empty if too small for this grid
+        k = best_slice(mask) if mask.any() else with_f.hu.shape[0] // 2
+        panels = [("without (brain)", without.hu[k], WINDOWS["brain"])] + \
+                 [(w, with_f.hu[k], lw) for w, lw in WINDOWS.items()]
+        for col, (title, img, (level, width)) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(_window(img, level, width), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if outline and col > 0 and mask[k].any():
+                ax.contour(mask[k], levels=[0.5], colors=["#ff5a36"], linewidths=0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=7)
+        axes[row, 0].set_ylabel(f"{names[key]}\n(slice {k})", fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(f"Phantom findings: {category} (contour = labelled region; image right = patient left)",
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.995))
+    return fig
+
+
+def write_gallery(out_dir: str | Path, cfg: PhantomConfig | None = None, seed: int = 7,
+                  categories: list[str] | None = None) -> list[Path]:
+    """Write one figure per category as PNG (300 dpi), PDF and SVG; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from molre_lib.plots.style import save_figure
+
+    cfg = cfg or PhantomConfig(shape=(32, 160, 160))
+    paths: list[Path] = []
+    for category in categories or CATEGORIES:
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown category {category!r} (allowed: {CATEGORIES})")
+        fig = category_figure(category, cfg, seed)
+        paths += save_figure(fig, out_dir, f"phantom_{category}")
+        plt.close(fig)
+    return paths

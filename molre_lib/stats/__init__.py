@@ -1,0 +1,1 @@
+"""Statistics on predictions: AUROC with bootstrap CIs, DeLong tests with multiplicity corrections, calibration."""

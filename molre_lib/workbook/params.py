@@ -1,0 +1,200 @@
+"""Validation of the notebooks' ``parameters`` cells.
+
+Papermill injects overrides *after* the parameters cell and only warns about names the notebook
+does not declare. Each notebook's next cell therefore calls
+
+    P = check_parameters("01_train", globals())
+
+which fails loudly, listing every problem at once: an unknown UPPER_CASE name (a typo such as
+``-p EPOCH 3``), a missing one, a wrong type, or a value outside the allowed set. The schema of
+each notebook lives here; ``tests/test_notebooks.py`` checks that it names exactly the
+parameters of the notebook's parameters cell.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+PARAM_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+class ParameterError(ValueError):
+    """One or more notebook parameters are unknown, missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Param:
+    types: tuple[type, ...]
+    choices: Optional[Callable[[], Sequence[Any]] | Sequence[Any]] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None  # returns the reason a value is bad, or None
+    nullable: bool = False
+
+
+def _backbones() -> list[str]:
+    from molre_lib.backbones import list_backbones
+
+    return [spec.name for spec in list_backbones()]
+
+
+def _findings() -> list[str]:
+    from molre_lib.data.taxonomy import FINDING_KEYS
+
+    return list(FINDING_KEYS)
+
+
+def _train_choices(name: str) -> tuple[str, ...]:
+    from molre_lib.engine import config as train_config
+
+    return getattr(train_config, name)
+
+
+def positive(v: Any) -> Optional[str]:
+    return None if v > 0 else "must be > 0"
+
+
+def non_negative(v: Any) -> Optional[str]:
+    return None if v >= 0 else "must be >= 0"
+
+
+def shape3(v: Any) -> Optional[str]:
+    ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, int) and x > 0 for x in v)
+    return None if ok else "must be a list of 3 positive integers [D, H, W]"
+
+
+def str_list(v: Any) -> Optional[str]:
+    return None if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v) else "must be a list of strings"
+
+
+def fraction(v: Any) -> Optional[str]:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def device(v: Any) -> Optional[str]:
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v) else "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+INT, FLOAT, STR, BOOL, LIST = (int,), (int, float), (str,), (bool,), (list, tuple)
+
+SCHEMAS: dict[str, dict[str, Param]] = {
+    "00_data": {
+        "MANIFEST": Param(STR),
+        "DATA_ROOT": Param(STR),
+        "OUT_DIR": Param(STR),
+        "N_SCANS": Param(INT, check=positive),
+        "SHAPE": Param(LIST, check=shape3),
+        "SEED": Param(INT, check=non_negative),
+        "LABEL_NOISE": Param(FLOAT, check=fraction),
+        "PREVALENCE_SCALE": Param(FLOAT, check=positive),
+        "FIGURES_DIR": Param(STR),
+    },
+    "01_train": {
+        "BACKBONE": Param(STR, choices=_backbones),
+        "ADAPTER": Param(STR, choices=lambda: _train_choices("ADAPTERS")),
+        "RANK": Param(INT, check=positive),
+        "N_EXPERTS": Param(INT, check=positive),
+        "SHARED_A": Param(BOOL),
+        "ROUTER": Param(STR, choices=("token", "sample")),
+        "TEMPERATURE": Param(FLOAT, check=positive),
+        "TOP_K": Param(INT, check=positive, nullable=True),
+        "BALANCE_COEF": Param(FLOAT, check=non_negative),
+        "EPOCHS": Param(INT, check=positive),
+        "MAX_STEPS": Param(INT, check=non_negative),
+        "LR": Param(FLOAT, check=positive),
+        "BATCH_SIZE": Param(INT, check=positive),
+        "MANIFEST": Param(STR),
+        "DATA_ROOT": Param(STR),
+        "VOLUME_SHAPE": Param(LIST, check=lambda v: None if not v else shape3(v)),
+        "RUN_DIR": Param(STR),
+        "CACHE_DIR": Param(STR),
+        "DEVICE": Param(STR, check=device),
+        "AMP": Param(STR, choices=lambda: _train_choices("AMP")),
+        "SEED": Param(INT, check=non_negative),
+        "NUM_WORKERS": Param(INT, check=non_negative),
+        "PRETRAINED": Param(BOOL),
+        "REDUCED": Param(BOOL),
+        "EVAL_BOOTSTRAP": Param(INT, check=non_negative),
+        "FIGURES_DIR": Param(STR),
+    },
+    "02_routing": {
+        "RUN_DIR": Param(STR),
+        "SPLIT": Param(STR, choices=("train", "val", "test")),
+        "MAX_SCANS": Param(INT, check=positive),
+        "LAYER": Param(STR),
+        "DEVICE": Param(STR, check=device),
+        "FIGURES_DIR": Param(STR),
+    },
+    "03_per_finding_auc": {
+        "RUN_DIRS": Param(LIST, check=str_list),
+        "SPLIT": Param(STR, choices=("val", "test")),
+        "BOOTSTRAP": Param(INT, check=non_negative),
+        "SEED": Param(INT, check=non_negative),
+        "OUT_DIR": Param(STR),
+        "FIGURES_DIR": Param(STR),
+    },
+    "04_gradcam": {
+        "RUN_DIR": Param(STR),
+        "FINDINGS": Param(LIST, check=str_list),
+        "SPLIT": Param(STR, choices=("train", "val", "test")),
+        "N_EXAMPLES": Param(INT, check=positive),
+        "DEVICE": Param(STR, check=device),
+        "FIGURES_DIR": Param(STR),
+    },
+    "05_summary": {
+        "SWEEP_DIR": Param(STR),
+        "BOOTSTRAP": Param(INT, check=non_negative),
+        "SEED": Param(INT, check=non_negative),
+        "REFERENCE": Param(STR),
+        "FIGURES_DIR": Param(STR),
+    },
+}
+
+
+def _imported(name: str, value: Any) -> bool:
+    """True for a constant imported from a module (e.g. ``FINDING_KEYS``): not a parameter."""
+    missing = object()
+    return any(getattr(mod, name, missing) is value for mod_name, mod in list(sys.modules.items())
+               if mod is not None and mod_name.split(".")[0] in ("molre_lib", "torch", "numpy", "pandas", "matplotlib"))
+
+
+def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a notebook's parameters in ``namespace`` (its ``globals()``); return them as a dict."""
+    if notebook not in SCHEMAS:
+        raise KeyError(f"no parameter schema for notebook {notebook!r}; known: {sorted(SCHEMAS)}")
+    schema = SCHEMAS[notebook]
+    problems = []
+    present = {name for name in namespace if PARAM_NAME.fullmatch(name) and not _imported(name, namespace[name])}
+    for name in sorted(present - set(schema)):
+        problems.append(f"unknown parameter {name}={namespace[name]!r} (this notebook takes: {', '.join(schema)})")
+    for name in sorted(set(schema) - present):
+        problems.append(f"missing parameter {name}: the parameters cell must define it")
+    for name, param in schema.items():
+        if name not in namespace:
+            continue
+        value = namespace[name]
+        if value is None and param.nullable:
+            continue
+        if not isinstance(value, param.types) or (isinstance(value, bool) and bool not in param.types):
+            expected = " or ".join(t.__name__ for t in param.types)
+            problems.append(f"{name}={value!r}: expected {expected}, got {type(value).__name__}")
+            continue
+        choices = param.choices() if callable(param.choices) else param.choices
+        if choices is not None and value not in choices:
+            problems.append(f"{name}={value!r}: must be one of {list(choices)}")
+        elif param.check is not None and (reason := param.check(value)):
+            problems.append(f"{name}={value!r}: {reason}")
+    if problems:
+        raise ParameterError(f"{notebook}: {len(problems)} parameter problem(s):\n  - " + "\n  - ".join(problems))
+    return {name: namespace[name] for name in schema}
+
+
+def train_config(params: Mapping[str, Any]):
+    """The ``TrainConfig`` of a validated 01_train parameter set (empty paths mean "default")."""
+    from molre_lib.engine.config import TrainConfig
+
+    skip = {"RUN_DIR", "FIGURES_DIR"}
+    kwargs = {name.lower(): value for name, value in params.items() if name not in skip}
+    for key in ("data_root", "cache_dir", "volume_shape"):
+        kwargs[key] = kwargs[key] or None
+    return TrainConfig(**kwargs)

@@ -1,0 +1,374 @@
+"""Notebook sweeps: backbones × adapters × seeds × settings, one papermill-executed notebook per run.
+
+A sweep YAML (see ``notebooks/sweeps/demo.yaml``) expands into training runs; each executes the training
+notebook with its parameters injected into ``runs/<sweep>/<run>/``. Then the analysis notebooks run on the
+results: once per finished run, once per group of runs (e.g. LoRA vs MoLRE of one backbone and seed), or once
+for the whole sweep. With ``gpus`` each worker owns one GPU (``CUDA_VISIBLE_DEVICES``) and runs one notebook at
+a time; without, notebooks run one after another on the default device.
+
+A failed notebook keeps its executed copy with the traceback; the sweep goes on and ``sweep_status.csv``
+lists it. A run whose directory holds ``metrics.json`` is finished and skipped on the next invocation;
+analysis steps are skipped when they succeeded before and none of their input runs was retrained.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from molre_lib.analysis.summary import RUNS_FILE, STATUS_FILE
+
+from .runner import StatusBook, execute_notebook, run_pool
+
+DONE_MARKER = "metrics.json"
+_NAME_OK = re.compile(r"^[A-Za-z0-9._=+-]+$")
+
+
+@dataclass
+class AnalysisStep:
+    """One analysis notebook and the runs it is executed on."""
+
+    notebook: str = field(metadata={"help": "notebook file name inside notebooks_dir, e.g. 02_routing.ipynb"})
+    per: str = field(default="run", metadata={"help": "run (each finished run) | group (runs sharing group_by) | sweep (once)"})
+    when: dict[str, Any] = field(default_factory=dict, metadata={"help": "only runs whose grid values match, e.g. {ADAPTER: molre}"})
+    group_by: list[str] = field(default_factory=list, metadata={"help": "grid keys that define a group (per: group)"})
+    parameters: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "parameters; strings may use {run}, {run_dir}, {sweep}, {sweep_dir}, {figures_dir}, {group}, grid keys; "
+                "the exact string '{run_dirs}' becomes the list of input run directories"})
+
+    def __post_init__(self) -> None:
+        if self.per not in ("run", "group", "sweep"):
+            raise ValueError(f"analysis {self.notebook}: per must be run, group or sweep, got {self.per!r}")
+        if self.per == "group" and not self.group_by:
+            raise ValueError(f"analysis {self.notebook}: per: group needs group_by")
+
+    @property
+    def step(self) -> str:
+        return Path(self.notebook).stem
+
+
+@dataclass
+class SweepConfig:
+    """A sweep file. Relative paths are relative to the directory ``molre sweep`` is run from."""
+
+    name: str = field(metadata={"help": "sweep name: outputs go to <runs_dir>/<name>/ and <figures_dir>/<name>/"})
+    grid: dict[str, list[Any]] = field(metadata={"help": "parameter -> values; the runs are their product, e.g. BACKBONE, ADAPTER, SEED"})
+    parameters: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "parameters shared by every training run; strings may use {sweep_dir}, {figures_dir}, {run}, {run_dir} "
+                "and grid keys (write {{ }} for a literal brace)"})
+    settings: list[dict[str, Any]] = field(default_factory=list, metadata={
+        "help": "extra named parameter sets crossed with the grid: [{name: r8, RANK: 8}, ...]"})
+    overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict, metadata={
+        "help": "grid key -> value -> parameters applied when a run has that value, e.g. ADAPTER: {lora: {N_EXPERTS: 1}}"})
+    exclude: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "grid combinations to leave out"})
+    run_name: str | None = field(default=None, metadata={
+        "help": "format string over grid keys and {setting}; default joins the values (numbers as key+value)"})
+    notebooks_dir: str = field(default="notebooks", metadata={"help": "where the source notebooks are"})
+    train_notebook: str = field(default="01_train.ipynb", metadata={"help": "notebook executed once per run"})
+    prepare: list[AnalysisStep] = field(default_factory=list, metadata={
+        "help": "notebooks run once before training (e.g. 00_data building the manifest); a failure stops the sweep"})
+    analysis: list[AnalysisStep] = field(default_factory=list, metadata={"help": "analysis notebooks (see AnalysisStep)"})
+    kernel: str = field(default="molre", metadata={"help": "Jupyter kernel name papermill starts"})
+    runs_dir: str = field(default="runs", metadata={"help": "parent of <name>/<run>/"})
+    figures_dir: str = field(default="figures", metadata={"help": "parent of <name>/ for analysis figures"})
+    cwd: str = field(default=".", metadata={"help": "working directory of the notebooks"})
+    run_dir_param: str | None = field(default="RUN_DIR", metadata={"help": "training parameter receiving the run directory"})
+    device_param: str | None = field(default="DEVICE", metadata={"help": "parameter set to 'cuda' when --gpus is given"})
+    execution_timeout: int | None = field(default=None, metadata={"help": "seconds per cell before papermill gives up"})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SweepConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a sweep file must be a mapping, got {type(raw).__name__}")
+        return cls.from_dict(raw, where=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "sweep") -> "SweepConfig":
+        _check_keys(raw, cls, where)
+        for key in ("name", "grid"):
+            if key not in raw:
+                raise ValueError(f"{where}: missing required key {key!r}")
+        steps: dict[str, list[AnalysisStep]] = {"prepare": [], "analysis": []}
+        for part in steps:
+            for i, step in enumerate(raw.get(part) or []):
+                if not isinstance(step, dict) or "notebook" not in step:
+                    raise ValueError(f"{where}: {part}[{i}] must be a mapping with a 'notebook' key")
+                _check_keys(step, AnalysisStep, f"{where}: {part}[{i}]")
+                steps[part].append(AnalysisStep(**{"per": "sweep", **step} if part == "prepare" else step))
+                if part == "prepare" and steps[part][-1].per != "sweep":
+                    raise ValueError(f"{where}: prepare[{i}] runs once per sweep; per must be 'sweep'")
+        cfg = cls(**{**raw, **steps})
+        cfg.validate(where)
+        return cfg
+
+    def validate(self, where: str = "sweep") -> None:
+        if not _NAME_OK.match(str(self.name)):
+            raise ValueError(f"{where}: name {self.name!r} may only use letters, digits and ._=+-")
+        if not isinstance(self.grid, dict) or not self.grid:
+            raise ValueError(f"{where}: grid must map parameter names to lists of values")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{where}: grid.{key} must be a non-empty list, got {values!r}")
+        for i, s in enumerate(self.settings):
+            if not isinstance(s, dict) or "name" not in s:
+                raise ValueError(f"{where}: settings[{i}] must be a mapping with a 'name'")
+        for key in self.overrides:
+            if key not in self.grid:
+                raise ValueError(f"{where}: overrides.{key} is not a grid key ({list(self.grid)})")
+        for step in self.analysis:
+            for key in list(step.when) + step.group_by:
+                if key not in self.grid and key != "setting":
+                    raise ValueError(f"{where}: analysis {step.notebook} refers to {key!r}, not a grid key")
+
+
+def _check_keys(raw: dict[str, Any], cls: type, where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key {key!r}; known keys: {sorted(known)}")
+
+
+@dataclass
+class Run:
+    """One training run of a sweep."""
+
+    name: str
+    values: dict[str, Any]  # grid values (+ 'setting' when settings are used)
+    parameters: dict[str, Any]  # everything injected into the training notebook
+    run_dir: Path
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / DONE_MARKER).is_file()
+
+
+@dataclass
+class Job:
+    """One notebook execution: a step (notebook stem) for a key (run, group or 'sweep')."""
+
+    step: str
+    key: str
+    notebook: Path
+    output: Path
+    parameters: dict[str, Any]
+    inputs: list[str]  # run names this job depends on
+
+
+def expand_runs(cfg: SweepConfig) -> list[Run]:
+    """The sweep's training runs in grid order (first grid key varies slowest)."""
+    sweep_dir = Path(cfg.runs_dir) / cfg.name
+    keys = list(cfg.grid)
+    settings = cfg.settings or [None]
+    runs, seen = [], {}
+    for combo in itertools.product(*(cfg.grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        if any(all(values.get(k) == v for k, v in ex.items()) for ex in cfg.exclude):
+            continue
+        for setting in settings:
+            params = dict(cfg.parameters)
+            for key, value in values.items():
+                params.update(cfg.overrides.get(key, {}).get(value, {}) or {})
+            params.update(values)
+            full = dict(values)
+            if setting is not None:
+                params.update({k: v for k, v in setting.items() if k != "name"})
+                full["setting"] = setting["name"]
+            name = _run_name(cfg, full)
+            if name in seen:
+                raise ValueError(f"sweep {cfg.name}: runs {seen[name]} and {full} both get the name {name!r}; set run_name")
+            seen[name] = full
+            run_dir = (sweep_dir / name).resolve()
+            context = {"sweep": cfg.name, "sweep_dir": str(sweep_dir.resolve()), "run": name, "run_dir": str(run_dir),
+                       "figures_dir": str((Path(cfg.figures_dir) / cfg.name).resolve()), **full}
+            params = {k: _fill(v, context, []) for k, v in params.items()}
+            if cfg.run_dir_param:
+                params[cfg.run_dir_param] = str(run_dir)
+            runs.append(Run(name, full, params, run_dir))
+    if not runs:
+        raise ValueError(f"sweep {cfg.name}: the grid minus exclusions is empty")
+    return runs
+
+
+def _run_name(cfg: SweepConfig, values: dict[str, Any]) -> str:
+    if cfg.run_name:
+        try:
+            name = cfg.run_name.format(**values)
+        except KeyError as err:
+            raise ValueError(f"sweep {cfg.name}: run_name uses {err}, not a grid key") from None
+    else:
+        name = "_".join(str(v) if isinstance(v, str) else f"{k.lower()}{v}" for k, v in values.items())
+    if not _NAME_OK.match(name):
+        raise ValueError(f"sweep {cfg.name}: run name {name!r} has characters other than letters, digits and ._=+-")
+    return name
+
+
+def plan_analysis(cfg: SweepConfig, runs: list[Run], steps: list[AnalysisStep] | None = None) -> list[Job]:
+    """Analysis jobs over ``runs`` (the caller passes the runs that finished); ``steps`` default cfg.analysis."""
+    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
+    figures = (Path(cfg.figures_dir) / cfg.name).resolve()
+    nb_dir = Path(cfg.notebooks_dir)
+    jobs = []
+    for step in cfg.analysis if steps is None else steps:
+        chosen = [r for r in runs if all(r.values.get(k) == v for k, v in step.when.items())]
+        if step.per == "run":
+            groups = [(r.name, [r]) for r in chosen]
+        elif step.per == "group":
+            grouped: dict[str, list[Run]] = {}
+            for r in chosen:
+                grouped.setdefault("_".join(str(r.values[k]) for k in step.group_by), []).append(r)
+            groups = list(grouped.items())
+        else:
+            groups = [("sweep", chosen)] if chosen else []
+        for key, members in groups:
+            context = {"sweep": cfg.name, "sweep_dir": str(sweep_dir), "figures_dir": str(figures), "group": key,
+                       "run": key, "run_dir": str(members[0].run_dir) if step.per == "run" else str(sweep_dir),
+                       **(members[0].values if step.per == "run" else {})}
+            params = {k: _fill(v, context, [str(r.run_dir) for r in members]) for k, v in step.parameters.items()}
+            out_dir = members[0].run_dir if step.per == "run" else sweep_dir / "analysis" / key
+            jobs.append(Job(step.step, key, nb_dir / step.notebook, out_dir / step.notebook, params, [r.name for r in members]))
+    return jobs
+
+
+def _fill(value: Any, context: dict[str, Any], run_dirs: list[str]) -> Any:
+    if value == "{run_dirs}":
+        return run_dirs
+    if isinstance(value, str):
+        try:
+            return value.format(**context)
+        except KeyError as err:
+            raise ValueError(f"analysis parameter {value!r} uses unknown placeholder {err}") from None
+    return value
+
+
+def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = False, log=print) -> list[dict[str, Any]]:
+    """Execute (or with ``dry_run`` only print) the sweep; returns the status rows.
+
+    Training runs first (skipping finished ones), then every analysis step over the runs that finished.
+    """
+    runs = expand_runs(cfg)
+    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
+    nb_dir = Path(cfg.notebooks_dir)
+    train_nb = nb_dir / cfg.train_notebook
+    for nb in [train_nb] + [nb_dir / s.notebook for s in cfg.prepare + cfg.analysis]:
+        if not nb.is_file():
+            message = f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})"
+            if not dry_run:
+                raise FileNotFoundError(message)
+            log(f"warning: {message}")
+    train_jobs = []
+    for run in runs:
+        params = dict(run.parameters)
+        if gpus and cfg.device_param:
+            params.setdefault(cfg.device_param, "cuda")
+        train_jobs.append(Job(train_nb.stem, run.name, train_nb, run.run_dir / train_nb.name, params, [run.name]))
+    prepare_jobs = plan_analysis(cfg, runs, cfg.prepare)
+    for job in prepare_jobs:
+        job.output = sweep_dir / "prepare" / job.notebook.name
+    if dry_run:
+        for job in prepare_jobs:
+            log(f"[first] {job.step} -> {job.output}  {json.dumps(job.parameters, default=str)}")
+        for run, job in zip(runs, train_jobs):
+            log(f"[{'done' if run.finished else 'todo'}] {run.name}: {job.notebook} -> {job.output}")
+            log(f"        {json.dumps(job.parameters, default=str)}")
+        for job in plan_analysis(cfg, runs):
+            log(f"[after] {job.step} for {job.key} -> {job.output}  {json.dumps(job.parameters, default=str)}")
+        return []
+
+    book = StatusBook(sweep_dir / STATUS_FILE)
+    _write_runs_table(sweep_dir / RUNS_FILE, runs)
+    retrained: set[str] = set()
+    for job in prepare_jobs:
+        if book.succeeded_before(job):
+            book.record(job, "ok", "skipped")
+            continue
+        error, seconds = _timed(job, cfg, gpus[0] if gpus else None, log)
+        book.record(job, "ok" if error is None else "failed", "ran", error or "", "", seconds)
+        if error is not None:
+            log(f"sweep {cfg.name}: preparation {job.step} failed; no run was started")
+            rows = list(book.rows.values())
+            _log_summary(rows, book.path, log)
+            return rows
+
+    def train(job: Job, run: Run, gpu: str | None) -> None:
+        if run.finished:
+            book.record(job, "ok", "skipped")
+            log(f"skip {run.name}: {DONE_MARKER} present")
+            return
+        error, seconds = _timed(job, cfg, gpu, log)
+        if error is None and not run.finished:
+            error = f"notebook finished but wrote no {DONE_MARKER} in {run.run_dir}"
+        retrained.add(run.name)
+        book.record(job, "ok" if error is None else "failed", "ran", error or "", gpu or "", seconds)
+
+    run_pool([(train, job, run) for job, run in zip(train_jobs, runs)], gpus)
+    finished = [r for r in runs if r.finished]
+    failed_runs = {r.name for r in runs} - {r.name for r in finished}
+
+    def analyse(job: Job, gpu: str | None) -> None:
+        if book.succeeded_before(job) and not (set(job.inputs) & retrained):
+            book.record(job, "ok", "skipped")
+            log(f"skip {job.step} for {job.key}: done before")
+            return
+        error, seconds = _timed(job, cfg, gpu, log)
+        book.record(job, "ok" if error is None else "failed", "ran", error or "", gpu or "", seconds)
+
+    for step in cfg.analysis:  # steps in order: a later step (e.g. the summary) may read an earlier one's files
+        jobs = [j for j in plan_analysis(cfg, finished) if j.notebook.name == step.notebook]
+        if step.per == "sweep" and not jobs:
+            for planned in [j for j in plan_analysis(cfg, runs) if j.notebook.name == step.notebook]:
+                book.record(planned, "blocked", "not run", "no training run finished")
+        if step.per != "sweep":  # a run/group analysis needs all its runs; the sweep summary lists failures itself
+            for planned in [j for j in plan_analysis(cfg, runs) if j.notebook.name == step.notebook]:
+                lost = sorted(set(planned.inputs) & failed_runs)
+                if lost:
+                    book.record(planned, "blocked", "not run", f"training failed for {lost}")
+                    jobs = [j for j in jobs if j.key != planned.key]
+        run_pool([(analyse, job) for job in jobs], gpus)
+    rows = list(book.rows.values())
+    _log_summary(rows, book.path, log)
+    return rows
+
+
+def _timed(job: Job, cfg: SweepConfig, gpu: str | None, log) -> tuple[str | None, float]:
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    log(f"run  {job.step} for {job.key}" + (f" on GPU {gpu}" if gpu is not None else ""))
+    start = time.time()
+    error = execute_notebook(job, cfg.kernel, cfg.cwd, env, cfg.execution_timeout)
+    seconds = time.time() - start
+    log(f"{'ok  ' if error is None else 'FAIL'} {job.step} for {job.key} ({seconds:.0f} s){': ' + error if error else ''}")
+    return error, seconds
+
+
+def _write_runs_table(path: Path, runs: list[Run]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in runs for k in r.values))
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["run", "run_dir", *keys])
+        for r in runs:
+            writer.writerow([r.name, str(r.run_dir), *(r.values.get(k, "") for k in keys)])
+
+
+def _log_summary(rows: list[dict[str, Any]], path: Path, log) -> None:
+    bad = [r for r in rows if r["status"] != "ok"]
+    ran = sum(r["action"] == "ran" for r in rows)
+    skipped = sum(r["action"] == "skipped" for r in rows)
+    log(f"sweep: {len(rows)} notebooks, {ran} executed, {skipped} skipped as done, {len(bad)} failed or blocked")
+    for r in bad:
+        log(f"  {r['status'].upper():8s} {r['step']} for {r['key']}: {r['error']}  ({r['output']})")
+    log(f"status: {path}")

@@ -1,0 +1,93 @@
+"""Every module imports on its own in a fresh interpreter, and the layers depend one way.
+
+A module that is only importable after another one was imported first hides an import circle; the layer
+check keeps the folder structure honest (a lower layer never imports a higher one).
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "molre_lib"
+
+# Lower layers first; a module may import its own layer and the layers before it only.
+LAYERS = ["common", "data", "adapters", "backbones", "stats", "engine", "plots", "analysis", "workbook", "cli"]
+# plots draws data and statistics only (it sits beside engine, not above it).
+ALLOWED_EXTRA = {"plots": {"common", "data", "stats"}}
+
+
+def _modules() -> list[str]:
+    mods = []
+    for p in sorted(PKG.rglob("*.py")):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods.append(".".join(parts))
+    return mods
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_pkg else module.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target == "molre_lib":
+                found |= {f"molre_lib.{a.name}" for a in node.names}
+            elif target.startswith("molre_lib"):
+                found.add(target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("molre_lib")}
+    return found
+
+
+def test_layers_depend_one_way():
+    problems = []
+    for p in sorted(PKG.rglob("*.py")):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.parts[-1] == "__init__" else rel.parts)
+        own = _layer(module)
+        if own is None:
+            continue
+        allowed = set(LAYERS[: LAYERS.index(own) + 1]) if own not in ALLOWED_EXTRA else ALLOWED_EXTRA[own] | {own}
+        for target in _imports(p, module):
+            layer = _layer(target)
+            if layer is not None and layer not in allowed:
+                problems.append(f"{module} imports {target} (layer {layer} is above {own})")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_module_imports_alone():
+    """One fresh interpreter imports every module in turn, each after clearing molre_lib from sys.modules."""
+    code = (
+        "import importlib, sys\n"
+        f"mods = {_modules()!r}\n"
+        "bad = []\n"
+        "for m in mods:\n"
+        "    for k in [k for k in sys.modules if k == 'molre_lib' or k.startswith('molre_lib.')]:\n"
+        "        del sys.modules[k]\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except Exception as e:\n"
+        "        bad.append(f'{m}: {type(e).__name__}: {e}')\n"
+        "print('\\n'.join(bad))\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,136 @@
+"""The notebook series under papermill with tiny parameters (kernel ``molre``), in the order a user runs it.
+
+One phantom set and one LoRA + one MoLRE run of a reduced ``phantom_vit`` feed 02–05; each test checks the
+files the notebook promises. Parameter handling is checked without a kernel where possible.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+papermill = pytest.importorskip("papermill")
+
+from molre_lib.workbook.params import SCHEMAS, ParameterError, check_parameters  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL = "molre"
+
+
+def _parameters_cell(path: Path) -> dict:
+    nb = json.loads(path.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    tree = ast.parse("".join(cells[0]["source"]))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schema_matches_parameters_cell_and_accepts_defaults(name: str) -> None:
+    params = _parameters_cell(NOTEBOOKS / f"{name}.ipynb")
+    assert list(params) == list(SCHEMAS[name]), "parameters cell and molre_lib.workbook.params.SCHEMAS differ"
+    assert check_parameters(name, params) == params
+
+
+def test_check_parameters_lists_every_problem() -> None:
+    params = _parameters_cell(NOTEBOOKS / "01_train.ipynb")
+    params.update(EPOCH=3, ADAPTER="dora", RANK="4")
+    del params["SEED"]
+    with pytest.raises(ParameterError) as err:
+        check_parameters("01_train", params)
+    text = str(err.value)
+    for needle in ("unknown parameter EPOCH", "missing parameter SEED", "ADAPTER='dora': must be one of",
+                   "RANK='4': expected int"):
+        assert needle in text
+
+
+def _run(name: str, out_dir: Path, **params) -> Path:
+    out = out_dir / f"{name}.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name=KERNEL,
+                               cwd=str(ROOT), progress_bar=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def kernel() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        pytest.fail("Jupyter kernel 'molre' is not installed: run `make install` (it registers it)")
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory, kernel) -> dict:
+    """00 -> 01 (LoRA, MoLRE) with tiny settings; returns the paths later notebooks read."""
+    work = tmp_path_factory.mktemp("series")
+    figures = work / "figures"
+    _run("00_data", work, OUT_DIR=str(work / "data"), N_SCANS=36, SHAPE=[8, 48, 48], FIGURES_DIR=str(figures / "00"))
+    runs = {}
+    for adapter in ("lora", "molre"):
+        runs[adapter] = work / "runs" / f"tiny-{adapter}"
+        _run("01_train", work, BACKBONE="phantom_vit", ADAPTER=adapter, N_EXPERTS=1 if adapter == "lora" else 3,
+             RANK=2, EPOCHS=1, BATCH_SIZE=8, MANIFEST=str(work / "data" / "manifest.csv"), RUN_DIR=str(runs[adapter]),
+             CACHE_DIR=str(work / "cache"), PRETRAINED=False, REDUCED=True, EVAL_BOOTSTRAP=10, DEVICE="cpu",
+             FIGURES_DIR=str(figures / f"01_{adapter}"))
+    return {"work": work, "figures": figures, "runs": runs}
+
+
+@pytest.mark.slow
+def test_00_and_01_write_data_and_runs(series) -> None:
+    data = series["work"] / "data"
+    assert (data / "manifest.csv").is_file() and (data / "prevalence.csv").is_file()
+    for ext in ("pdf", "svg", "png"):
+        assert (series["figures"] / "00" / f"slice_gallery.{ext}").is_file()
+    for run in series["runs"].values():
+        for name in ("config.json", "adapter.safetensors", "train_log.csv", "predictions_val.parquet",
+                     "predictions_test.parquet", "metrics.json"):
+            assert (run / name).is_file(), f"{run.name}: {name} missing"
+        assert (series["figures"] / f"01_{run.name.split('-')[1]}" / "training_curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_02_routing(series, tmp_path) -> None:
+    run = series["runs"]["molre"]
+    _run("02_routing", tmp_path, RUN_DIR=str(run), MAX_SCANS=6, DEVICE="cpu", FIGURES_DIR=str(tmp_path / "fig"))
+    assert (run / "routing.npz").is_file() and (run / "routing_usage.csv").is_file()
+    for name in ("expert_usage", "gate_entropy", "gates_by_finding", "expert_specialisation", "routing_maps"):
+        assert (tmp_path / "fig" / f"{name}.png").is_file(), name
+
+
+@pytest.mark.slow
+def test_03_per_finding_auc(series, tmp_path) -> None:
+    runs = series["runs"]
+    _run("03_per_finding_auc", tmp_path, RUN_DIRS=[str(runs["lora"]), str(runs["molre"])], BOOTSTRAP=20,
+         OUT_DIR=str(tmp_path / "auc"), FIGURES_DIR=str(tmp_path / "fig"))
+    for name in ("per_finding_auc.csv", "per_finding_auc.tex", "summary.csv", "compare_tiny-molre_vs_tiny-lora.csv"):
+        assert (tmp_path / "auc" / name).is_file(), name
+    for name in ("forest_tiny-lora", "delta_auc_tiny-molre_vs_tiny-lora", "confidence_shift_tiny-molre_vs_tiny-lora",
+                 "reliability"):
+        for ext in ("pdf", "svg", "png"):
+            assert (tmp_path / "fig" / f"{name}.{ext}").is_file(), f"{name}.{ext}"
+
+
+@pytest.mark.slow
+def test_04_gradcam(series, tmp_path) -> None:
+    run = series["runs"]["molre"]
+    _run("04_gradcam", tmp_path, RUN_DIR=str(run), FINDINGS=["cerebral_atrophy", "intracranial_hemorrhage"],
+         N_EXAMPLES=1, DEVICE="cpu", FIGURES_DIR=str(tmp_path / "fig"))
+    assert (tmp_path / "fig" / "cam_panel.png").is_file()
+    assert (run / "gradcam_examples.csv").is_file()
+
+
+@pytest.mark.slow
+def test_05_summary(series, tmp_path) -> None:
+    _run("05_summary", tmp_path, SWEEP_DIR=str(series["work"] / "runs"), BOOTSTRAP=20, FIGURES_DIR=str(tmp_path / "fig"))
+    table = (series["work"] / "runs" / "summary_table.csv").read_text()
+    assert "phantom_vit" in table and "delta_auc" in table
+    assert (tmp_path / "fig" / "summary_auc.svg").is_file()
+
+
+@pytest.mark.slow
+def test_unknown_parameter_fails(kernel, tmp_path) -> None:
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter EPOCH"):
+        _run("05_summary", tmp_path, SWEEP_DIR=str(tmp_path), EPOCH=3)

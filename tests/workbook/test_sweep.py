@@ -1,0 +1,171 @@
+"""`molre sweep`: tiny throwaway notebooks executed by papermill — a failing run keeps its executed notebook
+and is reported while the sweep goes on; a re-run skips finished runs; one GPU per worker."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import yaml
+
+from molre_lib.cli import main
+from molre_lib.analysis.summary import collect_runs
+from molre_lib.workbook.sweep import SweepConfig, expand_runs, plan_analysis
+
+TRAIN_SRC = """
+import json, os, pathlib
+if BACKBONE == "broken":
+    raise RuntimeError("backbone exploded on purpose")
+run = pathlib.Path(RUN_DIR)
+run.mkdir(parents=True, exist_ok=True)
+with open(pathlib.Path(LOG), "a") as fh:
+    fh.write(run.name + "\\n")
+metrics = {"steps": 3, "rank": RANK, "device": DEVICE, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+           "test": {"ece": 0.1, "summary": {"macro_auc": {"value": 0.5 + 0.1 * SEED + 0.05 * (ADAPTER == "molre"),
+                                                          "ci_low": 0.5, "ci_high": 0.9}}}}
+(run / "metrics.json").write_text(json.dumps(metrics))
+"""
+ROUTING_SRC = """
+import pathlib
+(pathlib.Path(RUN_DIR) / "routing_done.txt").write_text("ok")
+"""
+SUMMARY_SRC = """
+import json, pathlib
+found = sorted(p.parent.name for p in pathlib.Path(SWEEP_DIR).glob("*/metrics.json"))
+pathlib.Path(SWEEP_DIR, "summary.json").write_text(json.dumps({"runs": found, "n_inputs": len(RUN_DIRS)}))
+"""
+
+
+def _notebook(path: Path, params: str, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def sweep_file(tmp_path) -> Path:
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_train.ipynb",
+              'BACKBONE = "x"\nADAPTER = "lora"\nSEED = 0\nRANK = 4\nRUN_DIR = "runs/x"\nDEVICE = "cpu"\nLOG = "log"\nNOTE = ""', TRAIN_SRC)
+    _notebook(nbs / "02_routing.ipynb", 'RUN_DIR = ""', ROUTING_SRC)
+    _notebook(nbs / "00_data.ipynb", 'OUT = ""', 'import pathlib\npathlib.Path(OUT).parent.mkdir(parents=True, exist_ok=True)\n'
+              'pathlib.Path(OUT).write_text("manifest")')
+    _notebook(nbs / "05_summary.ipynb", 'SWEEP_DIR = ""\nRUN_DIRS = []', SUMMARY_SRC)
+    cfg = {
+        "name": "toy", "notebooks_dir": str(nbs), "kernel": "python3", "cwd": str(tmp_path),
+        "runs_dir": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "figures"),
+        "grid": {"BACKBONE": ["phantom_vit", "broken"], "ADAPTER": ["lora", "molre"], "SEED": [1]},
+        "parameters": {"LOG": str(tmp_path / "executions.log"), "NOTE": "{BACKBONE}/{run}"},
+        "overrides": {"ADAPTER": {"molre": {"RANK": 8}}},
+        "exclude": [{"BACKBONE": "broken", "ADAPTER": "lora"}],
+        "prepare": [{"notebook": "00_data.ipynb", "parameters": {"OUT": "{sweep_dir}/data/manifest.csv"}}],
+        "analysis": [
+            {"notebook": "02_routing.ipynb", "per": "run", "when": {"ADAPTER": "molre"}, "parameters": {"RUN_DIR": "{run_dir}"}},
+            {"notebook": "05_summary.ipynb", "per": "sweep", "parameters": {"SWEEP_DIR": "{sweep_dir}", "RUN_DIRS": "{run_dirs}"}},
+        ],
+    }
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _status(tmp_path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(tmp_path / "runs" / "toy" / "sweep_status.csv") as fh:
+        return {(r["step"], r["key"]): r for r in csv.DictReader(fh)}
+
+
+def test_plan_expands_grid_overrides_and_templates(sweep_file, tmp_path):
+    cfg = SweepConfig.from_yaml(sweep_file)
+    runs = expand_runs(cfg)
+    assert [r.name for r in runs] == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1", "broken_molre_seed1"]
+    assert runs[1].parameters["RANK"] == 8 and runs[0].parameters.get("RANK") is None
+    assert runs[2].parameters["NOTE"] == "broken/broken_molre_seed1"
+    assert runs[0].parameters["RUN_DIR"] == str((tmp_path / "runs" / "toy" / "phantom_vit_lora_seed1").resolve())
+    jobs = plan_analysis(cfg, runs)
+    assert [(j.step, j.key) for j in jobs] == [("02_routing", "phantom_vit_molre_seed1"), ("02_routing", "broken_molre_seed1"),
+                                               ("05_summary", "sweep")]
+    assert jobs[-1].parameters["RUN_DIRS"] == [str(r.run_dir) for r in runs]
+
+
+def test_unknown_sweep_key_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown key 'seeds'"):
+        SweepConfig.from_dict({"name": "x", "grid": {"SEED": [0]}, "seeds": [1]})
+
+
+@pytest.mark.slow
+def test_failed_run_is_reported_and_rerun_skips_finished(sweep_file, tmp_path, capsys):
+    rc = main(["sweep", str(sweep_file), "--gpus", "0,1"])
+    out = capsys.readouterr().out
+    assert rc == 1  # something failed
+    status = _status(tmp_path)
+    runs = tmp_path / "runs" / "toy"
+    assert (runs / "data" / "manifest.csv").read_text() == "manifest" and (runs / "prepare" / "00_data.ipynb").is_file()
+    assert status[("01_train", "phantom_vit_lora_seed1")]["status"] == "ok"
+    failed = status[("01_train", "broken_molre_seed1")]
+    assert failed["status"] == "failed" and "backbone exploded on purpose" in failed["error"]
+    executed = nbformat.read(runs / "broken_molre_seed1" / "01_train.ipynb", as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors and errors[0].evalue == "backbone exploded on purpose"
+    assert "broken_molre_seed1" in out and "FAILED" in out
+    # one notebook per GPU: each run saw exactly one device and the injected DEVICE parameter
+    metrics = json.loads((runs / "phantom_vit_molre_seed1" / "metrics.json").read_text())
+    assert metrics["cuda_visible_devices"] in ("0", "1") and metrics["device"] == "cuda" and metrics["rank"] == 8
+    # analysis ran on the finished MoLRE run, was blocked for the failed one, and the summary saw both good runs
+    assert (runs / "phantom_vit_molre_seed1" / "routing_done.txt").is_file()
+    assert status[("02_routing", "broken_molre_seed1")]["status"] == "blocked"
+    summary = json.loads((runs / "summary.json").read_text())
+    assert summary["runs"] == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1"] and summary["n_inputs"] == 2
+
+    table = collect_runs(runs)  # what 05_summary tabulates: every run, the failed one with its error
+    assert list(table["run"]) == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1", "broken_molre_seed1"]
+    assert list(table["status"]) == ["finished", "finished", "failed"] and "exploded" in table["error"].iloc[2]
+    assert table["macro_auc"].iloc[:2].tolist() == pytest.approx([0.6, 0.65]) and np.isnan(table["macro_auc"].iloc[2])
+    assert table["steps"].iloc[0] == 3 and table["ece"].iloc[1] == 0.1
+    assert list(table["ADAPTER"]) == ["lora", "molre", "molre"]  # the grid values, to select variants by
+
+    rc = main(["sweep", str(sweep_file)])
+    assert rc == 1
+    status = _status(tmp_path)
+    log = (tmp_path / "executions.log").read_text().split()
+    assert sorted(log) == ["phantom_vit_lora_seed1", "phantom_vit_molre_seed1"]  # finished runs not trained again
+    assert status[("01_train", "phantom_vit_lora_seed1")]["action"] == "skipped"
+    assert status[("02_routing", "phantom_vit_molre_seed1")]["action"] == "skipped"
+    assert status[("01_train", "broken_molre_seed1")]["action"] == "ran"  # failures are retried
+    assert status[("01_train", "broken_molre_seed1")]["status"] == "failed"
+    assert status[("05_summary", "sweep")]["action"] == "skipped"
+    assert status[("00_data", "sweep")]["action"] == "skipped"
+
+
+def test_dry_run_executes_nothing(sweep_file, tmp_path, capsys):
+    assert main(["sweep", str(sweep_file), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[todo] phantom_vit_lora_seed1" in out and "05_summary" in out and "[first] 00_data" in out
+    assert not (tmp_path / "runs").exists()
+
+
+ALL_ANALYSES = {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
+
+
+@pytest.mark.parametrize("name,analyses", [("demo", ALL_ANALYSES), ("study", ALL_ANALYSES),
+                                           ("shared_a", {"02_routing", "03_per_finding_auc", "05_summary"})])
+def test_example_sweeps_parse_and_use_registered_backbones(name, analyses):
+    from molre_lib.backbones import list_backbones
+
+    cfg = SweepConfig.from_yaml(Path(__file__).parents[2] / "notebooks" / "sweeps" / f"{name}.yaml")
+    runs = expand_runs(cfg)
+    assert {r.values["BACKBONE"] for r in runs} <= {s.name for s in list_backbones()}
+    assert {r.values["ADAPTER"] for r in runs} == {"lora", "molre"}
+    assert {j.step for j in plan_analysis(cfg, runs)} == analyses
+    # every run's parameters, over the notebook's own defaults, pass 01_train's validation cell
+    from molre_lib.workbook.params import check_parameters
+
+    train_nb = nbformat.read(Path(__file__).parents[2] / "notebooks" / cfg.train_notebook, as_version=4)
+    defaults: dict = {}
+    exec(next(c.source for c in train_nb.cells if "parameters" in c.metadata.get("tags", [])), {}, defaults)
+    for run in runs:
+        check_parameters("01_train", {**defaults, **run.parameters})
