@@ -7,14 +7,16 @@ label noise and unknowns); ``labels_true.csv`` next to it holds the noise-free t
 from __future__ import annotations
 
 import csv
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from .phantom import PhantomConfig, make_subject
+from .phantom_masks import PHANTOM_RECORD
 from .taxonomy import FINDING_KEYS
 from .writers import write_dicom_series, write_nifti
 
@@ -96,7 +98,18 @@ def synthesize(out_dir: str | Path, n_scans: int, shape: tuple[int, int, int] = 
     manifest = out / "manifest.csv"
     _write_csv(manifest, [r["row"] for r in results])
     _write_csv(out / "labels_true.csv", [r["truth"] for r in results])
+    write_phantom_record(out, cfg, {f"phantom-{i:05d}": (s, ps) for i, (s, _, ps) in enumerate(plan)})
     return manifest
+
+
+def write_phantom_record(out: Path, cfg: PhantomConfig, seeds: dict[str, tuple[int, int]]) -> Path:
+    """``phantom.json``: the rendering settings and each scan's (seed, patient seed), so any scan (its lesion
+    masks, its noise-free tissue map) can be rendered again later (``molre_lib.data.phantom_masks``)."""
+    record = {"version": 1, "config": asdict(cfg),
+              "scans": {k: {"seed": int(s), "patient_seed": int(ps)} for k, (s, ps) in seeds.items()}}
+    path = Path(out) / PHANTOM_RECORD
+    path.write_text(json.dumps(record, indent=1))
+    return path
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
