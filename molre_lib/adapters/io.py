@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from molre_lib.common.files import atomic_write
 from .config import MoLREConfig
 from .inject import _is_adapter_param, _prefixes, adapter_layers, matches
 
@@ -55,10 +56,7 @@ def save_adapter(model: nn.Module, path: str | Path, extra: Sequence[str] = ("he
         "extra": json.dumps(list(extra)),
     }
     meta.update(metadata or {})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def read_adapter_metadata(path: str | Path) -> dict[str, str]:

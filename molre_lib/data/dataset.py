@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from molre_lib.common.config_keys import check_known_keys
+from molre_lib.common.files import atomic_write
 from .io import Volume, VolumeReadError, file_signature, load_volume
 from .manifest import labels_and_mask, read_manifest
 
@@ -125,6 +125,11 @@ def augmenter(seed: int = 0):
 
 
 # ----------------------------------------------------------------------------- cache
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:                  # a file object, so np.save does not append ".npy" to the name
+        np.save(fh, array)
+
+
 class VolumeCache:
     """Fitted int16 HU volumes on disk, keyed by file signature (name, size, mtime) and fit settings."""
 
@@ -146,9 +151,7 @@ class VolumeCache:
             except (ValueError, OSError):          # a torn or corrupt cache file is rebuilt
                 pass
         fitted = fit_volume(load_volume(path), cfg)
-        tmp = f.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, fitted)
-        os.replace(tmp, f)
+        atomic_write(f, lambda tmp: _save_npy(tmp, fitted))
         return fitted, False
 
 

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from molre_lib.common.files import atomic_write
 from molre_lib.stats.calibration import confidence_regime_shift, operating_points
 from molre_lib.stats.auroc import default_categories
 from .run_files import _clean, metrics_document, read_predictions
@@ -40,9 +41,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", bootstrap: int = 1000
     path = out_dir / "metrics.json"
     metrics = json.loads(path.read_text()) if path.exists() else {}
     metrics[split] = _clean(doc)
-    tmp = path.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(metrics, indent=2))
     return metrics[split]
 
 

@@ -12,6 +12,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from molre_lib.common.files import atomic_write
+
 PACKAGES = ("torch", "torchvision", "timm", "transformers", "monai", "numpy", "scipy", "scikit-learn", "pandas",
             "safetensors", "pyarrow")
 
@@ -63,10 +65,7 @@ def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: 
     doc = {"train": cfg.to_dict(), "n_classes": n_classes, "versions": versions(), "git_revision": _git_revision(),
            "world_size": info.world_size, "device": str(info.device), "params": params}
     path = run_dir / "config.json"
-    tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(doc, indent=2))
 
 
 def write_predictions(path: Path, out: dict[str, Any], split: str, keys: Sequence[str]) -> Path:
@@ -76,10 +75,7 @@ def write_predictions(path: Path, out: dict[str, Any], split: str, keys: Sequenc
     cols.update({f"prob_{k}": out["probs"][:, j].astype(np.float32) for j, k in enumerate(keys)})
     cols.update({f"label_{k}": labels[:, j].astype(np.float32) for j, k in enumerate(keys)})
     df = pd.DataFrame(cols)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def read_predictions(path: str | Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -131,7 +127,4 @@ def write_metrics(path: Path, results: dict[str, dict[str, Any]], keys: Sequence
     doc = dict(extra)
     for split, out in results.items():
         doc[split] = metrics_document(out["labels"], out["probs"], out["mask"], keys, n_boot, seed)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(doc), indent=2))
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(_clean(doc), indent=2))
