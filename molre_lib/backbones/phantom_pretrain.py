@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from molre_lib.common.config_keys import check_known_keys
+from molre_lib.common.device import resolve_device
 from .phantom_vit import PHANTOM_VIT_ARCH, build_phantom_vit
 from .vit2d import HEAD_CT_WINDOWS
 from .weights import cache_dir
@@ -188,7 +189,7 @@ def pretrain_phantom_vit(cfg: Optional[PretrainConfig] = None, out_dir: Optional
     t_data = time.time() - t0
     log(f"phantom_vit: {images.shape[0]} slices from {cfg.n_subjects} phantom scans in {t_data:.1f}s")
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
     vit = build_phantom_vit(PHANTOM_VIT_ARCH)
     model = MAEPretrainer(vit, cfg.decoder_dim, norm_pix=cfg.norm_pix).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))

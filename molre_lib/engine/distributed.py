@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from molre_lib.common.device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -29,12 +31,7 @@ def setup(device: str = "auto") -> DistInfo:
     """Read torchrun's environment, pick the device and (when WORLD_SIZE > 1) join the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device(f"cuda:{local}")
+    dev = resolve_device(device, local_rank=local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -144,13 +144,14 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], device: str = "au
     import torch
 
     from molre_lib.backbones import get_spec
+    from molre_lib.common.device import resolve_device
     from molre_lib.data.dataset import preprocess_volume
     from molre_lib.data.io import load_volume
 
     from .loaders import preprocess_config
     from .run_files import finding_keys
 
-    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, str(dev))
     pre = preprocess_config(cfg, get_spec(cfg.backbone))
     keys = finding_keys(model.num_classes)

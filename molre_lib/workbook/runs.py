@@ -12,12 +12,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> the first CUDA GPU when there is one, else the CPU; anything else as torch reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from molre_lib.common.device import resolve_device
 
 
 @dataclass
