@@ -196,3 +196,56 @@ def gradcams(model: nn.Module, image: torch.Tensor | np.ndarray, findings: Seque
              **kwargs) -> dict[str, np.ndarray]:
     """:func:`gradcam` for several findings; keys are the findings as given (as strings)."""
     return {str(f): gradcam(model, image, f, **kwargs) for f in findings}
+
+
+# ----------------------------------------------------------------------------------------------- occlusion
+@torch.no_grad()
+def occlusion_maps(model: nn.Module, image: torch.Tensor | np.ndarray, findings: Sequence[int | str],
+                   patch: Sequence[int] = (1, 8, 8), baseline: float | Sequence[float] | torch.Tensor = 0.0,
+                   batch: int = 32, postprocess: Callable[[np.ndarray], np.ndarray] | None = normalize_cam,
+                   ) -> dict[str, np.ndarray]:
+    """Occlusion attribution of several findings' logits for one volume, without gradients.
+
+    Each (d, h, w) ``patch`` of the input (all channels, non-overlapping) is replaced by ``baseline`` (a scalar
+    or one value per channel) and the map is the logit drop: ``logit(x) - logit(x occluded)`` spread over the
+    patch — what captum's ``Occlusion`` computes with sliding window = stride = patch, but every finding comes
+    from the same occluded forward passes (captum runs them once per target). Returns finding -> (D, H, W).
+    """
+    x = torch.as_tensor(image)
+    x = x[None] if x.ndim == 4 else x
+    if x.ndim != 5 or x.shape[0] != 1:
+        raise ValueError(f"expected one volume (1, C, D, H, W), got shape {tuple(x.shape)}")
+    device = next(model.parameters()).device
+    x = x.to(device=device, dtype=torch.float32)
+    _, c, d, h, w = x.shape
+    base = torch.as_tensor(baseline, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1)  # (C or 1, 1, 1, 1)
+    cols = [finding_index(f) for f in findings]
+    pd_, ph, pw = (int(p) for p in patch)
+    starts = [(z, y, q) for z in range(0, d, pd_) for y in range(0, h, ph) for q in range(0, w, pw)]
+    was_training = model.training
+    model.eval()
+    try:
+        ref = model(x)[0, cols]  # (F,)
+        out = torch.zeros((len(cols), d, h, w), device=device)
+        for k in range(0, len(starts), batch):
+            chunk = starts[k:k + batch]
+            xs = x.repeat(len(chunk), 1, 1, 1, 1)  # (n, C, D, H, W)
+            for j, (z, y, q) in enumerate(chunk):
+                xs[j, :, z:z + pd_, y:y + ph, q:q + pw] = base.expand(c, -1, -1, -1)
+            drop = ref[None] - model(xs)[:, cols]  # (n, F)
+            for j, (z, y, q) in enumerate(chunk):
+                out[:, z:z + pd_, y:y + ph, q:q + pw] = drop[j][:, None, None, None]
+    finally:
+        model.train(was_training)
+    maps = out.float().cpu().numpy()
+    return {str(f): (postprocess(m) if postprocess is not None else m).astype(np.float32) for f, m in zip(findings, maps)}
+
+
+def occlusion(model: nn.Module, image: torch.Tensor | np.ndarray, finding: int | str, **kwargs) -> np.ndarray:
+    """:func:`occlusion_maps` of one finding -> (D, H, W)."""
+    return occlusion_maps(model, image, [finding], **kwargs)[str(finding)]
+
+
+# Attribution methods scored by ``molre_lib.analysis.localisation``: name -> f(model, image, findings, **kw)
+# returning finding -> (D, H, W) map in [0, 1].
+ATTRIBUTIONS: dict[str, Callable[..., dict[str, np.ndarray]]] = {"gradcam": gradcams, "occlusion": occlusion_maps}
