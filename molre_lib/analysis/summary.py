@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
-
 import numpy as np
 import pandas as pd
 
 from molre_lib.stats.auroc import bootstrap_counts, per_finding_auc
-from molre_lib.engine.run_files import read_predictions
+from molre_lib.engine.run_files import paired_predictions
 
 TRAIN_STEP = "01_train"  # the sweep's training notebook; failures of analysis steps do not fail a run
 
@@ -109,33 +107,61 @@ def _arms(table: pd.DataFrame, grid: list[str]) -> pd.Series:
     return arms
 
 
+def _paired_finding_aucs(run_a: str | Path, run_b: str | Path, split: str, n_boot: int, seed: int):
+    """Per-finding AUCs of A and B on their shared scans: point (F,) each, bootstrap (n_boot, F) each, keys.
+
+    Both runs are scored on the same resampled scans (the paired design)."""
+    pair = paired_predictions(run_a, run_b, split)  # refuses runs whose labels differ (as compare_runs does)
+    y, m, pa, pb = pair.labels, pair.mask, pair.probs_a, pair.probs_b
+    point = per_finding_auc(y, pa, m), per_finding_auc(y, pb, m)
+    if n_boot > 0:
+        counts = bootstrap_counts(len(y), n_boot, seed)
+        reps = per_finding_auc(y, pa, m, counts), per_finding_auc(y, pb, m, counts)
+    else:
+        reps = np.empty((0, len(pair.keys))), np.empty((0, len(pair.keys)))
+    return point, reps, pair.keys
+
+
+def _mean_defined(d: np.ndarray, columns=None) -> np.ndarray:
+    """Mean over findings (last axis, optionally a subset) where defined; NaN where none is."""
+    d = np.atleast_2d(d if columns is None else d[..., columns])
+    ok = ~np.isnan(d)
+    return np.where(ok.any(-1), np.where(ok, d, 0).sum(-1) / np.maximum(ok.sum(-1), 1), np.nan)
+
+
 def paired_macro_delta(run_a: str | Path, run_b: str | Path, split: str = "test", n_boot: int = 1000,
                        seed: int = 0) -> tuple[float, np.ndarray]:
     """Macro AUC of B minus A on their shared scans, and its (n_boot,) paired bootstrap replicates.
 
     Both runs are scored on the same resampled scans; a replicate averages the findings defined for both.
     """
-    da, keys_a, pa, ya, ma = read_predictions(Path(run_a) / f"predictions_{split}.parquet")
-    db, keys_b, pb, yb, mb = read_predictions(Path(run_b) / f"predictions_{split}.parquet")
-    if keys_a != keys_b:
-        raise ValueError(f"{run_a} and {run_b} predict different findings")
-    index_b = {s: j for j, s in enumerate(db["scan_id"])}
-    pairs = [(i, index_b[s]) for i, s in enumerate(da["scan_id"]) if s in index_b]
-    if not pairs:
-        raise ValueError(f"{run_a} and {run_b} share no scan in split {split!r}")
-    ia, ib = (np.array(x) for x in zip(*pairs))
-    y, m = ya[ia], ma[ia]
+    (a, b), (ra, rb), _ = _paired_finding_aucs(run_a, run_b, split, n_boot, seed)
+    reps = _mean_defined(rb - ra) if n_boot > 0 else np.empty(0)
+    return float(_mean_defined(b - a)[0]), reps
 
-    def macro_delta(counts: Optional[np.ndarray]) -> np.ndarray:
-        a = per_finding_auc(y, pa[ia], m, counts)
-        b = per_finding_auc(y, pb[ib], m, counts)
-        d = np.atleast_2d(b - a)  # NaN where either is undefined
-        ok = ~np.isnan(d)
-        return np.where(ok.any(-1), np.where(ok, d, 0).sum(-1) / np.maximum(ok.sum(-1), 1), np.nan)
 
-    point = float(macro_delta(None)[0])
-    reps = macro_delta(bootstrap_counts(len(ia), n_boot, seed)) if n_boot > 0 else np.empty(0)
-    return point, reps
+def paired_category_delta(run_a: str | Path, run_b: str | Path, split: str = "test", n_boot: int = 1000,
+                          seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Per taxonomy category and over all findings ("all", the macro Δ): findings with an AUC under both runs,
+    mean AUC of A and B over them, ΔAUC (B − A) and its paired bootstrap CI (same resampled scans for both)."""
+    from molre_lib.stats.auroc import default_categories
+
+    (a, b), (ra, rb), keys = _paired_finding_aucs(run_a, run_b, split, n_boot, seed)
+    cats = default_categories(keys) or {}
+    both = ~np.isnan(a) & ~np.isnan(b)
+    tail = (1 - level) / 2 * 100
+    rows = []
+    for cat in [*dict.fromkeys(cats[k] for k in keys if k in cats), "all"]:
+        cols = np.array([cat == "all" or cats.get(k) == cat for k in keys]) & both
+        reps = _mean_defined(rb - ra, cols) if n_boot > 0 and cols.any() else np.empty(0)
+        finite = reps[~np.isnan(reps)]
+        lo, hi = np.percentile(finite, [tail, 100 - tail]) if finite.size else (np.nan, np.nan)
+        rows.append({"category": cat, "n_findings": int(cols.sum()),
+                     "auc_a": float(a[cols].mean()) if cols.any() else np.nan,
+                     "auc_b": float(b[cols].mean()) if cols.any() else np.nan,
+                     "delta_auc": float((b - a)[cols].mean()) if cols.any() else np.nan,
+                     "ci_low": float(lo), "ci_high": float(hi)})
+    return pd.DataFrame(rows)
 
 
 def paper_table(runs: pd.DataFrame, split: str = "test", n_boot: int = 1000, seed: int = 0,
@@ -163,7 +189,8 @@ def paper_table(runs: pd.DataFrame, split: str = "test", n_boot: int = 1000, see
                    "params_M": group["backbone_params"].iloc[0] / 1e6, "reference": reference, "arm": arm,
                    "added_pct_reference": ref["pct_added"].mean(), "added_pct_arm": other["pct_added"].mean(),
                    "trainable_pct_reference": ref["pct_trainable"].mean(), "trainable_pct_arm": other["pct_trainable"].mean(),
-                   "auc_reference": ref["macro_auc"].mean(), "auc_arm": other["macro_auc"].mean()}
+                   "auc_reference": ref["macro_auc"].mean(), "auc_arm": other["macro_auc"].mean(),
+                   "n_test_scans": pd.concat([ref, other])["n_test_scans"].max()}
             paired = ref.merge(other, on="seed", suffixes=("_a", "_b"))
             row["n_seeds"] = len(paired)
             if len(paired):

@@ -6,8 +6,12 @@ refuse DICOM patient identifiers. Call :func:`use_paper_style` once per notebook
 
 Modules: ``style`` (rcParams, category colours, export), ``tables`` (tables, identifier guard),
 ``data`` (prevalence, co-occurrence), ``images`` (windowed slices, CAM and routing overlays),
-``results`` (training curves, forest, ΔAUC, calibration, confidence regimes, summary), ``routing``.
+``results`` (training curves, forest, ΔAUC, calibration, confidence regimes, summary), ``routing``,
+``latex`` (:class:`PaperTable`: journal-ready LaTeX + machine-named CSV) and ``paper_tables`` (the main,
+per-category and top-findings tables).
 """
+from molre_lib.plots.latex import Column, PaperTable, save_paper_table
+from molre_lib.plots.paper_tables import category_table, findings_table, main_table, method_name
 from molre_lib.plots.data import cooccurrence_matrix, plot_cooccurrence, plot_prevalence, prevalence_table
 from molre_lib.plots.images import (
     WINDOW_PRESETS,
@@ -19,7 +23,6 @@ from molre_lib.plots.images import (
     show_cam,
     show_routing,
     window,
-    windowed,
 )
 from molre_lib.plots.results import (
     plot_confidence_shift,

@@ -102,3 +102,40 @@ def test_arms_from_the_sweep_grid_pair_each_variant_with_the_reference(tmp_path)
         expected = np.mean([roc_auc_score(labels[:, j], probs[run][:, j]) - roc_auc_score(labels[:, j], probs["lora_shared0"][:, j])
                             for j in range(75)])
         assert table.loc[arm, "delta_auc"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_paired_category_delta_matches_scikit_learn_and_the_macro_delta(sweep) -> None:
+    from molre_lib.analysis.summary import paired_category_delta
+    from molre_lib.data.taxonomy import CATEGORY_OF
+
+    sweep_dir, labels, probs = sweep
+    table = paired_category_delta(sweep_dir / "phantom_vit_lora", sweep_dir / "phantom_vit_molre", n_boot=200)
+    assert list(table["category"])[-1] == "all" and len(table) == 7
+    delta = {k: roc_auc_score(labels[:, j], probs["molre"][:, j]) - roc_auc_score(labels[:, j], probs["lora"][:, j])
+             for j, k in enumerate(FINDING_KEYS)}
+    row = table.set_index("category").loc["mass"]
+    assert row["delta_auc"] == pytest.approx(np.mean([d for k, d in delta.items() if CATEGORY_OF[k] == "mass"]), abs=1e-12)
+    assert row["ci_low"] < row["delta_auc"] < row["ci_high"]
+    macro = paper_table(collect_runs(sweep_dir), n_boot=200).iloc[0]
+    everything = table.set_index("category").loc["all"]
+    assert everything["delta_auc"] == pytest.approx(macro["delta_auc"], abs=1e-12)
+    assert everything["ci_low"] == pytest.approx(macro["delta_ci_low"]) and everything["n_findings"] == 75
+
+
+def test_paper_table_refuses_what_compare_runs_refuses(sweep) -> None:
+    """Both pair runs with engine.run_files.paired_predictions: a label that differs on a shared scan means the
+    runs were not scored on the same test set, for the per-finding comparison and for the paper table alike."""
+    from molre_lib.engine.evaluate import compare_runs
+
+    sweep_dir, labels, probs = sweep
+    changed = labels.copy()
+    changed[5, 3] = 1 - changed[5, 3]
+    frame = pd.DataFrame({"scan_id": [f"s{i}" for i in range(N)],
+                          **{f"prob_{k}": probs["molre"][:, j] for j, k in enumerate(FINDING_KEYS)},
+                          **{f"label_{k}": changed[:, j] for j, k in enumerate(FINDING_KEYS)}})
+    frame.to_parquet(sweep_dir / "phantom_vit_molre" / "predictions_test.parquet")
+    message = rf"labels differ .* for scan 's5', finding '{FINDING_KEYS[3]}': not the same test set"
+    with pytest.raises(ValueError, match=message):
+        compare_runs(sweep_dir / "phantom_vit_lora", sweep_dir / "phantom_vit_molre", out_dir=sweep_dir / "cmp")
+    with pytest.raises(ValueError, match=message):
+        paper_table(collect_runs(sweep_dir), n_boot=0)
