@@ -16,7 +16,7 @@ import pandas as pd
 from molre_lib.common.files import atomic_write
 from molre_lib.stats.calibration import confidence_regime_shift, operating_points
 from molre_lib.stats.auroc import default_categories
-from .run_files import _clean, metrics_document, read_predictions
+from .run_files import _clean, metrics_document, paired_predictions, read_predictions
 from molre_lib.stats.delong import paired_delong
 
 
@@ -45,24 +45,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", bootstrap: int = 1000
     return metrics[split]
 
 
-def _aligned(run_a: Path, run_b: Path, split: str):
-    da, keys_a, pa, ya, ma = read_predictions(run_a / f"predictions_{split}.parquet")
-    db, keys_b, pb, yb, mb = read_predictions(run_b / f"predictions_{split}.parquet")
-    if keys_a != keys_b:
-        raise ValueError(f"{run_a} and {run_b} predict different findings ({len(keys_a)} vs {len(keys_b)})")
-    ia = {s: i for i, s in enumerate(da["scan_id"])}
-    common = [(ia[s], j) for j, s in enumerate(db["scan_id"]) if s in ia]
-    if not common:
-        raise ValueError(f"{run_a} and {run_b} share no scan_id in split {split!r}")
-    a_idx, b_idx = (np.array(x) for x in zip(*common))
-    disagree = (ma[a_idx] != mb[b_idx]) | ((ya[a_idx] != yb[b_idx]) & (ma[a_idx] > 0))
-    if disagree.any():
-        r, c = np.argwhere(disagree)[0]
-        raise ValueError(f"labels differ between the runs for scan {da['scan_id'].iloc[a_idx[r]]!r}, "
-                         f"finding {keys_a[c]!r}: not the same test set")
-    return keys_a, ya[a_idx], ma[a_idx], pa[a_idx], pb[b_idx], len(da), len(db)
-
-
 def compare_runs(run_a: str | Path, run_b: str | Path, out_dir: Optional[str | Path] = None, split: str = "test",
                  band: tuple[float, float] = (0.3, 0.7), alpha: float = 0.05) -> pd.DataFrame:
     """Per-finding paired comparison of run B against run A (e.g. MoLRE vs LoRA) on their shared scans.
@@ -73,7 +55,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out_dir: Optional[str | P
     (default ``<run_b>/compare_<run_a name>``). The category summary is in ``df.attrs["categories"]``.
     """
     run_a, run_b = Path(run_a), Path(run_b)
-    keys, y, m, pa, pb, na, nb = _aligned(run_a, run_b, split)
+    pair = paired_predictions(run_a, run_b, split)
+    keys, y, m, pa, pb, na, nb = pair.keys, pair.labels, pair.mask, pair.probs_a, pair.probs_b, pair.n_a, pair.n_b
     df = paired_delong(y, pa, pb, m, keys)
     regime = confidence_regime_shift(y, pa, pb, m, keys, band).drop(columns=["finding", "n_pos"])
     df = pd.concat([df, regime], axis=1)

@@ -5,6 +5,7 @@ import json
 import math
 import platform
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -92,6 +93,45 @@ def read_predictions(path: str | Path) -> tuple[pd.DataFrame, list[str], np.ndar
     raw = df[[f"label_{k}" for k in keys]].to_numpy(np.float64)
     mask = ~np.isnan(raw)
     return df, keys, probs, np.nan_to_num(raw, nan=0.0), mask.astype(np.float32)
+
+
+@dataclass
+class PairedPredictions:
+    """Two runs' predictions on the scans they share, in run A's order, with labels both runs agree on."""
+
+    keys: list[str]
+    labels: np.ndarray   # (N, F), 0 where unknown
+    mask: np.ndarray     # (N, F), 1 where the label is known
+    probs_a: np.ndarray  # (N, F)
+    probs_b: np.ndarray  # (N, F)
+    scan_ids: list[str]
+    n_a: int             # scans in run A's file (before pairing)
+    n_b: int
+
+
+def paired_predictions(run_a: str | Path, run_b: str | Path, split: str) -> PairedPredictions:
+    """Pair two runs' ``predictions_<split>.parquet`` by scan_id, for every comparison of two runs.
+
+    Refuses runs that predict different findings, share no scan, or carry different labels (or a label known in
+    one and unknown in the other) for a shared scan: those were not scored on the same test set.
+    """
+    run_a, run_b = Path(run_a), Path(run_b)
+    da, keys_a, pa, ya, ma = read_predictions(run_a / f"predictions_{split}.parquet")
+    db, keys_b, pb, yb, mb = read_predictions(run_b / f"predictions_{split}.parquet")
+    if keys_a != keys_b:
+        raise ValueError(f"{run_a} and {run_b} predict different findings ({len(keys_a)} vs {len(keys_b)})")
+    index_b = {s: j for j, s in enumerate(db["scan_id"])}
+    pairs = [(i, index_b[s]) for i, s in enumerate(da["scan_id"]) if s in index_b]
+    if not pairs:
+        raise ValueError(f"{run_a} and {run_b} share no scan_id in split {split!r}")
+    ia, ib = (np.array(x) for x in zip(*pairs))
+    disagree = (ma[ia] != mb[ib]) | ((ya[ia] != yb[ib]) & (ma[ia] > 0))
+    if disagree.any():
+        r, c = np.argwhere(disagree)[0]
+        raise ValueError(f"labels differ between {run_a} and {run_b} for scan {da['scan_id'].iloc[ia[r]]!r}, "
+                         f"finding {keys_a[c]!r}: not the same test set")
+    return PairedPredictions(keys_a, ya[ia], ma[ia], pa[ia], pb[ib], [str(s) for s in da["scan_id"].iloc[ia]],
+                             len(da), len(db))
 
 
 def _clean(x: Any) -> Any:
