@@ -120,7 +120,7 @@ def main() -> int:
 
 
 def _render_with_labels(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from molre_lib.backbones.phantom_pretrain import apply_windows
+    from molre_lib.data.windowing import window_channels
     from molre_lib.data.phantom import make_subject
     from molre_lib.data.taxonomy import FINDING_KEYS
 
@@ -129,7 +129,7 @@ def _render_with_labels(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for j, key in enumerate(FINDING_KEYS):
         if key in sub.masks:
             on_slice[:, j] = sub.masks[key].any(axis=(1, 2))
-    return apply_windows(sub.hu), sub.label_vector()[0], on_slice  # (C, D, H, W), (75,), (D, 75)
+    return window_channels(sub.hu), sub.label_vector()[0], on_slice  # (C, D, H, W), (75,), (D, 75)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from molre_lib.plots.images import CAM_THRESHOLD, WINDOW_PRESETS, expert_colormap, windowed
+from molre_lib.data.windowing import window
+from molre_lib.plots.images import CAM_THRESHOLD, expert_colormap
 from molre_lib.plots.style import CAM_CMAP, PAPER_RC
 
 NO_FINDING = "(none)"
@@ -76,8 +77,8 @@ class CTViewer:
 
     @classmethod
     def from_hu(cls, hu: np.ndarray, windows: Sequence[str] = ("brain", "subdural", "bone", "stroke"), **kwargs) -> "CTViewer":
-        """Viewer over a HU volume (D, H, W), windowed with :data:`WINDOW_PRESETS`."""
-        return cls({w: windowed(hu, WINDOW_PRESETS[w]) for w in windows}, **kwargs)
+        """Viewer over a HU volume (D, H, W), windowed with the presets of ``data.windowing.WINDOW_PRESETS``."""
+        return cls({w: window(hu, w) for w in windows}, **kwargs)
 
     @classmethod
     def from_image(cls, image: np.ndarray, channel_names: Sequence[str] = ("brain", "subdural", "bone"), **kwargs) -> "CTViewer":

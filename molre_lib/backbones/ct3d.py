@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import BackboneSpec, BuiltEncoder, get_spec, register_backbone
-from .vit2d import HEAD_CT_WINDOWS, _check_overrides
+from molre_lib.data.windowing import HEAD_CT_WINDOWS
+from .vit2d import _check_overrides
 from .weights import load_state_dict_file, load_strict, weight_file
 
 _NO_NORM = dict(normalize="none", mean=(0.0,), std=(1.0,))

@@ -25,8 +25,8 @@ from torch import nn
 
 from molre_lib.common.config_keys import check_known_keys
 from molre_lib.common.device import resolve_device
+from molre_lib.data.windowing import window_channels
 from .phantom_vit import PHANTOM_VIT_ARCH, build_phantom_vit
-from .vit2d import HEAD_CT_WINDOWS
 from .weights import cache_dir
 
 
@@ -60,12 +60,6 @@ class PretrainConfig:
         return cls(**d)
 
 
-def apply_windows(hu: np.ndarray, windows=HEAD_CT_WINDOWS) -> np.ndarray:
-    """HU (D, H, W) -> (C, D, H, W) float32, each (level, width) window mapped to [0, 1]."""
-    chans = [np.clip((hu - (lv - wd / 2)) / wd, 0.0, 1.0) for lv, wd in windows]
-    return np.stack(chans).astype(np.float32)
-
-
 # HU bands of the tissue-composition targets: air, fat, CSF / oedema, parenchyma, blood / hyperdense, calcium / bone
 HU_BANDS = (-200.0, 0.0, 22.0, 45.0, 100.0)
 
@@ -84,7 +78,8 @@ def _render(seed: int, patch: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarr
     from molre_lib.data.phantom import make_subject
 
     hu = make_subject(seed).hu  # (D, H, W); finding labels are never looked at
-    return (apply_windows(hu),) + band_fractions(hu, patch)  # (C, D, H, W), (D, L, K), (D, K)
+    # the same windows and arithmetic as the dataset's model inputs
+    return (window_channels(hu),) + band_fractions(hu, patch)  # (C, D, H, W), (D, L, K), (D, K)
 
 
 def phantom_slices(seeds: list[int], workers: int = 2) -> dict[str, torch.Tensor]:

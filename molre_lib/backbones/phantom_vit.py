@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .registry import BackboneSpec, BuiltEncoder, get_spec, register_backbone
-from .vit2d import HEAD_CT_WINDOWS, _check_overrides, timm_pooled
+from molre_lib.data.windowing import HEAD_CT_WINDOWS
+from .vit2d import _check_overrides, timm_pooled
 from .weights import load_state_dict_file, load_strict, weight_file
 
 PHANTOM_VIT_ARCH: dict[str, Any] = dict(img_size=64, patch_size=8, in_chans=3, embed_dim=192, depth=4, num_heads=3,

@@ -11,13 +11,12 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from molre_lib.data.windowing import HEAD_CT_WINDOWS
 from .registry import BackboneSpec, BuiltEncoder, register_backbone
 from .weights import load_state_dict_file, load_strict, weight_file
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-# brain 40/80, subdural 80/200, bone 600/2800 (level, width): the contract's default 3-window stack
-HEAD_CT_WINDOWS = ((40.0, 80.0), (80.0, 200.0), (600.0, 2800.0))
 
 
 def timm_pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:

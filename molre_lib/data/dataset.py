@@ -19,9 +19,9 @@ from molre_lib.common.config_keys import check_known_keys
 from molre_lib.common.files import atomic_write
 from .io import Volume, VolumeReadError, file_signature, load_volume
 from .manifest import labels_and_mask, read_manifest
+from .windowing import HEAD_CT_WINDOWS, window_channels
 
 CACHE_VERSION = 1
-DEFAULT_WINDOWS = ((40.0, 80.0), (80.0, 200.0), (600.0, 2800.0))
 
 
 @dataclass
@@ -34,7 +34,7 @@ class PreprocessConfig:
     fit: str = field(default="resize", metadata={
         "help": "resize: scale the whole volume to shape; pad_crop: centre pad/crop (use with spacing)"})
     windows: tuple[tuple[float, float], ...] = field(
-        default=DEFAULT_WINDOWS, metadata={"help": "(level, width) HU windows, one channel each"})
+        default=HEAD_CT_WINDOWS, metadata={"help": "(level, width) HU windows, one channel each"})
     n_slices: int | None = field(default=None, metadata={
         "help": "keep N axial slices spread evenly over the volume (2D backbones); None keeps all D"})
     cache_dir: str | None = field(default=None, metadata={"help": "persistent cache of fitted volumes; None = off"})
@@ -83,18 +83,6 @@ def _resize(x, size: list[int]):
         return x
     shrink = all(s <= n for s, n in zip(size, x.shape[1:]))
     return Resize(size, mode="area" if shrink else "trilinear")(x)
-
-
-def window_channels(hu: np.ndarray, windows) -> np.ndarray:
-    """HU (D, H, W) -> (C, D, H, W) float32, each (level, width) window mapped to [0, 1]."""
-    x = hu.astype(np.float32, copy=False)
-    out = np.empty((len(windows),) + hu.shape, np.float32)
-    for c, (level, width) in enumerate(windows):
-        lo = level - width / 2.0
-        np.clip(x, lo, lo + width, out=out[c])                       # clip first: two cheap passes follow
-        out[c] -= np.float32(lo)
-        out[c] *= np.float32(1.0 / width)
-    return out
 
 
 def slice_indices(depth: int, n: int | None) -> np.ndarray:

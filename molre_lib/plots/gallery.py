@@ -13,11 +13,9 @@ import numpy as np
 from molre_lib.data.phantom import PhantomConfig, counterfactual
 from molre_lib.data.taxonomy import CATEGORIES, FINDINGS, keys_in
 
-WINDOWS = {"brain": (40.0, 80.0), "subdural": (80.0, 200.0), "bone": (600.0, 2800.0)}
+from molre_lib.data.windowing import window
 
-
-def _window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
-    return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
+WINDOWS = ("brain", "subdural", "bone")
 
 
 def best_slice(mask: np.ndarray) -> int:
@@ -36,11 +34,10 @@ def category_figure(category: str, cfg: PhantomConfig, seed: int = 7, outline: b
         with_f, without = counterfactual(seed + row, key, cfg)
         mask = with_f.masks.get(key, np.zeros(with_f.hu.shape, bool))   # empty if too small for this grid
         k = best_slice(mask) if mask.any() else with_f.hu.shape[0] // 2
-        panels = [("without (brain)", without.hu[k], WINDOWS["brain"])] + \
-                 [(w, with_f.hu[k], lw) for w, lw in WINDOWS.items()]
-        for col, (title, img, (level, width)) in enumerate(panels):
+        panels = [("without (brain)", without.hu[k], "brain")] + [(w, with_f.hu[k], w) for w in WINDOWS]
+        for col, (title, img, win) in enumerate(panels):
             ax = axes[row, col]
-            ax.imshow(_window(img, level, width), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(window(img, win), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if outline and col > 0 and mask[k].any():
                 ax.contour(mask[k], levels=[0.5], colors=["#ff5a36"], linewidths=0.5)
             ax.set_xticks([])

@@ -12,30 +12,9 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from molre_lib.data.windowing import WINDOW_PRESETS, window  # noqa: F401 - re-exported by plots
 from molre_lib.plots.style import CAM_CMAP, DOUBLE_COLUMN_IN, EXPERT_CMAP
 
-# (level, width) in HU; the first three are the model's default input channels.
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "brain": (40.0, 80.0),
-    "subdural": (80.0, 200.0),
-    "bone": (600.0, 2800.0),
-    "stroke": (40.0, 40.0),
-}
-
-
-def window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
-    """Map HU to [0, 1] with a (level, width) window; same shape as ``hu``."""
-    lo = level - width / 2.0
-    return np.clip((np.asarray(hu, dtype=np.float32) - lo) / float(width), 0.0, 1.0)
-
-
-def windowed(hu: np.ndarray, preset: str | tuple[float, float]) -> np.ndarray:
-    """Window ``hu`` with a named preset from :data:`WINDOW_PRESETS` or an explicit (level, width)."""
-    if isinstance(preset, str):
-        if preset not in WINDOW_PRESETS:
-            raise KeyError(f"unknown window preset {preset!r}; known: {sorted(WINDOW_PRESETS)}")
-        preset = WINDOW_PRESETS[preset]
-    return window(hu, *preset)
 
 
 def plot_slice_gallery(
@@ -56,7 +35,7 @@ def plot_slice_gallery(
             raise IndexError(f"slice {z} outside volume with {hu.shape[0]} slices")
         for c, name in enumerate(windows):
             ax = axes[r, c]
-            ax.imshow(windowed(hu[z], name), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(window(hu[z], name), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             ax.spines[:].set_visible(False)
             if r == 0:

@@ -184,13 +184,13 @@ def test_phantom_cam_moves_with_the_hematoma(seed):
     """The same phantom subject with an acute subdural hematoma drawn on the left, then on the right:
     the CAM is high inside the hematoma and moves with it to the other side."""
     from molre_lib.data.phantom import PhantomConfig, make_subject
-    from molre_lib.plots import windowed
+    from molre_lib.data.windowing import window
 
     key, cfg, model = "acute_subdural_hematoma", PhantomConfig(shape=(8, 64, 64)), BandDetector()
     cams, masks = {}, {}
     for side in ("left", "right"):
         subject = make_subject(seed, cfg, present={key: True}, side={key: side})
-        cams[side] = explain.gradcam(model, windowed(subject.hu, "subdural")[None, None], finding=0)
+        cams[side] = explain.gradcam(model, window(subject.hu, "subdural")[None, None], finding=0)
         masks[side] = subject.masks[key]
         assert cams[side].shape == subject.hu.shape and cams[side].std() > 0
     for here, there in (("left", "right"), ("right", "left")):

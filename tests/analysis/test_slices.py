@@ -7,7 +7,7 @@ import pytest
 
 from molre_lib.analysis.slices import head_mask, pick_slice, slice_scores
 from molre_lib.data.phantom import PhantomConfig, make_subject
-from molre_lib.plots.images import windowed
+from molre_lib.data.windowing import window
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_head_mask_covers_the_head_and_not_the_air(subject):
     inside = head[mid]
     assert inside.sum() > (subject.hu[mid] > 0).sum()
     # the same head from the model's bone-window channel (floor -800 HU)
-    from_window = head_mask(windowed(subject.hu, "bone"), threshold=0.0)
+    from_window = head_mask(window(subject.hu, "bone"), threshold=0.0)
     assert (from_window == head).mean() > 0.98
 
 
