@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from molre_lib.adapters.config import ROUTERS  # the one list of router kinds (workbook.params reads it here)
 from molre_lib.common.config_keys import check_known_keys
 
 ADAPTERS = ("lora", "molre", "linear_probe", "full")
@@ -47,7 +48,7 @@ class TrainConfig:
     shared_a: bool = field(default=False, metadata={"help": "MoLRE experts share one down-projection A (fewer parameters)."})
     lora_alpha: Optional[float] = field(default=None, metadata={"help": "Adapter scaling numerator alpha (default 2 * rank)."})
     adapter_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
-    router: str = field(default="token", metadata={"help": "MoLRE router: 'token' or 'sample'."})
+    router: str = field(default="token", metadata={"help": f"MoLRE router: one of {ROUTERS}."})
     temperature: float = field(default=1.0, metadata={"help": "Router softmax temperature."})
     top_k: Optional[int] = field(default=None, metadata={"help": "Keep the top-k experts per token (default: dense routing)."})
     balance_coef: float = field(default=0.0, metadata={"help": "Weight of the router load-balancing loss (0 = off)."})
@@ -100,8 +101,8 @@ class TrainConfig:
             raise bad("batch_size", f"must be divisible by grad_accum={self.grad_accum}")
         if self.lr <= 0:
             raise bad("lr", "must be > 0")
-        if self.router not in ("token", "sample"):
-            raise bad("router", "must be 'token' or 'sample'")
+        if self.router not in ROUTERS:
+            raise bad("router", "must be " + " or ".join(repr(r) for r in ROUTERS))
         if self.fit not in ("resize", "pad_crop"):
             raise bad("fit", "must be 'resize' or 'pad_crop'")
         if self.spacing is not None and len(self.spacing) != 3:

@@ -95,7 +95,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "RANK": Param(INT, check=positive),
         "N_EXPERTS": Param(INT, check=positive),
         "SHARED_A": Param(BOOL),
-        "ROUTER": Param(STR, choices=("token", "sample")),
+        "ROUTER": Param(STR, choices=lambda: _train_choices("ROUTERS")),
         "TEMPERATURE": Param(FLOAT, check=positive),
         "TOP_K": Param(INT, check=positive, nullable=True),
         "BALANCE_COEF": Param(FLOAT, check=non_negative),
