@@ -4,14 +4,18 @@ Papermill injects overrides *after* the parameters cell and only warns about nam
 does not declare. Each notebook's next cell therefore calls
 
     P = check_parameters("01_train", globals())
+    globals().update(P)   # path parameters now absolute, from the workbook root
 
 which fails loudly, listing every problem at once: an unknown UPPER_CASE name (a typo such as
-``-p EPOCH 3``), a missing one, a wrong type, or a value outside the allowed set. The schema of
+``-p EPOCH 3``), a missing one, a wrong type, or a value outside the allowed set; a misspelt name,
+choice or finding key names its closest match. Path parameters come back absolute (relative ones are
+taken from the workbook root, see :mod:`molre_lib.workbook.paths`). The schema of
 each notebook lives here; ``tests/test_notebooks.py`` checks that it names exactly the
 parameters of the notebook's parameters cell.
 """
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ class Param:
     choices: Optional[Callable[[], Sequence[Any]] | Sequence[Any]] = None
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns the reason a value is bad, or None
     nullable: bool = False
+    path: bool = False  # a file or folder: the validation cell resolves it (molre_lib.workbook.paths)
 
 
 def _backbones() -> list[str]:
@@ -48,6 +53,25 @@ def _train_choices(name: str) -> tuple[str, ...]:
     from molre_lib.engine import config as train_config
 
     return getattr(train_config, name)
+
+
+def did_you_mean(value: Any, choices: Sequence[Any]) -> str:
+    """' (did you mean 'x'?)' for the closest of ``choices`` to a misspelt string, else ''."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def finding_list(v: Any) -> Optional[str]:
+    """A non-empty list of taxonomy finding keys; a misspelt key names its closest match."""
+    if reason := str_list(v):
+        return reason
+    if not v:
+        return "must name at least one finding"
+    keys = _findings()
+    bad = [f"{f!r}{did_you_mean(f, keys)}" for f in v if f not in keys]
+    return f"unknown finding key(s) {', '.join(bad)}; keys are listed in data_manifests/findings.csv" if bad else None
 
 
 def positive(v: Any) -> Optional[str]:
@@ -79,15 +103,15 @@ INT, FLOAT, STR, BOOL, LIST = (int,), (int, float), (str,), (bool,), (list, tupl
 
 SCHEMAS: dict[str, dict[str, Param]] = {
     "00_data": {
-        "MANIFEST": Param(STR),
-        "DATA_ROOT": Param(STR),
-        "OUT_DIR": Param(STR),
+        "MANIFEST": Param(STR, path=True),
+        "DATA_ROOT": Param(STR, path=True),
+        "OUT_DIR": Param(STR, path=True),
         "N_SCANS": Param(INT, check=positive),
         "SHAPE": Param(LIST, check=shape3),
         "SEED": Param(INT, check=non_negative),
         "LABEL_NOISE": Param(FLOAT, check=fraction),
         "PREVALENCE_SCALE": Param(FLOAT, check=positive),
-        "FIGURES_DIR": Param(STR),
+        "FIGURES_DIR": Param(STR, path=True),
     },
     "01_train": {
         "BACKBONE": Param(STR, choices=_backbones),
@@ -103,11 +127,11 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "MAX_STEPS": Param(INT, check=non_negative),
         "LR": Param(FLOAT, check=positive),
         "BATCH_SIZE": Param(INT, check=positive),
-        "MANIFEST": Param(STR),
-        "DATA_ROOT": Param(STR),
+        "MANIFEST": Param(STR, path=True),
+        "DATA_ROOT": Param(STR, path=True),
         "VOLUME_SHAPE": Param(LIST, check=lambda v: None if not v else shape3(v)),
-        "RUN_DIR": Param(STR),
-        "CACHE_DIR": Param(STR),
+        "RUN_DIR": Param(STR, path=True),
+        "CACHE_DIR": Param(STR, path=True),
         "DEVICE": Param(STR, check=device),
         "AMP": Param(STR, choices=lambda: _train_choices("AMP")),
         "SEED": Param(INT, check=non_negative),
@@ -115,38 +139,38 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "PRETRAINED": Param(BOOL),
         "REDUCED": Param(BOOL),
         "EVAL_BOOTSTRAP": Param(INT, check=non_negative),
-        "FIGURES_DIR": Param(STR),
+        "FIGURES_DIR": Param(STR, path=True),
     },
     "02_routing": {
-        "RUN_DIR": Param(STR),
+        "RUN_DIR": Param(STR, path=True),
         "SPLIT": Param(STR, choices=("train", "val", "test")),
         "MAX_SCANS": Param(INT, check=positive),
         "LAYER": Param(STR),
         "DEVICE": Param(STR, check=device),
-        "FIGURES_DIR": Param(STR),
+        "FIGURES_DIR": Param(STR, path=True),
     },
     "03_per_finding_auc": {
-        "RUN_DIRS": Param(LIST, check=str_list),
+        "RUN_DIRS": Param(LIST, check=str_list, path=True),
         "SPLIT": Param(STR, choices=("val", "test")),
         "BOOTSTRAP": Param(INT, check=non_negative),
         "SEED": Param(INT, check=non_negative),
-        "OUT_DIR": Param(STR),
-        "FIGURES_DIR": Param(STR),
+        "OUT_DIR": Param(STR, path=True),
+        "FIGURES_DIR": Param(STR, path=True),
     },
     "04_gradcam": {
-        "RUN_DIR": Param(STR),
-        "FINDINGS": Param(LIST, check=str_list),
+        "RUN_DIR": Param(STR, path=True),
+        "FINDINGS": Param(LIST, check=finding_list),
         "SPLIT": Param(STR, choices=("train", "val", "test")),
         "N_EXAMPLES": Param(INT, check=positive),
         "DEVICE": Param(STR, check=device),
-        "FIGURES_DIR": Param(STR),
+        "FIGURES_DIR": Param(STR, path=True),
     },
     "05_summary": {
-        "SWEEP_DIR": Param(STR),
+        "SWEEP_DIR": Param(STR, path=True),
         "BOOTSTRAP": Param(INT, check=non_negative),
         "SEED": Param(INT, check=non_negative),
         "REFERENCE": Param(STR),
-        "FIGURES_DIR": Param(STR),
+        "FIGURES_DIR": Param(STR, path=True),
     },
 }
 
@@ -158,15 +182,18 @@ def _imported(name: str, value: Any) -> bool:
                if mod is not None and mod_name.split(".")[0] in ("molre_lib", "torch", "numpy", "pandas", "matplotlib"))
 
 
-def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a notebook's parameters in ``namespace`` (its ``globals()``); return them as a dict."""
+def check_parameters(notebook: str, namespace: Mapping[str, Any], resolve: bool = True) -> dict[str, Any]:
+    """Validate a notebook's parameters in ``namespace`` (its ``globals()``); return them as a dict, with the
+    path parameters made absolute by the workbook rule (:mod:`molre_lib.workbook.paths`) unless ``resolve``
+    is False. The validation cell puts them back with ``globals().update(P)``."""
     if notebook not in SCHEMAS:
         raise KeyError(f"no parameter schema for notebook {notebook!r}; known: {sorted(SCHEMAS)}")
     schema = SCHEMAS[notebook]
     problems = []
     present = {name for name in namespace if PARAM_NAME.fullmatch(name) and not _imported(name, namespace[name])}
     for name in sorted(present - set(schema)):
-        problems.append(f"unknown parameter {name}={namespace[name]!r} (this notebook takes: {', '.join(schema)})")
+        problems.append(f"unknown parameter {name}={namespace[name]!r}{did_you_mean(name, list(schema))} "
+                        f"(this notebook takes: {', '.join(schema)})")
     for name in sorted(set(schema) - present):
         problems.append(f"missing parameter {name}: the parameters cell must define it")
     for name, param in schema.items():
@@ -181,12 +208,23 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, A
             continue
         choices = param.choices() if callable(param.choices) else param.choices
         if choices is not None and value not in choices:
-            problems.append(f"{name}={value!r}: must be one of {list(choices)}")
+            problems.append(f"{name}={value!r}: must be one of {list(choices)}{did_you_mean(value, choices)}")
         elif param.check is not None and (reason := param.check(value)):
             problems.append(f"{name}={value!r}: {reason}")
     if problems:
         raise ParameterError(f"{notebook}: {len(problems)} parameter problem(s):\n  - " + "\n  - ".join(problems))
-    return {name: namespace[name] for name in schema}
+    params = {name: namespace[name] for name in schema}
+    if resolve:
+        from .paths import resolve_paths
+
+        names = path_parameters(notebook)
+        params.update(zip(names, resolve_paths(*(params[n] for n in names))))
+    return params
+
+
+def path_parameters(notebook: str) -> list[str]:
+    """The parameters of ``notebook`` that are paths (its validation cell resolves exactly these)."""
+    return [name for name, param in SCHEMAS[notebook].items() if param.path]
 
 
 def train_config(params: Mapping[str, Any]):

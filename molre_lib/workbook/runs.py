@@ -48,12 +48,20 @@ def open_run(run_dir: str | Path, device: str = "auto") -> OpenRun:
     """Rebuild a finished run's model (backbone + saved adapters/head) from its directory."""
     from molre_lib.engine.evaluate import load_run_model
 
-    run_dir = Path(run_dir)
+    import dataclasses
+
+    from .paths import resolve_path, workbook_root
+
+    run_dir = Path(resolve_path(run_dir))  # relative: against the workbook root, as the notebooks' parameters
     for name in ("config.json", "adapter.safetensors"):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished run of 01_train?")
+            raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished run of 01_train? "
+                                    f"(relative paths are taken from the workbook root {workbook_root()})")
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, device=str(dev))
+    # a run trained with relative data paths (papermill from the root) opens the same from notebooks/
+    fixed = {k: resolve_path(v) for k in ("manifest", "data_root", "cache_dir") if isinstance(v := getattr(cfg, k, None), str) and v}
+    cfg = dataclasses.replace(cfg, **fixed) if fixed else cfg
     return OpenRun(run_dir, model, cfg, dev)
 
 

@@ -32,7 +32,18 @@ def _parameters_cell(path: Path) -> dict:
 def test_schema_matches_parameters_cell_and_accepts_defaults(name: str) -> None:
     params = _parameters_cell(NOTEBOOKS / f"{name}.ipynb")
     assert list(params) == list(SCHEMAS[name]), "parameters cell and molre_lib.workbook.params.SCHEMAS differ"
-    assert check_parameters(name, params) == params
+    assert check_parameters(name, params, resolve=False) == params
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_validation_cell_makes_paths_absolute(name: str) -> None:
+    """The cell after the parameters puts the resolved (absolute) paths back, and the parameters cell states
+    the rule, so the notebook reads the same files from JupyterLab (cwd notebooks/) as from the root."""
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+    i = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert "workbook root" in "".join(nb["cells"][i]["source"])
+    validation = "".join(nb["cells"][i + 1]["source"])
+    assert validation.startswith(f'P = check_parameters("{name}", globals())') and "globals().update(P)" in validation
 
 
 def test_check_parameters_lists_every_problem() -> None:
@@ -47,11 +58,19 @@ def test_check_parameters_lists_every_problem() -> None:
         assert needle in text
 
 
-def _run(name: str, out_dir: Path, **params) -> Path:
+def _run(name: str, out_dir: Path, cwd: Path = ROOT, **params) -> Path:
     out = out_dir / f"{name}.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name=KERNEL,
-                               cwd=str(ROOT), progress_bar=False)
+                               cwd=str(cwd), progress_bar=False)
     return out
+
+
+def _from_notebooks_dir(series) -> Path:
+    """The kernel's working directory as JupyterLab sets it: <workbook>/notebooks (the workbook is the test's
+    folder with a .molre-root marker), so relative parameters must resolve against the workbook root."""
+    nb_dir = series["work"] / "notebooks"
+    nb_dir.mkdir(exist_ok=True)
+    return nb_dir
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +85,7 @@ def kernel() -> None:
 def series(tmp_path_factory, kernel) -> dict:
     """00 -> 01 (LoRA, MoLRE) with tiny settings; returns the paths later notebooks read."""
     work = tmp_path_factory.mktemp("series")
+    (work / ".molre-root").write_text("")  # a workbook of its own: relative paths resolve here
     figures = work / "figures"
     _run("00_data", work, OUT_DIR=str(work / "data"), N_SCANS=36, SHAPE=[8, 48, 48], FIGURES_DIR=str(figures / "00"))
     runs = {}
@@ -94,23 +114,36 @@ def test_00_and_01_write_data_and_runs(series) -> None:
 @pytest.mark.slow
 def test_02_routing(series, tmp_path) -> None:
     run = series["runs"]["molre"]
-    _run("02_routing", tmp_path, RUN_DIR=str(run), MAX_SCANS=6, DEVICE="cpu", FIGURES_DIR=str(tmp_path / "fig"))
+    nb_dir = _from_notebooks_dir(series)  # relative paths, kernel in notebooks/: as opened in JupyterLab
+    _run("02_routing", tmp_path, cwd=nb_dir, RUN_DIR="runs/tiny-molre", MAX_SCANS=6, DEVICE="cpu",
+         FIGURES_DIR="figures/02")
     assert (run / "routing.npz").is_file() and (run / "routing_usage.csv").is_file()
     for name in ("expert_usage", "gate_entropy", "gates_by_finding", "expert_specialisation", "routing_maps"):
-        assert (tmp_path / "fig" / f"{name}.png").is_file(), name
+        assert (series["work"] / "figures" / "02" / f"{name}.png").is_file(), name
+    assert list(nb_dir.iterdir()) == [], "nothing is written under notebooks/"
 
 
 @pytest.mark.slow
 def test_03_per_finding_auc(series, tmp_path) -> None:
-    runs = series["runs"]
-    _run("03_per_finding_auc", tmp_path, RUN_DIRS=[str(runs["lora"]), str(runs["molre"])], BOOTSTRAP=20,
-         OUT_DIR=str(tmp_path / "auc"), FIGURES_DIR=str(tmp_path / "fig"))
+    nb_dir = _from_notebooks_dir(series)  # relative paths, kernel in notebooks/: as opened in JupyterLab
+    _run("03_per_finding_auc", tmp_path, cwd=nb_dir, RUN_DIRS=["runs/tiny-lora", "runs/tiny-molre"], BOOTSTRAP=20,
+         OUT_DIR="analysis/auc", FIGURES_DIR="figures/03")
+    out, fig = series["work"] / "analysis" / "auc", series["work"] / "figures" / "03"
     for name in ("per_finding_auc.csv", "per_finding_auc.tex", "summary.csv", "compare_tiny-molre_vs_tiny-lora.csv"):
-        assert (tmp_path / "auc" / name).is_file(), name
+        assert (out / name).is_file(), name
     for name in ("forest_tiny-lora", "delta_auc_tiny-molre_vs_tiny-lora", "confidence_shift_tiny-molre_vs_tiny-lora",
                  "reliability"):
         for ext in ("pdf", "svg", "png"):
-            assert (tmp_path / "fig" / f"{name}.{ext}").is_file(), f"{name}.{ext}"
+            assert (fig / f"{name}.{ext}").is_file(), f"{name}.{ext}"
+    assert list(nb_dir.iterdir()) == [], "nothing is written under notebooks/"
+
+
+@pytest.mark.slow
+def test_missing_run_names_the_absolute_path(series, tmp_path) -> None:
+    nb_dir = _from_notebooks_dir(series)
+    tried = series["work"].resolve() / "runs" / "no-such-run" / "config.json"
+    with pytest.raises(papermill.PapermillExecutionError, match=f"{tried} not found"):
+        _run("02_routing", tmp_path, cwd=nb_dir, RUN_DIR="runs/no-such-run", DEVICE="cpu")
 
 
 @pytest.mark.slow
