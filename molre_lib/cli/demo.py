@@ -45,9 +45,31 @@ def run_demo(args: argparse.Namespace) -> int:
     if table.is_file():
         print(f"[demo] paper table:                {table.resolve()}\n")
         print(pd.read_csv(table).round(3).to_string(index=False))
+    print_explanations(sweep_dir)
     if failed:
         print(f"\n[demo] {len(failed)} notebook(s) failed; see {sweep_dir / 'sweep_status.csv'}:")
         for r in failed:
             print(f"  - {r.get('step')} {r.get('key')}: {str(r.get('error', ''))[:200]}")
         return 1
     return 0
+
+
+def print_explanations(sweep_dir: Path) -> None:
+    """The localisation summary (04: localisation.json) and routing specialisation (02) of every run that has them."""
+    import json
+
+    import pandas as pd
+
+    from molre_lib.workbook.localise import OVERVIEW, overview_lines
+
+    for path in sorted(Path(sweep_dir).glob(f"*/{OVERVIEW}")):
+        print(f"\n[demo] Grad-CAM / occlusion vs lesion masks, {path.parent.name} ({path}):")
+        print("\n".join(overview_lines(json.loads(path.read_text()))))
+    for path in sorted(Path(sweep_dir).glob("*/routing_specialisation_tests.csv")):
+        t = pd.read_csv(path)
+        print(f"\n[demo] expert specialisation, {path.parent.name} ({path}): Cramér's V of the dominant expert vs "
+              "tissue / lesion per layer, toroidal-shift permutation p")
+        for target, g in t.groupby("target", sort=False):
+            cells = ", ".join(f"L{int(r.layer_index)} {r.v:.2f} (null95 {r.v_null_95:.2f}, p={r.p:.3g})" for r in g.itertuples())
+            print(f"  {target:<7} {int((g['p'] <= 0.05).sum())}/{len(g)} layers p<=0.05: {cells}")
+
