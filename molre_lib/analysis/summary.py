@@ -94,6 +94,19 @@ def collect_runs(sweep_dir: str | Path, split: str = "test") -> pd.DataFrame:
     return table
 
 
+def method_names(run_dirs) -> dict[str, str]:
+    """Paper name of each run's method (LoRA, MoLRE, MoLRE (shared A)) from its ``config.json``, keyed by folder
+    name; runs that would share a name (e.g. two seeds of one method) keep their folder name in parentheses."""
+    from molre_lib.plots.paper_tables import method_name
+
+    names = {}
+    for run_dir in map(Path, run_dirs):
+        train = json.loads((run_dir / "config.json").read_text())["train"]
+        names[run_dir.name] = method_name(train["adapter"], shared_a=train.get("shared_a", False))
+    counts = pd.Series(list(names.values())).value_counts()
+    return {run: (f"{name} ({run})" if counts[name] > 1 else name) for run, name in names.items()}
+
+
 def _arms(table: pd.DataFrame, grid: list[str]) -> pd.Series:
     """The adapter, plus ``KEY=value`` for each grid key (or sweep setting) that varies within that adapter."""
     adapter = table["adapter"]

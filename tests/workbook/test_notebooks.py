@@ -129,7 +129,8 @@ def test_03_per_finding_auc(series, tmp_path) -> None:
     _run("03_per_finding_auc", tmp_path, cwd=nb_dir, RUN_DIRS=["runs/tiny-lora", "runs/tiny-molre"], BOOTSTRAP=20,
          OUT_DIR="analysis/auc", FIGURES_DIR="figures/03")
     out, fig = series["work"] / "analysis" / "auc", series["work"] / "figures" / "03"
-    for name in ("per_finding_auc.csv", "per_finding_auc.tex", "summary.csv", "compare_tiny-molre_vs_tiny-lora.csv"):
+    for name in ("per_finding_auc.csv", "per_finding_auc.tex", "summary.csv", "compare_tiny-molre_vs_tiny-lora.csv",
+                 "paper_categories_tiny-molre_vs_tiny-lora.tex", "paper_findings_tiny-molre_vs_tiny-lora.csv"):
         assert (out / name).is_file(), name
     for name in ("forest_tiny-lora", "delta_auc_tiny-molre_vs_tiny-lora", "confidence_shift_tiny-molre_vs_tiny-lora",
                  "reliability"):
@@ -160,6 +161,8 @@ def test_05_summary(series, tmp_path) -> None:
     _run("05_summary", tmp_path, SWEEP_DIR=str(series["work"] / "runs"), BOOTSTRAP=20, FIGURES_DIR=str(tmp_path / "fig"))
     table = (series["work"] / "runs" / "summary_table.csv").read_text()
     assert "phantom_vit" in table and "delta_auc" in table
+    paper = (series["work"] / "runs" / "paper_table.tex").read_text()  # the paper's main table, method names
+    assert "\\toprule" in paper and "MoLRE" in paper and "LoRA" in paper and "Params (M)" in paper
     assert (tmp_path / "fig" / "summary_auc.svg").is_file()
 
 
