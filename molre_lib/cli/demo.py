@@ -41,9 +41,12 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\n[demo] finished in {time.perf_counter() - t0:.0f} s")
     print(f"[demo] executed notebooks and runs: {sweep_dir.resolve()}/")
     print(f"[demo] figures (PDF, SVG, PNG):     {(Path(cfg.figures_dir) / cfg.name).resolve()}/")
-    table = sweep_dir / "summary_table.csv"
+    table, paper = sweep_dir / "summary_table.csv", sweep_dir / "paper_table.tex"
     if table.is_file():
-        print(f"[demo] paper table:                {table.resolve()}\n")
+        print(f"[demo] every number:               {table.resolve()}")
+        if paper.is_file():
+            print(f"[demo] paper table (LaTeX):        {paper.resolve()}")
+        print()
         print(pd.read_csv(table).round(3).to_string(index=False))
     print_explanations(sweep_dir)
     if failed:
