@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.molre-installed
 
-.PHONY: demo test test-fast install kernel bench gallery gpu-check
+.PHONY: demo test test-fast install kernel bench gallery gpu-check rehearsal
 
 # The venv is rebuilt when pyproject.toml changes; the kernel is registered as part of set-up,
 # because papermill and JupyterLab both look for a kernel named "molre".
@@ -43,3 +43,9 @@ bench: $(STAMP)
 
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu.py
+
+# Every study backbone at full size on the CPU (random init): one MoLRE step with the trainer, evaluate,
+# predict, Grad-CAM, routing log; time and peak RSS per backbone -> benchmarks/results/rehearsal.json.
+# Slow (MedSigLIP-448 alone takes minutes and ~9 GB): run it on a quiet machine.
+rehearsal: $(STAMP)
+	nice $(PY) benchmarks/rehearsal.py
