@@ -38,10 +38,15 @@ def build_phantom_vit(arch: dict[str, Any]):
     source="built on this machine by `molre pretrain-demo`", features=timm_pooled,
 ))
 def phantom_vit(weights: Optional[Path] = None, reduced: bool = False, **overrides: Any) -> BuiltEncoder:
-    _check_overrides("phantom_vit", overrides, set())
+    return build_demo_vit("phantom_vit", weights, reduced, overrides)
+
+
+def build_demo_vit(name: str, weights: Optional[Path], reduced: bool, overrides: dict[str, Any]) -> BuiltEncoder:
+    """A demo ViT (phantom_vit's architecture) from its cache folder or file, or at random init."""
+    _check_overrides(name, overrides, set())
     arch = dict(REDUCED_ARCH if reduced else PHANTOM_VIT_ARCH)
     if weights is not None:
-        spec = get_spec("phantom_vit")
+        spec = get_spec(name)
         folder = weights if weights.is_dir() else weights.parent
         if (folder / "config.json").is_file():
             arch = dict(PHANTOM_VIT_ARCH, **json.loads((folder / "config.json").read_text())["arch"])

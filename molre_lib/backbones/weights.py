@@ -32,7 +32,7 @@ def weights_dir() -> Path:
 
 def local_dirs(spec: "BackboneSpec") -> list[Path]:
     dirs = [weights_dir() / spec.name]
-    if spec.family == "demo":
+    if spec.weight_format.startswith("molre"):  # built on this machine (molre pretrain-demo): the cache
         dirs.append(cache_dir() / spec.name)
     return dirs
 

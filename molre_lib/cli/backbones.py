@@ -11,12 +11,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.set_defaults(func=_backbones)
 
-    q = subparsers.add_parser("pretrain-demo", help="pretrain the demo backbone phantom_vit (label-free) and cache it")
+    q = subparsers.add_parser("pretrain-demo", help="pretrain a demo backbone (label-free) and cache it: phantom_vit on "
+                                                    "phantom CT slices, natural_vit on bundled photographs")
+    q.add_argument("--backbone", choices=["phantom_vit", "natural_vit"], default="phantom_vit",
+                   help="which demo backbone (default phantom_vit)")
     q.add_argument("--force", action="store_true", help="rebuild even if the cache exists")
     q.add_argument("--steps", type=int, help="optimiser steps (default from PretrainConfig)")
     q.add_argument("--max-seconds", type=float, help="training time budget in seconds")
-    q.add_argument("--subjects", type=int, help="phantom scans to draw slices from")
-    q.add_argument("--out", help="cache folder (default $MOLRE_CACHE_DIR/phantom_vit)")
+    q.add_argument("--subjects", type=int, help="phantom scans to draw slices from (phantom_vit only)")
+    q.add_argument("--out", help="cache folder (default $MOLRE_CACHE_DIR/<backbone>)")
     q.set_defaults(func=_pretrain_demo)
 
 
@@ -64,18 +67,27 @@ def _pretrain_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from molre_lib.backbones import cache_dir, find_local_weights, get_spec
-    from molre_lib.backbones.phantom_pretrain import PretrainConfig, pretrain_phantom_vit
 
-    out = Path(args.out) if args.out else cache_dir() / "phantom_vit"
-    existing = (out if (out / "model.safetensors").is_file() else None) if args.out else find_local_weights(get_spec("phantom_vit"))
+    name = args.backbone
+    out = Path(args.out) if args.out else cache_dir() / name
+    existing = (out if (out / "model.safetensors").is_file() else None) if args.out else find_local_weights(get_spec(name))
     if existing is not None and not args.force:
-        print(f"phantom_vit is already cached at {existing} (use --force to rebuild)")
+        print(f"{name} is already cached at {existing} (use --force to rebuild)")
         return 0
     kw = {}
     if args.steps is not None:
         kw["steps"] = args.steps
     if args.max_seconds is not None:
         kw["max_seconds"] = args.max_seconds
+    if name == "natural_vit":
+        if args.subjects is not None:
+            raise SystemExit("error: --subjects applies to phantom_vit only (natural_vit learns from bundled photographs)")
+        from molre_lib.backbones.natural_vit import NaturalPretrainConfig, pretrain_natural_vit
+
+        pretrain_natural_vit(NaturalPretrainConfig(**kw), out)
+        return 0
+    from molre_lib.backbones.phantom_pretrain import PretrainConfig, pretrain_phantom_vit
+
     if args.subjects is not None:
         kw["n_subjects"] = args.subjects
     pretrain_phantom_vit(PretrainConfig(**kw), out)
