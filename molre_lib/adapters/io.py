@@ -59,6 +59,19 @@ def save_adapter(model: nn.Module, path: str | Path, extra: Sequence[str] = ("he
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
+def describe_adapter(cfg: Optional[dict], backbone: Optional[str] = None) -> str:
+    """'LoRA r=16 on phantom_vit', 'MoLRE 4x4 (shared A, token router) on ...', 'no adapters on ...'."""
+    if cfg is None:
+        text = "without adapters"
+    elif int(cfg.get("n_experts", 1)) == 1:
+        text = f"LoRA r={cfg.get('r')} alpha={float(cfg.get('alpha', 0)):g}"
+    else:
+        extras = ["shared A"] if cfg.get("shared_a") else []
+        extras.append(f"{cfg.get('router', 'token')} router")
+        text = f"MoLRE {cfg['n_experts']}x{cfg.get('r')} alpha={float(cfg.get('alpha', 0)):g} ({', '.join(extras)})"
+    return text + (f" on {backbone}" if backbone else "")
+
+
 def read_adapter_metadata(path: str | Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
@@ -78,22 +91,30 @@ def load_adapter(model: nn.Module, path: str | Path, strict_config: bool = True)
         raise ValueError(f"{path}: not a MoLRE adapter checkpoint (format={meta.get('format')!r}, expected {FORMAT!r})")
     saved_cfg = json.loads(meta["molre_config"])
     cfg = _config_of(model)
+    model_cfg = cfg.to_dict() if cfg is not None else None
+    saved_backbone, model_backbone = meta.get("backbone"), getattr(getattr(model, "spec", None), "name", None)
+
+    def mismatch(what: str) -> ValueError:
+        return ValueError(f"{path}: the checkpoint is {describe_adapter(saved_cfg, saved_backbone)}, the model is "
+                          f"{describe_adapter(model_cfg, model_backbone)}: {what}; build the model with the "
+                          "checkpoint's settings (its run's config.json)")
+
     if strict_config:
+        if saved_backbone and model_backbone and saved_backbone != model_backbone:
+            raise mismatch(f"backbone {saved_backbone} vs {model_backbone}")
         if (saved_cfg is None) != (cfg is None):
-            raise ValueError(f"{path}: checkpoint has {'no ' if saved_cfg is None else ''}adapters but the model "
-                             f"has {'none' if cfg is None else 'adapters'}")
+            raise mismatch("one has adapters, the other not")
         if cfg is not None:
-            current = cfg.to_dict()
             for key, value in saved_cfg.items():
-                if key in current and current[key] != value and key not in ("dropout",):
-                    raise ValueError(f"{path}: config mismatch in {key!r}: checkpoint {value!r}, model {current[key]!r}")
+                if key in model_cfg and model_cfg[key] != value and key not in ("dropout",):
+                    raise mismatch(f"{key} {value!r} vs {model_cfg[key]!r}")
     saved_layers = json.loads(meta["adapted"])
     model_layers = [m.layer_name for m in adapter_layers(model)]
     for a, b in zip(saved_layers, model_layers):
         if a != b:
-            raise ValueError(f"{path}: adapted layer mismatch: checkpoint {a!r}, model {b!r}")
+            raise mismatch(f"adapted layer {a!r} vs {b!r}")
     if len(saved_layers) != len(model_layers):
-        raise ValueError(f"{path}: checkpoint adapts {len(saved_layers)} layers, the model {len(model_layers)}")
+        raise mismatch(f"{len(saved_layers)} vs {len(model_layers)} adapted layers")
     expected = adapter_state_dict(model, json.loads(meta.get("extra", '["head"]')))
     params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     with safe_open(str(path), framework="pt") as f:

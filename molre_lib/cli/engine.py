@@ -63,12 +63,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Borderline probability band of the confidence-regime analysis.")
     p.set_defaults(func=_compare)
 
-    p = subparsers.add_parser("predict", help="Probabilities of 75 findings for NIfTI / DICOM inputs.")
+    p = subparsers.add_parser("predict", help="Probabilities of 75 findings for NIfTI / DICOM inputs.",
+                              description="One row per input (per series for a folder holding several), with "
+                              "status (ok|error), warning and error columns; a bad input gets a row with its reason "
+                              "and the others are still predicted. Exit 0 when every row is ok, 2 otherwise.")
     p.add_argument("run", help="Run directory.")
     p.add_argument("inputs", nargs="+", help="NIfTI files, DICOM series folders or single DICOM files.")
-    p.add_argument("--out", default=None, help="CSV path (default: print to stdout).")
+    p.add_argument("--out", default=None, help="CSV path, checked before inference (default: print to stdout).")
     p.add_argument("--device", default="auto")
+    _add_check_flags(p)
+    p.add_argument("--pseudonymize", action="store_true",
+                   help="write input_id (input-0001, ...) instead of the path, which may carry patient names or MRNs")
+    p.add_argument("--id-map", default=None,
+                   help="with --pseudonymize: also write the input_id -> path table to this CSV (keep it private)")
     p.set_defaults(func=_predict)
+
+
+def _add_check_flags(p: argparse.ArgumentParser) -> None:
+    from molre_lib.engine.predict import PredictChecks
+
+    for f in dataclasses.fields(PredictChecks):
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+        else:
+            kind = int if f.type in (int, "int") else float
+            p.add_argument(flag, dest=f.name, type=kind, default=f.default,
+                           help=f"{f.metadata['help']} [default: {f.default}]")
 
 
 def _train_config(args: argparse.Namespace):
@@ -133,12 +154,27 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from molre_lib.engine.evaluate import predict
+    from molre_lib.engine.predict import PredictChecks, check_output_path, predict
 
-    df = predict(args.run, args.inputs, device=args.device)
+    for out in (args.out, args.id_map):
+        if out:
+            check_output_path(out)
+    if args.id_map and not args.pseudonymize:
+        raise ValueError("--id-map needs --pseudonymize")
+    checks = PredictChecks(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PredictChecks)})
+    df = predict(args.run, args.inputs, device=args.device, checks=checks, pseudonymize=args.pseudonymize)
+    if args.id_map:
+        import pandas as pd
+
+        pd.DataFrame(sorted(df.attrs["id_map"].items()), columns=["input_id", "path"]).to_csv(args.id_map, index=False)
     if args.out:
         df.to_csv(args.out, index=False)
         print(f"wrote {len(df)} rows to {args.out}")
     else:
         df.to_csv(sys.stdout, index=False)
-    return 0
+    bad = df[df["status"] != "ok"]
+    for error in bad["error"]:
+        print(f"molre predict: error: {error}", file=sys.stderr)
+    if len(bad):
+        print(f"molre predict: {len(bad)} of {len(df)} input(s) failed; their rows have status=error", file=sys.stderr)
+    return 2 if len(bad) else 0

@@ -5,6 +5,11 @@ DICOM file. DICOM pixel data may use any transfer syntax pydicom can decode (RLE
 JPEG-LS through the pylibjpeg / pyjpegls plugins). HU = stored * RescaleSlope + RescaleIntercept
 per slice; PixelPaddingValue (and range) voxels become air (-1024). Every volume is reoriented
 so that D runs inferior->superior, H anterior->posterior and W patient right->left.
+
+What is read is checked, never guessed: a DICOM whose Modality is not CT, a folder holding several series
+(pick one with ``series_uid``; :func:`dicom_series_in` lists them) and NaN / inf voxels are errors naming the
+file (``allow_non_ct`` / ``nonfinite="mask"`` override, and say so in ``Volume.meta``). :func:`check_extent`
+refuses what is too short for a head CT (a single slice, a few slices).
 """
 from __future__ import annotations
 
@@ -32,17 +37,68 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def load_volume(path: str | Path) -> Volume:
-    """Load a NIfTI file, DICOM series folder or single DICOM file as HU (D, H, W)."""
+def load_volume(path: str | Path, series_uid: str | None = None, allow_non_ct: bool = False,
+                nonfinite: str = "error") -> Volume:
+    """Load a NIfTI file, DICOM series folder or single DICOM file as HU (D, H, W).
+
+    ``series_uid`` picks one series of a folder that holds several (otherwise an error listing them);
+    ``allow_non_ct`` accepts a DICOM Modality other than CT; ``nonfinite`` is ``"error"`` (NaN / inf voxels
+    refuse the file) or ``"mask"`` (they become air, counted in ``meta["masked_nonfinite"]``)."""
+    if nonfinite not in ("error", "mask"):
+        raise ValueError(f"nonfinite must be 'error' or 'mask', got {nonfinite!r}")
     p = Path(path)
     if not p.exists():
         raise VolumeReadError(f"{p}: no such file or folder")
     if p.is_dir():
-        return load_dicom_series(sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")),
-                                 source=p)
-    if is_nifti(p):
-        return load_nifti(p)
-    return load_dicom_series([p], source=p)
+        files = _folder_files(p)
+        vol = load_dicom_series(files, source=p, series_uid=series_uid, allow_non_ct=allow_non_ct)
+    elif is_nifti(p):
+        vol = load_nifti(p)
+    else:
+        vol = load_dicom_series([p], source=p, series_uid=series_uid, allow_non_ct=allow_non_ct)
+    return _check_finite(vol, p, nonfinite)
+
+
+def _folder_files(p: Path) -> list[Path]:
+    return sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+
+
+def _check_finite(vol: Volume, where: Path, nonfinite: str) -> Volume:
+    bad = ~np.isfinite(vol.hu)
+    n = int(bad.sum())
+    if n and nonfinite == "error":
+        raise VolumeReadError(f"{where}: {n} of {bad.size} voxels are NaN or inf ({100 * n / bad.size:.2g}%); "
+                              "fix the file, or mask them as air (molre predict --mask-nonfinite)")
+    if n:
+        vol.hu[bad] = AIR_HU
+        vol.meta["masked_nonfinite"] = n
+    return vol
+
+
+def check_extent(vol: Volume, min_slices: int, min_extent_mm: float) -> None:
+    """Refuse a volume too short along z for a head CT (a single slice, a scout, a partial scan)."""
+    where = vol.meta.get("path", "volume")
+    depth = vol.hu.shape[0]
+    extent = depth * vol.spacing[0]
+    if depth < min_slices or extent < min_extent_mm:
+        raise VolumeReadError(f"{where}: {depth} slice(s) covering {extent:.0f} mm along z; a head CT needs at "
+                              f"least {min_slices} slices and {min_extent_mm:.0f} mm (--min-slices / "
+                              "--min-extent-mm to change)")
+
+
+def dicom_series_in(folder: str | Path) -> dict[str, list[Path]]:
+    """SeriesInstanceUID -> files of a DICOM folder (headers only; non-DICOM files are ignored)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    out: dict[str, list[Path]] = {}
+    for f in _folder_files(Path(folder)):
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        out.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append(f)
+    return out
 
 
 def _to_dhw(data: np.ndarray, ras_affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
@@ -115,8 +171,9 @@ def _slice_hu(f: Path, ds) -> np.ndarray:
     return np.maximum(hu, AIR_HU)
 
 
-def load_dicom_series(files: list[Path], source: Path | None = None) -> Volume:
-    """One DICOM series (the largest one if files from several series are given) as HU (D, H, W)."""
+def load_dicom_series(files: list[Path], source: Path | None = None, series_uid: str | None = None,
+                      allow_non_ct: bool = False) -> Volume:
+    """One DICOM series as HU (D, H, W); files of several series need ``series_uid`` to pick one."""
     where = source or (files[0] if files else Path("."))
     items = _read_dicoms(files)
     if not items:
@@ -124,8 +181,21 @@ def load_dicom_series(files: list[Path], source: Path | None = None) -> Volume:
     series: dict[str, list] = {}
     for f, ds in items:
         series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((f, ds))
-    uid, items = max(series.items(), key=lambda kv: len(kv[1]))
+    if series_uid is not None:
+        if series_uid not in series:
+            raise VolumeReadError(f"{where}: no series {series_uid} here (found: {', '.join(series)})")
+        uid, items = series_uid, series[series_uid]
+    elif len(series) > 1:
+        listed = "; ".join(f"{u} ({len(v)} files)" for u, v in sorted(series.items(), key=lambda kv: -len(kv[1])))
+        raise VolumeReadError(f"{where}: holds {len(series)} DICOM series, expected one: {listed}; put each series "
+                              "in its own folder (molre predict gives one row per series)")
+    else:
+        uid, items = next(iter(series.items()))
     ds0 = items[0][1]
+    modality = str(getattr(ds0, "Modality", "") or "")
+    if modality and modality != "CT" and not allow_non_ct:
+        raise VolumeReadError(f"{where}: Modality is {modality}, not CT; the models here read head CT "
+                              "(molre predict --allow-non-ct forces it)")
     try:
         iop = np.asarray([float(v) for v in ds0.ImageOrientationPatient], np.float64)
         row, col = iop[:3], iop[3:]
@@ -155,7 +225,7 @@ def load_dicom_series(files: list[Path], source: Path | None = None) -> Volume:
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dc, col * dr, step, pos[0]
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     hu, spacing, aff = _to_dhw(stack.transpose(2, 1, 0), ras)         # (cols, rows, k) = (i, j, k)
-    meta = {"path": str(where), "format": "dicom", "series_uid": uid, "n_files": len(items),
+    meta = {"path": str(where), "format": "dicom", "series_uid": uid, "n_files": len(items), "modality": modality,
             "transfer_syntax": str(getattr(getattr(ds0, "file_meta", None), "TransferSyntaxUID", "")),
             "uneven_slice_spacing": uneven, "other_series": len(series) - 1, "affine_ras": aff}
     return Volume(hu, spacing, meta)

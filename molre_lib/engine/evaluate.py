@@ -1,8 +1,8 @@
 """Library entry points behind ``molre evaluate / compare / predict``, callable from notebooks.
 
 ``evaluate_run`` and ``compare_runs`` read only the files of run directories (predictions parquet),
-so they are cheap and never need the model; ``predict`` rebuilds the model from ``config.json`` and
-``adapter.safetensors``.
+so they are cheap and never need the model; ``load_run_model`` rebuilds the model from ``config.json`` and
+``adapter.safetensors`` (for :mod:`molre_lib.engine.predict`).
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
     from molre_lib.adapters import load_adapter, read_adapter_metadata
 
     from .checkpoint import frozen_fingerprint
-    from .train import build_model
+    from .build import build_model
     from .config import TrainConfig
 
     run_dir = Path(run_dir)
@@ -119,33 +119,3 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
         raise ValueError(f"{run_dir}: the backbone weights found now differ from those the run was trained with "
                          f"(frozen-weight fingerprint {now} != {saved}); point --weights / MOLRE_CACHE_DIR at the same weights")
     return model.to(device).eval(), cfg
-
-
-def predict(run_dir: str | Path, inputs: Sequence[str | Path], device: str = "auto", batch_size: int = 1):
-    """Probabilities (one row per input, one column per finding) for NIfTI files, DICOM series folders or
-    single DICOM files, preprocessed exactly as in training."""
-    import torch
-
-    from molre_lib.backbones import get_spec
-    from molre_lib.common.device import resolve_device
-    from molre_lib.data.dataset import preprocess_volume
-    from molre_lib.data.io import load_volume
-
-    from .loaders import preprocess_config
-    from .run_files import finding_keys
-
-    dev = resolve_device(device)
-    model, cfg = load_run_model(run_dir, str(dev))
-    pre = preprocess_config(cfg, get_spec(cfg.backbone))
-    keys = finding_keys(model.num_classes)
-    rows = []
-    for path in inputs:
-        try:
-            vol = load_volume(path)
-        except Exception as err:  # noqa: BLE001 - name the file whatever the reader raised
-            raise ValueError(f"{path}: cannot read as NIfTI / DICOM: {err}") from err
-        image = torch.as_tensor(preprocess_volume(vol, pre))[None].to(dev)  # (1, C, D, H, W)
-        with torch.no_grad():
-            probs = torch.sigmoid(model(image).float())[0].cpu().numpy()
-        rows.append({"input": str(path), **{k: float(p) for k, p in zip(keys, probs)}})
-    return pd.DataFrame(rows)

@@ -1,6 +1,8 @@
 """Adapter core: MoLRE / LoRA layers, injection, routing, checkpoints (CPU, seconds)."""
 from __future__ import annotations
 
+import dataclasses
+
 import copy
 
 import pytest
@@ -183,23 +185,41 @@ def test_save_load_round_trip_and_mismatch_errors(tmp_path) -> None:
 
     other = Net()
     inject(other, MoLREConfig(r=4, n_experts=3, target_modules=["fc", "conv2"]))
-    with pytest.raises(ValueError, match="config mismatch in 'r'"):
+    with pytest.raises(ValueError, match=r"the checkpoint is MoLRE 3x2 alpha=8 \(token router\), the model is "
+                                         r"MoLRE 3x4 alpha=8 \(token router\): r 2 vs 4; build the model"):
         load_adapter(other, path)
     separate = Net()
     inject(separate, MoLREConfig(r=2, n_experts=3, shared_a=True, target_modules=["fc", "conv2"]))
-    with pytest.raises(ValueError, match="config mismatch in 'shared_a'"):
+    with pytest.raises(ValueError, match=r"the model is MoLRE 3x2 alpha=8 \(shared A, token router\): shared_a False vs True"):
         load_adapter(separate, path)
     with pytest.raises(ValueError, match=r"shape mismatch for 'conv2.lora_A.weight': checkpoint \(6, 3, 3, 3\), model \(2, 3"):
         load_adapter(separate, path, strict_config=False)
     fewer = Net()
     inject(fewer, MoLREConfig(r=2, n_experts=3, target_modules=["fc"]))
-    with pytest.raises(ValueError, match="config mismatch in 'target_modules'"):
+    with pytest.raises(ValueError, match="target_modules"):
         load_adapter(fewer, path)
-    with pytest.raises(ValueError, match="adapts 2 layers, the model 1"):
+    with pytest.raises(ValueError, match="2 vs 1 adapted layers"):
         load_adapter(fewer, path, strict_config=False)
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         load_adapter(fresh, missing)
+
+
+def test_mismatch_names_adapter_type_rank_experts_and_backbone_of_both_sides(tmp_path) -> None:
+    """The probe's case: a LoRA r=16 checkpoint of one backbone loaded into a MoLRE 4x4 model of another."""
+    from molre_lib.backbones import create_model
+
+    lora = create_model("phantom_vit", reduced=True, pretrained=False)
+    inject(lora, MoLREConfig.lora(r=16, alpha=32, target_modules=r"encoder\.blocks\.\d+\.attn\.qkv"))
+    path = save_adapter(lora, tmp_path / "adapter.safetensors", metadata={"backbone": "phantom_vit"})
+    molre = create_model("phantom_vit", reduced=True, pretrained=False)
+    molre.spec = dataclasses.replace(molre.spec, name="other_vit")
+    inject(molre, MoLREConfig(r=4, n_experts=4, alpha=8, target_modules=r"encoder\.blocks\.\d+\.attn\.qkv"))
+    with pytest.raises(ValueError) as info:
+        load_adapter(molre, path)
+    assert str(info.value) == (f"{path}: the checkpoint is LoRA r=16 alpha=32 on phantom_vit, the model is MoLRE 4x4 "
+                               "alpha=8 (token router) on other_vit: backbone phantom_vit vs other_vit; build the model "
+                               "with the checkpoint's settings (its run's config.json)")
 
 
 def test_merge_unmerge_round_trip_and_molre_refuses() -> None:

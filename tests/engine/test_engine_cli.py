@@ -107,19 +107,22 @@ def test_cli_end_to_end_on_phantom_with_tiny_backbone(tmp_path, capsys):
     test = pd.read_csv(manifest).query("split == 'test'")
     paths = [str(tmp_path / "data" / p) for p in test["path"]]
     out_csv = tmp_path / "pred.csv"
-    assert main(["predict", str(tmp_path / "molre"), *paths, "--out", str(out_csv), "--device", "cpu"]) == 0
+    assert main(["predict", str(tmp_path / "molre"), *paths, "--out", str(out_csv), "--device", "cpu",
+                 "--min-slices", "8"]) == 0
     pred = pd.read_csv(out_csv)
     ref = pd.read_parquet(tmp_path / "molre" / "predictions_test.parquet").set_index("scan_id").loc[test["scan_id"]]
     keys = [c[len("prob_"):] for c in ref.columns if c.startswith("prob_")]
-    assert pred.shape == (len(paths), 1 + 75)
+    assert pred.shape == (len(paths), 5 + 75) and (pred["status"] == "ok").all()
     np.testing.assert_allclose(pred[keys].to_numpy(), ref[[f"prob_{k}" for k in keys]].to_numpy(), atol=1e-5)
     # a DICOM series folder and a single DICOM file
     dcm_manifest = synthesize(tmp_path / "dcm", 1, shape=(8, 32, 32), fmt="dicom", seed=1, workers=1)
     folder = tmp_path / "dcm" / pd.read_csv(dcm_manifest)["path"].iloc[0]
     one_file = sorted(p for p in folder.rglob("*") if p.is_file())[0]
-    assert main(["predict", str(tmp_path / "lora"), str(folder), str(one_file), "--out", str(out_csv)]) == 0
+    assert main(["predict", str(tmp_path / "lora"), str(folder), str(one_file), "--out", str(out_csv),
+                 "--min-slices", "8"]) == 2                     # a single slice is not a head CT: its row says so
     pred = pd.read_csv(out_csv)
-    assert len(pred) == 2 and pred[keys].to_numpy().min() >= 0 and pred[keys].to_numpy().max() <= 1
+    assert list(pred["status"]) == ["ok", "error"] and "1 slice(s)" in pred["error"].iloc[1]
+    assert pred[keys].iloc[0].min() >= 0 and pred[keys].iloc[0].max() <= 1
 
 
 @pytest.mark.parametrize("kind", ["linear_probe", "full"])
