@@ -1,0 +1,335 @@
+"""README.md's examples, executed: the documentation cannot drift from the code.
+
+Every fenced ``python`` and ``bash`` block of README.md runs, in README order, in one scratch workbook
+(a temporary folder with a copy of ``notebooks/``, never the repository's ``runs/`` or ``figures/``), as a user
+would paste it. What this test changes is visible here:
+
+- ``SUBSTITUTIONS``: tiny sizes for the examples' full sizes (``--epochs 10`` -> ``--epochs 1``, ...);
+- ``PLACEHOLDERS``: the files an example takes as given (``scan1.nii.gz``, ``runs/demo/data/manifest.csv``,
+  ``lora.yaml``, ...), made beforehand with ``molre synth`` or written out;
+- ``PRELUDES``: names a Python fragment assumes from the text before it (``model``, ``x``).
+
+A block that cannot run as written says so in an HTML comment on the line(s) just above its fence:
+
+- ``<!-- readme-test: skip — REASON -->``: not run (the reason is required);
+- ``<!-- readme-test: expect-fail "MESSAGE" — REASON -->``: runs and must fail with MESSAGE in its output
+  (e.g. the missing-weights error of a backbone whose weights cannot be downloaded here);
+- ``<!-- readme-test: synopsis -->``: a usage line with ``[--options]``; every ``--flag`` it names must be
+  listed by that command's ``--help``;
+- ``<!-- readme-test: paste-into PATH, then pytest ARGS -->``: the block is appended to the library file PATH
+  (in memory, for a fresh interpreter) and ``pytest ARGS`` runs there.
+
+A new block gets the default: it runs. Blocks share the scratch workbook, so a later block may use what an
+earlier one made (``molre evaluate runs/molre`` after ``molre train --run-dir runs/molre``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BIN = Path(sys.executable).parent  # the venv's bin/: molre, papermill, torchrun
+BLOCK_TIMEOUT_S = 420
+
+# README text -> what runs here (applied to bash and python blocks, in this order).
+SUBSTITUTIONS: list[tuple[str, str]] = [
+    # training at toy size: random-init reduced phantom_vit (no cached pretraining needed), 1 epoch, tiny volumes
+    ("--backbone phantom_vit", "--backbone phantom_vit --no-pretrained --reduced --device cpu --eval-bootstrap 10"),
+    ("--volume-shape 24 64 64", "--volume-shape 4 32 32"),
+    ("--epochs 10", "--epochs 1"),
+    ("--nproc_per_node 4", "--nproc_per_node 2"),
+    ("--bootstrap 1000", "--bootstrap 20"),
+    # papermill runs of 01_train at toy size
+    ("-p BACKBONE phantom_vit", "-p BACKBONE phantom_vit -p PRETRAINED False -p REDUCED True -p EPOCHS 1 "
+                                "-p EVAL_BOOTSTRAP 10 -p DEVICE cpu -y 'VOLUME_SHAPE: [4, 32, 32]'"),
+    ("-p BOOTSTRAP 1000", "-p BOOTSTRAP 20"),
+    ("PhantomConfig(shape=(24, 64, 64))", "PhantomConfig(shape=(8, 32, 32))"),
+]
+
+# Files the examples take as given, made before the first block (paths relative to the scratch workbook).
+TRAIN_YAML = """\
+manifest: runs/demo/data/manifest.csv
+backbone: phantom_vit
+pretrained: false
+reduced: true
+adapter: {adapter}
+rank: 2
+n_experts: {experts}
+volume_shape: [4, 32, 32]
+epochs: 1
+batch_size: 8
+eval_bootstrap: 10
+device: cpu
+"""
+PLACEHOLDERS = {
+    "runs/demo/data/manifest.csv": "molre synth --out runs/demo/data --n-scans 24 --shape 32,32,4 --workers 1",
+    "scan1.nii.gz": "first NIfTI scan of runs/demo/data",
+    "dicom_series_dir/": "molre synth --format dicom --n-scans 1 (its one series folder)",
+    "slice.dcm": "one file of dicom_series_dir/",
+    "lora.yaml": TRAIN_YAML.format(adapter="lora", experts=1),
+    "cfg.yaml": TRAIN_YAML.format(adapter="molre", experts=2),
+}
+
+# Names a Python block uses from the text before it, keyed by the block's first line.
+PRELUDES = {
+    "from molre_lib.adapters import MoLREConfig": textwrap.dedent("""\
+        import torch
+        from molre_lib.backbones import create_model
+        model = create_model("phantom_vit", pretrained=False, reduced=True)   # the model of "Backbones"
+        x = torch.rand(2, 3, 4, 32, 32)                                        # (B, C, D, H, W)
+        """),
+}
+
+DIRECTIVE = re.compile(r"<!--\s*readme-test:\s*(?P<body>.*?)\s*-->", re.S)
+KINDS = ("skip", "expect-fail", "synopsis", "paste-into")
+
+
+@dataclass
+class Block:
+    lang: str
+    code: str
+    line: int  # 1-based line of the opening fence
+    section: str
+    kind: str = "run"
+    argument: str = ""
+    reason: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"L{self.line}-{self.lang}-{re.sub(r'[^A-Za-z0-9]+', '_', self.section).strip('_')[:30]}"
+
+
+def _directive(body: str, line: int) -> tuple[str, str, str]:
+    """(kind, argument, reason) of a ``readme-test:`` comment; an unknown kind is an error in README.md."""
+    kind, _, rest = body.strip().partition(" ")
+    if kind not in KINDS:
+        raise ValueError(f"README.md line {line}: unknown readme-test directive {kind!r}; use one of {KINDS}")
+    if kind == "expect-fail":
+        m = re.fullmatch(r'"(?P<arg>[^"]+)"\s*(?:(?:—|--|-)\s*(?P<reason>.*))?', rest.strip(), re.S)
+        if not m:
+            raise ValueError(f'README.md line {line}: write expect-fail "MESSAGE" — REASON')
+        return kind, m.group("arg"), (m.group("reason") or "").strip()
+    parts = re.split(r"(?:^|\s+)(?:—|--|-)\s+", rest.strip(), maxsplit=1)
+    argument, reason = parts[0], (parts[1] if len(parts) > 1 else "")
+    if kind == "skip" and not reason.strip():
+        raise ValueError(f"README.md line {line}: 'readme-test: skip' needs a reason after a dash")
+    return kind, argument.strip(), reason.strip()
+
+
+def readme_blocks(text: str) -> list[Block]:
+    """Fenced python / bash blocks with the directive written just above each (blank lines may separate)."""
+    lines = text.splitlines()
+    blocks, section, i = [], "", 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            section = line.lstrip("#").strip()
+        m = re.match(r"^```(\w+)\s*$", line)
+        if m:
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
+            if end is None:
+                raise ValueError(f"README.md line {i + 1}: fence never closed")
+            if m.group(1) in ("python", "bash"):
+                block = Block(m.group(1), "\n".join(lines[i + 1:end]) + "\n", i + 1, section)
+                j = i - 1
+                while j >= 0 and not lines[j].strip():
+                    j -= 1
+                above = "\n".join(lines[max(0, j - 3):j + 1])
+                found = list(DIRECTIVE.finditer(above))
+                if j >= 0 and found and lines[j].rstrip().endswith("-->"):
+                    block.kind, block.argument, block.reason = _directive(found[-1].group("body"), j + 1)
+                blocks.append(block)
+            i = end
+        i += 1
+    return blocks
+
+
+BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
+
+
+# -- the scratch workbook ------------------------------------------------------------------------------
+def _env(ws: Path) -> dict:
+    env = dict(os.environ)
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", MOLRE_ROOT=str(ws), MOLRE_CACHE_DIR=str(ws / "cache"),
+               MOLRE_WEIGHTS_DIR=str(ws / "weights"), HF_HUB_CACHE=str(ws / "hf"), HF_HUB_OFFLINE="1",
+               PYTHONUNBUFFERED="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def _sh(cmd: str, ws: Path, timeout: int = BLOCK_TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", "set -eo pipefail\n" + cmd], cwd=ws, env=_env(ws), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _check(run: subprocess.CompletedProcess, what: str) -> None:
+    assert run.returncode == 0, f"{what} failed (exit {run.returncode}):\n{(run.stdout + run.stderr)[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def workbook(tmp_path_factory) -> Path:
+    """A scratch workbook: notebooks/ copied, .venv and data_manifests linked, placeholders made."""
+    ws = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "notebooks", ws / "notebooks")
+    for name in (".venv", "data_manifests"):
+        if (ROOT / name).exists():
+            (ws / name).symlink_to(ROOT / name)
+    (ws / ".molre-root").write_text("")
+    _check(_sh(PLACEHOLDERS["runs/demo/data/manifest.csv"], ws), "making runs/demo/data")
+    _check(_sh("molre synth --out dicom_set --n-scans 1 --shape 32,32,4 --format dicom --workers 1", ws),
+           "making a DICOM series")
+    nifti = sorted((ws / "runs/demo/data/scans").rglob("*.nii.gz"))
+    shutil.copy(nifti[0], ws / "scan1.nii.gz")
+    series = sorted(p.parent for p in (ws / "dicom_set" / "scans").rglob("*.dcm"))[0]
+    shutil.copytree(series, ws / "dicom_series_dir")
+    shutil.copy(sorted(series.glob("*.dcm"))[0], ws / "slice.dcm")
+    for name in ("lora.yaml", "cfg.yaml"):
+        (ws / name).write_text(PLACEHOLDERS[name])
+    return ws
+
+
+def substitute(code: str) -> str:
+    for old, new in SUBSTITUTIONS:
+        code = code.replace(old, new)
+    return code
+
+
+def run_block(block: Block, ws: Path) -> subprocess.CompletedProcess:
+    """Run one block as written (after SUBSTITUTIONS / PRELUDES) in the scratch workbook."""
+    code = substitute(block.code)
+    if block.lang == "bash":
+        return _sh(code, ws)
+    prelude = next((p for first, p in PRELUDES.items() if code.lstrip().startswith(first)), "")
+    script = ws / f"readme_block_L{block.line}.py"
+    script.write_text(prelude + code)
+    return subprocess.run([sys.executable, script.name], cwd=ws, env=_env(ws), capture_output=True, text=True,
+                          timeout=BLOCK_TIMEOUT_S)
+
+
+def synopsis_problems(block: Block, ws: Path) -> list[str]:
+    """Flags a usage line names that its command's --help does not list."""
+    problems = []
+    for line in re.sub(r"\\\n\s*", " ", block.code).splitlines():
+        line = line.split("  #")[0].strip()
+        if not line.startswith("molre "):
+            continue
+        words = shlex.split(line.replace("[", " ").replace("]", " ").replace("|", " "))
+        command = ["molre"] + [w for w in words[1:3] if re.fullmatch(r"[a-z][a-z0-9-]*", w)][:2]
+        help_run = _sh(" ".join(command) + " --help", ws, timeout=120)
+        if help_run.returncode != 0 and len(command) == 3:  # e.g. `molre synth --out x`: 'x' is no subcommand
+            command = command[:2]
+            help_run = _sh(" ".join(command) + " --help", ws, timeout=120)
+        if help_run.returncode != 0:
+            problems.append(f"{' '.join(command)} --help failed: {help_run.stderr[-300:]}")
+            continue
+        flags = set(re.findall(r"--[a-z][a-z0-9-]*", line))
+        missing = sorted(f for f in flags if not re.search(re.escape(f) + r"\b", help_run.stdout))
+        problems += [f"{' '.join(command)}: {f} is not an option (see --help)" for f in missing]
+    return problems
+
+
+PASTE = textwrap.dedent("""\
+    import importlib.machinery, importlib.util, sys
+    from pathlib import Path
+    TARGET, FILE, BLOCK = sys.argv[1], sys.argv[2], Path(sys.argv[3]).read_text()
+
+    class Pasted(importlib.machinery.SourceFileLoader):
+        def get_code(self, fullname):  # the file as the README says to edit it: the block pasted at its end
+            return compile(Path(self.path).read_text() + "\\n\\n" + BLOCK, self.path, "exec")
+
+    class Finder:
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname == TARGET:
+                return importlib.util.spec_from_file_location(fullname, FILE, loader=Pasted(fullname, FILE))
+
+    sys.meta_path.insert(0, Finder())
+    import pytest
+    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--import-mode=importlib", *sys.argv[4:]]))
+    """)
+
+
+def run_pasted(block: Block, ws: Path) -> subprocess.CompletedProcess:
+    """Append the block to the library file it names (for one interpreter) and run the tests it names."""
+    m = re.fullmatch(r"(?P<path>\S+),?\s+then\s+pytest\s+(?P<args>.+)", block.argument)
+    assert m, f"README.md line {block.line}: write paste-into PATH, then pytest ARGS"
+    path = ROOT / m.group("path")
+    module = ".".join(Path(m.group("path")).with_suffix("").parts)
+    (ws / "pasted_block.py").write_text(block.code)
+    (ws / "paste_and_test.py").write_text(PASTE)
+    args = [a if a.startswith("-") or not a.startswith("tests/") else str(ROOT / a) for a in shlex.split(m.group("args"))]
+    return subprocess.run([sys.executable, "paste_and_test.py", module, str(path), "pasted_block.py", *args], cwd=ws,
+                          env=_env(ws), capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
+
+
+# -- tests ------------------------------------------------------------------------------------------------
+def test_readme_has_examples_and_every_directive_parses():
+    assert len(BLOCKS) >= 8
+    for block in BLOCKS:
+        assert block.kind in ("run", *KINDS)
+        if block.kind == "skip":
+            assert block.reason
+
+
+def test_directives_are_read_from_the_comment_above_the_fence():
+    text = textwrap.dedent("""\
+        # A
+        <!-- readme-test: expect-fail "MissingWeightsError" — needs weights -->
+        ```python
+        create_model("rad_dino", pretrained=True)
+        ```
+        ## B
+        <!-- readme-test: skip — runs the demo -->
+
+        ```bash
+        make demo
+        ```
+        ```bash
+        molre backbones
+        ```
+        """)
+    a, b, c = readme_blocks(text)
+    assert (a.kind, a.argument, a.reason, a.section) == ("expect-fail", "MissingWeightsError", "needs weights", "A")
+    assert (b.kind, b.reason, b.line) == ("skip", "runs the demo", 9)
+    assert c.kind == "run"
+    with pytest.raises(ValueError, match="needs a reason"):
+        readme_blocks("<!-- readme-test: skip -->\n```bash\nls\n```\n")
+    with pytest.raises(ValueError, match="unknown readme-test directive 'skp'"):
+        readme_blocks("<!-- readme-test: skp — x -->\n```bash\nls\n```\n")
+
+
+def test_a_broken_example_fails(tmp_path):
+    """The harness notices an example that no longer works (a renamed option) and a wrong synopsis."""
+    (tmp_path / ".molre-root").write_text("")
+    broken = Block("bash", "molre validate --no-such-flag x.csv\n", 1, "t")
+    assert run_block(broken, tmp_path).returncode != 0
+    assert synopsis_problems(Block("bash", "molre validate M.csv [--root DIR] [--gone]\n", 1, "t", "synopsis"),
+                             tmp_path) == ["molre validate: --gone is not an option (see --help)"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+def test_readme_block(block: Block, workbook: Path):
+    where = f"README.md line {block.line} ({block.section})"
+    if block.kind == "skip":
+        pytest.skip(f"{where}: {block.reason}")
+    if block.kind == "synopsis":
+        problems = synopsis_problems(block, workbook)
+        assert not problems, f"{where}:\n" + "\n".join(problems)
+        return
+    run = run_pasted(block, workbook) if block.kind == "paste-into" else run_block(block, workbook)
+    output = run.stdout + run.stderr
+    if block.kind == "expect-fail":
+        assert run.returncode != 0, f"{where} was expected to fail with {block.argument!r} but ran:\n{output[-2000:]}"
+        assert block.argument in output, f"{where} failed, but without {block.argument!r}:\n{output[-3000:]}"
+    else:
+        assert run.returncode == 0, f"{where} failed (exit {run.returncode}):\n{output[-4000:]}"
