@@ -1,4 +1,5 @@
-"""``molre sweep SWEEP.yaml [--gpus 0,1] [--dry-run]``: run a notebook sweep (see molre_lib.workbook.sweep)."""
+"""``molre sweep SWEEP.yaml [--gpus 0,1] [--dry-run] [--executor slurm ...] [--status]``: run a notebook sweep here
+(molre_lib.workbook.sweep) or as SLURM jobs (molre_lib.workbook.slurm), or show where it stands."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated GPU ids, one notebook per GPU at a time (CUDA_VISIBLE_DEVICES); "
                         "default: sequentially on the default device")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and parameters, execute nothing")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="local: run the notebooks here; slurm: submit them as SLURM jobs with submitit and return")
+    parser.add_argument("--status", action="store_true",
+                        help="print every run's state (pending/running/requeued/done/failed, log, last error) from the "
+                        "sweep folder and squeue; also written to runs/<sweep>/cluster_status.csv")
+    parser.add_argument("--wait", action="store_true", help="with --executor slurm: block until every job has ended")
+    slurm = parser.add_argument_group("SLURM job options (override the sweep file's slurm: section)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per training run; > 1 runs DDP")
+    slurm.add_argument("--tasks-per-run", type=int, default=None, help="DDP processes per run (default: one per GPU)")
+    slurm.add_argument("--nodes", type=int, default=None, help="nodes per training run")
+    slurm.add_argument("--cpus-per-gpu", type=int, default=None, help="CPUs per task (one task per GPU)")
+    slurm.add_argument("--mem", default=None, help="memory per node, e.g. 64G")
+    slurm.add_argument("--time", default=None, help="time limit per training job: minutes or [D-]HH:MM:SS")
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--qos", default=None)
+    slurm.add_argument("--array-parallelism", type=int, default=None, help="training runs running at once")
+    slurm.add_argument("--signal-delay", dest="signal_delay_s", type=int, default=None,
+                       help="seconds before the time limit the job checkpoints and is requeued")
+    slurm.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE",
+                       help="extra #SBATCH option, repeatable, e.g. --sbatch constraint=a100")
     parser.set_defaults(func=_handle)
+
+
+SLURM_FLAGS = ("partition", "gpus_per_run", "tasks_per_run", "nodes", "cpus_per_gpu", "mem", "time", "account", "qos",
+               "array_parallelism", "signal_delay_s")
+
+
+def _slurm_config(cfg, args: argparse.Namespace, where: str):
+    from molre_lib.workbook.slurm import SlurmConfig
+
+    flags = {name: getattr(args, name) for name in SLURM_FLAGS}
+    if args.sbatch:
+        bad = [item for item in args.sbatch if "=" not in item]
+        if bad:
+            raise ValueError(f"--sbatch {bad[0]!r}: expected KEY=VALUE, e.g. constraint=a100")
+        flags["sbatch"] = dict(item.split("=", 1) for item in args.sbatch)
+    return SlurmConfig.from_dict(cfg.slurm, f"{where}: slurm").merged(flags)
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -26,8 +64,34 @@ def _handle(args: argparse.Namespace) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     try:
         cfg = SweepConfig.from_yaml(args.sweep_file)
+        if args.status or args.executor == "slurm":
+            return _cluster(cfg, args)
         rows = run_sweep(cfg, gpus=gpus, dry_run=args.dry_run)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}")
         return 2
     return 1 if any(r["status"] != "ok" for r in rows) else 0
+
+
+def _cluster(cfg, args: argparse.Namespace) -> int:
+    from molre_lib.workbook.cluster_status import SchedulerError, format_table
+    from molre_lib.workbook.slurm import submit_sweep, sweep_status, wait_for_jobs
+
+    try:
+        if args.status:
+            rows = sweep_status(cfg)
+        else:
+            scfg = _slurm_config(cfg, args, args.sweep_file)
+            if args.dry_run:
+                print(f"would submit with {scfg}")
+                return 0
+            submit_sweep(cfg, scfg)
+            if not args.wait:
+                print(f"queued; follow it with: molre sweep {args.sweep_file} --status")
+                return 0
+            rows = wait_for_jobs(cfg)
+    except SchedulerError as err:
+        print(f"error: {err}")
+        return 2
+    print(format_table(rows))
+    return 1 if any(r["state"] == "failed" for r in rows) else 0

@@ -87,6 +87,12 @@ def shape3(v: Any) -> Optional[str]:
     return None if ok else "must be a list of 3 positive integers [D, H, W]"
 
 
+def split_fractions(v: Any) -> Optional[str]:
+    ok = (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) and x >= 0 for x in v)
+          and sum(v) > 0)
+    return None if ok else "must be 3 non-negative fractions [train, val, test] with a positive sum"
+
+
 def str_list(v: Any) -> Optional[str]:
     return None if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v) else "must be a list of strings"
 

@@ -26,7 +26,7 @@ import yaml
 
 from molre_lib.analysis.summary import RUNS_FILE, STATUS_FILE
 
-from .runner import StatusBook, execute_notebook, run_pool
+from .runner import StatusBook, execute_notebook, notebook_error, run_pool
 
 DONE_MARKER = "metrics.json"
 _NAME_OK = re.compile(r"^[A-Za-z0-9._=+-]+$")
@@ -83,6 +83,8 @@ class SweepConfig:
     run_dir_param: str | None = field(default="RUN_DIR", metadata={"help": "training parameter receiving the run directory"})
     device_param: str | None = field(default="DEVICE", metadata={"help": "parameter set to 'cuda' when --gpus is given"})
     execution_timeout: int | None = field(default=None, metadata={"help": "seconds per cell before papermill gives up"})
+    slurm: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "job options for --executor slurm: partition, gpus_per_run, time, ... (molre_lib.workbook.slurm.SlurmConfig)"})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SweepConfig":
@@ -253,10 +255,13 @@ def _fill(value: Any, context: dict[str, Any], run_dirs: list[str]) -> Any:
     return value
 
 
-def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = False, log=print) -> list[dict[str, Any]]:
+def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = False, log=print,
+              train_missing: bool = True, only_prepare: bool = False) -> list[dict[str, Any]]:
     """Execute (or with ``dry_run`` only print) the sweep; returns the status rows.
 
     Training runs first (skipping finished ones), then every analysis step over the runs that finished.
+    ``train_missing=False`` trains nothing and lists unfinished runs as failed (the SLURM analysis job: the
+    runs trained in their own jobs); ``only_prepare`` stops after the prepare notebooks (the SLURM prepare job).
     """
     runs = expand_runs(cfg)
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
@@ -301,11 +306,18 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
             rows = list(book.rows.values())
             _log_summary(rows, book.path, log)
             return rows
+    if only_prepare:
+        rows = list(book.rows.values())
+        _log_summary(rows, book.path, log)
+        return rows
 
     def train(job: Job, run: Run, gpu: str | None) -> None:
         if run.finished:
             book.record(job, "ok", "skipped")
             log(f"skip {run.name}: {DONE_MARKER} present")
+            return
+        if not train_missing:
+            book.record(job, "failed", "not run", notebook_error(job.output) or f"no {DONE_MARKER}: training did not finish")
             return
         error, seconds = _timed(job, cfg, gpu, log)
         if error is None and not run.finished:

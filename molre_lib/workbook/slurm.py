@@ -1,0 +1,438 @@
+"""``molre sweep SWEEP.yaml --executor slurm``: the sweep's notebooks as SLURM jobs, submitted with submitit.
+
+One submission queues up to three kinds of job, chained by SLURM dependencies:
+
+* **prepare** — the ``prepare`` notebooks (00_data), unless they succeeded before;
+* **training** — one job array, one task per training run (01_train) that is neither finished
+  (``metrics.json``) nor already queued or running; ``afterok`` on prepare; at most ``array_parallelism`` at once.
+  A run with several GPUs (or ``tasks_per_run`` > 1) starts one task per GPU; each task runs the notebook
+  with ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` exported from SLURM's
+  variables (submitit's ``TorchDistributedEnvironment``), so the trainer joins one DDP process group;
+* **analysis** — one job, ``afterany`` on every training job, that runs the analysis notebooks (02–05) over
+  the runs that finished, exactly as the local sweep does (the choice: one dependent job, not one per
+  notebook, so grouping, skipping and ``sweep_status.csv`` stay in one place). It trains nothing: a run that
+  failed on the cluster is listed as failed, and the next ``molre sweep --executor slurm`` resubmits it.
+
+Preemption and time limits: SLURM signals the job (SIGUSR2 ``signal_delay_s`` before the limit; SIGTERM on
+preemption or ``scontrol requeue``); the trainer checkpoints and stops (:mod:`molre_lib.engine.preemption`),
+submitit requeues the job, and the requeued 01_train resumes from ``checkpoints/last.pt``.
+
+Files, all under the sweep folder ``<runs_dir>/<name>/`` (on storage the nodes share)::
+
+    slurm/jobs.json       the job of every run and of the prepare / analysis steps (what is live is asked of squeue)
+    slurm/logs/           submitit's pickles and each job's stdout/stderr: <jobid>_<task>_log.{out,err}
+    cluster_status.csv    the table ``molre sweep --status`` prints (05_summary can read it)
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from molre_lib.common.config_keys import check_known_keys
+from molre_lib.engine.preemption import LOG_FILE as PREEMPTION_LOG
+
+from .runner import notebook_error
+from .sweep import DONE_MARKER, Job, SweepConfig, expand_runs, plan_analysis
+
+RECORDS = "slurm/jobs.json"
+LOGS = "slurm/logs"
+
+
+@dataclass
+class SlurmConfig:
+    """Job options; the sweep file's ``slurm:`` section, overridden by ``molre sweep`` flags."""
+
+    partition: str | None = field(default=None, metadata={"help": "SLURM partition (sbatch --partition)"})
+    gpus_per_run: int = field(default=0, metadata={"help": "GPUs per training run; > 1 runs DDP, one task per GPU"})
+    tasks_per_run: int | None = field(default=None, metadata={"help": "processes (DDP ranks) per run; default one per GPU, else 1"})
+    nodes: int = field(default=1, metadata={"help": "nodes per training run (tasks are split evenly)"})
+    cpus_per_gpu: int = field(default=4, metadata={"help": "CPUs per task (one task per GPU)"})
+    mem: str | None = field(default=None, metadata={"help": "memory per node, e.g. 64G (sbatch --mem)"})
+    time: int | str = field(default=240, metadata={"help": "time limit per job: minutes or [D-]HH:MM[:SS]"})
+    account: str | None = field(default=None, metadata={"help": "sbatch --account"})
+    qos: str | None = field(default=None, metadata={"help": "sbatch --qos"})
+    array_parallelism: int = field(default=32, metadata={"help": "training runs running at once"})
+    signal_delay_s: int = field(default=120, metadata={"help": "seconds before the time limit the job is told to checkpoint"})
+    max_requeues: int = field(default=20, metadata={"help": "time-limit requeues per run before it counts as failed"})
+    sbatch: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra #SBATCH options, e.g. {constraint: a100}"})
+    setup: list[str] = field(default_factory=list, metadata={"help": "shell lines run before the job, e.g. module load"})
+    analysis_gpus: int | None = field(default=None, metadata={"help": "GPUs of the analysis job; default 1 if runs use GPUs"})
+    analysis_time: int | str = field(default=120, metadata={"help": "time limit of the analysis job"})
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None, where: str = "slurm") -> "SlurmConfig":
+        raw = dict(raw or {})
+        try:
+            check_known_keys(cls, raw)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        cfg = cls(**raw)
+        for name in ("time", "analysis_time"):
+            minutes(getattr(cfg, name), f"{where}.{name}")
+        for name in ("gpus_per_run", "nodes", "cpus_per_gpu", "array_parallelism", "signal_delay_s"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < (0 if name == "gpus_per_run" else 1):
+                raise ValueError(f"{where}.{name}: expected a positive integer, got {getattr(cfg, name)!r}")
+        if cfg.tasks % cfg.nodes:
+            raise ValueError(f"{where}: {cfg.tasks} tasks per run do not split evenly over {cfg.nodes} nodes")
+        return cfg
+
+    def merged(self, overrides: dict[str, Any], where: str = "command line") -> "SlurmConfig":
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "sbatch" in given:
+            given["sbatch"] = {**self.sbatch, **given["sbatch"]}
+        return SlurmConfig.from_dict({**asdict(self), **given}, where)
+
+    @property
+    def tasks(self) -> int:
+        return self.tasks_per_run or max(1, self.gpus_per_run)
+
+    def executor_parameters(self, kind: str) -> dict[str, Any]:
+        """submitit ``SlurmExecutor.update_parameters`` keywords for the ``train`` or ``analysis`` jobs."""
+        gpus = self.gpus_per_run if kind == "train" else (
+            self.analysis_gpus if self.analysis_gpus is not None else min(1, self.gpus_per_run))
+        nodes = self.nodes if kind == "train" else 1
+        tasks = self.tasks // nodes if kind == "train" else 1
+        params: dict[str, Any] = {
+            "nodes": nodes, "ntasks_per_node": tasks, "cpus_per_task": self.cpus_per_gpu,
+            "time": minutes(self.time if kind == "train" else self.analysis_time),
+            "signal_delay_s": self.signal_delay_s, "array_parallelism": self.array_parallelism,
+            "additional_parameters": dict(self.sbatch), "setup": list(self.setup), "stderr_to_stdout": False}
+        if gpus:
+            params["gpus_per_node"] = gpus // nodes if kind == "train" else gpus
+        for key in ("partition", "mem", "account", "qos"):
+            if getattr(self, key) is not None:
+                params[key] = getattr(self, key)
+        return params
+
+
+def minutes(value: int | str, where: str = "time") -> int:
+    """A SLURM time limit in whole minutes (seconds round up), read as sbatch reads it: minutes, MM:SS,
+    HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if isinstance(value, bool) or not match:
+        raise ValueError(f"{where}: {value!r} is not a time limit (minutes, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = match.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is None:  # M | M:S | H:M:S
+        seconds = {1: lambda: parts[0] * 60, 2: lambda: parts[0] * 60 + parts[1],
+                   3: lambda: parts[0] * 3600 + parts[1] * 60 + parts[2]}[len(parts)]()
+    else:  # D-H | D-H:M | D-H:M:S
+        parts += [0] * (3 - len(parts))
+        seconds = int(days) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+    if seconds <= 0:
+        raise ValueError(f"{where}: {value!r} must be at least one minute")
+    return -(-seconds // 60)
+
+
+# ---------------------------------------------------------------------------------------------- job records
+
+
+@contextmanager
+def locked_records(sweep_dir: Path) -> Iterator[dict[str, Any]]:
+    """The sweep's job records, under an exclusive lock (two submissions never queue the same run twice)."""
+    path = sweep_dir / RECORDS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = read_records(sweep_dir)
+        yield records
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=1))
+        os.replace(tmp, path)
+
+
+def read_records(sweep_dir: Path) -> dict[str, Any]:
+    path = sweep_dir / RECORDS
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("runs", "steps"):
+        records.setdefault(key, {})
+    records.setdefault("history", [])
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- the jobs
+
+
+class TrainingJob:
+    """01_train for one run inside its SLURM job (pickled by submitit; one instance per DDP task)."""
+
+    def __init__(self, job: Job, kernel: str, cwd: str, timeout: int | None, wait_s: int) -> None:
+        self.job, self.kernel, self.cwd, self.timeout, self.wait_s = job, kernel, cwd, timeout, wait_s
+
+    @property
+    def run_dir(self) -> Path:
+        return self.job.output.parent
+
+    def __call__(self) -> str:
+        import submitit
+
+        if (self.run_dir / DONE_MARKER).is_file():
+            return f"{self.run_dir.name}: finished before this start"
+        env = submitit.JobEnvironment()
+        job = self.job
+        if env.num_tasks > 1:  # DDP through the job's tasks: torch's env:// variables from SLURM's
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            if env.global_rank:
+                job = replace(job, output=self.run_dir / f"{job.notebook.stem}.rank{env.global_rank}.ipynb")
+        error = execute_here(job, self.kernel, self.cwd, self.timeout)
+        if error is None and env.global_rank == 0 and not (self.run_dir / DONE_MARKER).is_file():
+            error = f"notebook finished but wrote no {DONE_MARKER} in {self.run_dir}"
+        if error is not None:
+            raise RuntimeError(f"{self.run_dir.name}: {error}")
+        return f"{self.run_dir.name}: finished"
+
+    def checkpoint(self):  # submitit calls this on its signal (time limit / preemption), in rank 0 only
+        """Ask the trainer in the notebook's kernel to checkpoint, wait until it did, then be requeued."""
+        import submitit
+
+        before = _count_lines(self.run_dir / PREEMPTION_LOG)
+        kernels = _children(os.getpid())
+        for pid in kernels:  # SLURM signals every process of the step; forwarding covers setups where it does not
+            try:
+                os.kill(pid, signal.SIGUSR2)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + self.wait_s
+        while time.time() < deadline:
+            if _count_lines(self.run_dir / PREEMPTION_LOG) > before or (self.run_dir / DONE_MARKER).is_file():
+                break
+            if kernels and not any(Path(f"/proc/{pid}").exists() for pid in kernels):
+                break  # the kernel died: resume from the last periodic checkpoint
+            time.sleep(0.5)
+        if (self.run_dir / DONE_MARKER).is_file():
+            return None  # training finished meanwhile: nothing to requeue
+        return submitit.helpers.DelayedSubmission(self)
+
+
+class SweepStepJob:
+    """The prepare notebooks or the analysis notebooks of a sweep, inside one SLURM job."""
+
+    def __init__(self, cfg: SweepConfig, part: str, cwd: str) -> None:
+        self.cfg, self.part, self.cwd = cfg, part, cwd
+
+    def __call__(self) -> str:
+        from .sweep import run_sweep
+
+        os.chdir(self.cwd)
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[:1] if os.environ.get("CUDA_VISIBLE_DEVICES") else None
+        rows = run_sweep(self.cfg, gpus=gpus, train_missing=False, only_prepare=self.part == "prepare")
+        bad = [r for r in rows if r["status"] != "ok" and (self.part == "prepare" or r["step"] != self.cfg.train_notebook[:-6])]
+        if bad:
+            raise RuntimeError(f"{len(bad)} notebook(s) failed: " + "; ".join(f"{r['step']} {r['key']}: {r['error']}" for r in bad))
+        return f"{self.part}: {len(rows)} notebooks ok"
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)  # a requeued analysis re-runs; finished notebooks are skipped
+
+
+def execute_here(job: Job, kernel: str, cwd: str, timeout: int | None) -> str | None:
+    """papermill in this process (its kernel is our child, so signals reach it); None or a one-line error.
+
+    The kernel starts with SIGUSR1/SIGUSR2 blocked: a time-limit warning that arrives while it imports stays
+    pending until the trainer's :class:`~molre_lib.engine.preemption.PreemptionGuard` unblocks it, instead
+    of killing the kernel (their default action)."""
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+
+    class KernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+            try:
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    job.output.with_suffix(".params.yaml").write_text(yaml.safe_dump(job.parameters, sort_keys=False))
+    try:
+        papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters, kernel_name=kernel,
+                                   cwd=cwd, progress_bar=False, execution_timeout=timeout, kernel_manager_class=KernelManager)
+    except papermill.PapermillExecutionError as err:
+        return notebook_error(job.output) or f"{err.ename}: {err.evalue}"[:300]
+    except Exception as err:  # the kernel died (killed, out of memory) or a cell timed out
+        return f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    return None
+
+
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields_ = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields_[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- submit, status
+
+
+def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print) -> dict[str, Any]:
+    """Queue the sweep's prepare, training and analysis jobs that are needed; returns the updated records.
+
+    Finished runs are skipped, runs whose job is still queued or running keep it (never a second live job for
+    a run), every other run — never submitted, failed, cancelled — is (re)submitted.
+    """
+    import submitit
+
+    from molre_lib.analysis.summary import RUNS_FILE
+
+    from .cluster_status import is_live, squeue_entries
+    from .sweep import _write_runs_table
+
+    runs = expand_runs(cfg)
+    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
+    nb_dir = Path(cfg.notebooks_dir)
+    train_nb = nb_dir / cfg.train_notebook
+    for nb in [train_nb] + [nb_dir / s.notebook for s in cfg.prepare + cfg.analysis]:
+        if not nb.is_file():
+            raise FileNotFoundError(f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})")
+    cwd = os.getcwd()
+    queue = squeue_entries()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    invalid_dep = {"kill-on-invalid-dep": "yes"}
+
+    def executor(kind: str, dependency: list[str]) -> Any:
+        ex = submitit.SlurmExecutor(folder=sweep_dir / LOGS, max_num_timeout=scfg.max_requeues)
+        params = scfg.executor_parameters(kind)
+        params["additional_parameters"] = {**invalid_dep, **params["additional_parameters"]}
+        ex.update_parameters(job_name=f"molre-{cfg.name}-{kind}", **params)
+        if dependency:
+            ex.update_parameters(dependency=("afterok:" if kind == "train" else "afterany:") + ":".join(dependency))
+        return ex
+
+    def record(job: Any, what: str) -> dict[str, Any]:
+        entry = {"job_id": job.job_id, "log": str(job.paths.stderr), "out": str(job.paths.stdout), "submitted_at": now}
+        records["history"].append({"what": what, **entry})
+        return entry
+
+    with locked_records(sweep_dir) as records:
+        _write_runs_table(sweep_dir / RUNS_FILE, runs)
+        prep_dep: list[str] = []
+        prepare = records["steps"].get("prepare")
+        if cfg.prepare:
+            if is_live(prepare, queue):
+                prep_dep = [prepare["job_id"]]
+                log(f"prepare: job {prepare['job_id']} is still queued or running")
+            elif not _prepare_done(cfg, sweep_dir):
+                job = executor("analysis", []).submit(SweepStepJob(cfg, "prepare", cwd))
+                records["steps"]["prepare"] = record(job, "prepare")
+                prep_dep = [job.job_id]
+                log(f"prepare: submitted job {job.job_id}")
+        todo, live_ids = [], []
+        for run in runs:
+            previous = records["runs"].get(run.name)
+            if run.finished:
+                log(f"skip {run.name}: {DONE_MARKER} present")
+            elif is_live(previous, queue):
+                live_ids.append(previous["job_id"])
+                log(f"skip {run.name}: job {previous['job_id']} is {queue[previous['job_id']].label}")
+            else:
+                todo.append(run)
+        if todo:
+            ex = executor("train", prep_dep)
+            with ex.batch():
+                jobs = [ex.submit(TrainingJob(_train_job(cfg, scfg, run, train_nb), cfg.kernel, cwd,
+                                              cfg.execution_timeout, max(5, scfg.signal_delay_s - 20))) for run in todo]
+            for run, job in zip(todo, jobs):
+                records["runs"][run.name] = record(job, run.name)
+                log(f"submitted {run.name}: job {job.job_id}" + (" (resubmitted)" if run.run_dir.exists() else ""))
+        if cfg.analysis:
+            analysis = records["steps"].get("analysis")
+            waits = live_ids + [records["runs"][r.name]["job_id"] for r in todo]
+            if is_live(analysis, queue):
+                if todo and queue[analysis["job_id"]].state == "PENDING":  # it would start before the new runs end
+                    subprocess_run(["scancel", analysis["job_id"]])
+                    log(f"analysis: cancelled pending job {analysis['job_id']}; a new one waits for the new runs")
+                elif todo:
+                    waits.append(analysis["job_id"])
+                else:
+                    log(f"analysis: job {analysis['job_id']} is still {queue[analysis['job_id']].label}")
+                    return records
+            job = executor("analysis", waits + prep_dep).submit(SweepStepJob(cfg, "analysis", cwd))
+            records["steps"]["analysis"] = record(job, "analysis")
+            log(f"analysis: submitted job {job.job_id}" + (f", after {len(waits)} training job(s)" if waits else ""))
+    return records
+
+
+def _train_job(cfg: SweepConfig, scfg: SlurmConfig, run: Any, train_nb: Path) -> Job:
+    params = dict(run.parameters)
+    if scfg.gpus_per_run and cfg.device_param:
+        params.setdefault(cfg.device_param, "cuda")
+    return Job(train_nb.stem, run.name, train_nb, run.run_dir / train_nb.name, params, [run.name])
+
+
+def _prepare_done(cfg: SweepConfig, sweep_dir: Path) -> bool:
+    from molre_lib.analysis.summary import STATUS_FILE
+
+    from .runner import StatusBook
+
+    book = StatusBook(sweep_dir / STATUS_FILE)
+    jobs = plan_analysis(cfg, expand_runs(cfg), cfg.prepare)
+    for job in jobs:
+        job.output = sweep_dir / "prepare" / job.notebook.name
+    return all(book.succeeded_before(job) for job in jobs)
+
+
+def subprocess_run(cmd: list[str]) -> None:
+    import subprocess
+
+    subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def sweep_status(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """The ``--status`` rows (see :mod:`molre_lib.workbook.cluster_status`), also written to cluster_status.csv."""
+    from .cluster_status import STATUS_FILE, SchedulerError, squeue_entries, status_rows, write_status
+
+    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
+    records = read_records(sweep_dir)
+    try:
+        queue = squeue_entries()
+    except SchedulerError:
+        if records["runs"] or records["steps"]:
+            raise
+        queue = {}  # a local sweep: the states come from the folder alone
+    rows = status_rows(sweep_dir, expand_runs(cfg), cfg.train_notebook, records, queue)
+    write_status(sweep_dir / STATUS_FILE, rows)
+    return rows
+
+
+def wait_for_jobs(cfg: SweepConfig, poll_s: float = 5.0, timeout_s: float | None = None, log=print) -> list[dict[str, Any]]:
+    """Block until none of the sweep's recorded jobs is queued or running; returns the final status rows."""
+    from .cluster_status import is_live, squeue_entries
+
+    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
+    start, last = time.time(), None
+    while True:
+        records = read_records(sweep_dir)
+        queue = squeue_entries()
+        live = [r["job_id"] for r in list(records["runs"].values()) + list(records["steps"].values()) if is_live(r, queue)]
+        if not live:
+            return sweep_status(cfg)
+        summary = ", ".join(f"{j} {queue[j].label}" for j in live)
+        if summary != last:
+            log(f"waiting: {summary}")
+            last = summary
+        if timeout_s is not None and time.time() - start > timeout_s:
+            raise TimeoutError(f"sweep {cfg.name}: jobs still live after {timeout_s:.0f} s: {summary}")
+        time.sleep(poll_s)
