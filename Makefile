@@ -15,13 +15,13 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m ipykernel install --sys-prefix --name molre --display-name "Python (molre)"
+	$(PY) -m molre_lib.workbook.kernel --sys-prefix
 	touch $(STAMP)
 
 install: $(STAMP)
 
 kernel: $(STAMP)
-	$(PY) -m ipykernel install --sys-prefix --name molre --display-name "Python (molre)"
+	$(PY) -m molre_lib.workbook.kernel --sys-prefix
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

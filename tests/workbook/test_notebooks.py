@@ -46,6 +46,29 @@ def test_validation_cell_makes_paths_absolute(name: str) -> None:
     assert validation.startswith(f'P = check_parameters("{name}", globals())') and "globals().update(P)" in validation
 
 
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_opening_does_not_modify_the_notebook(name: str) -> None:
+    """JupyterLab writes the kernel's language_info into the notebook on connect and marks it modified if it
+    differs; the committed metadata is exactly what the molre kernel reports (major.minor Python version)."""
+    from molre_lib.workbook.kernel import LANGUAGE_INFO
+
+    meta = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["metadata"]
+    assert meta["kernelspec"] == {"display_name": "Python (molre)", "language": "python", "name": "molre"}
+    assert meta["language_info"] == LANGUAGE_INFO
+    assert set(meta) == {"kernelspec", "language_info"}, "no widget state or other metadata in committed notebooks"
+
+
+def test_molre_kernel_reports_that_language_info() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from molre_lib.workbook.kernel import LANGUAGE_INFO
+
+    spec = KernelSpecManager().get_kernel_spec(KERNEL)
+    assert "--IPKernelApp.kernel_class=molre_lib.workbook.kernel.MolreKernel" in spec.argv, \
+        "kernel 'molre' was registered without the molre kernel class: run `make kernel`"
+    assert LANGUAGE_INFO["version"].count(".") == 1
+
+
 def test_check_parameters_lists_every_problem() -> None:
     params = _parameters_cell(NOTEBOOKS / "01_train.ipynb")
     params.update(EPOCH=3, ADAPTER="dora", RANK="4")
@@ -118,7 +141,9 @@ def test_02_routing(series, tmp_path) -> None:
     _run("02_routing", tmp_path, cwd=nb_dir, RUN_DIR="runs/tiny-molre", MAX_SCANS=6, DEVICE="cpu",
          FIGURES_DIR="figures/02")
     assert (run / "routing.npz").is_file() and (run / "routing_usage.csv").is_file()
-    for name in ("expert_usage", "gate_entropy", "gates_by_finding", "expert_specialisation", "routing_maps"):
+    assert (run / "routing_specialisation_tests.csv").is_file() and (run / "routing_gates_by_category.csv").is_file()
+    for name in ("expert_usage", "gate_entropy", "gates_by_finding", "expert_specialisation", "routing_maps",
+                 "specialisation_tests", "gates_by_category"):
         assert (series["work"] / "figures" / "02" / f"{name}.png").is_file(), name
     assert list(nb_dir.iterdir()) == [], "nothing is written under notebooks/"
 
@@ -150,10 +175,15 @@ def test_missing_run_names_the_absolute_path(series, tmp_path) -> None:
 @pytest.mark.slow
 def test_04_gradcam(series, tmp_path) -> None:
     run = series["runs"]["molre"]
-    _run("04_gradcam", tmp_path, RUN_DIR=str(run), FINDINGS=["cerebral_atrophy", "intracranial_hemorrhage"],
-         N_EXAMPLES=1, DEVICE="cpu", FIGURES_DIR=str(tmp_path / "fig"))
-    assert (tmp_path / "fig" / "cam_panel.png").is_file()
+    _run("04_gradcam", tmp_path, RUN_DIR=str(run), REFERENCE_RUN_DIR=str(series["runs"]["lora"]),
+         FINDINGS=["cerebral_atrophy", "intracranial_hemorrhage"], N_EXAMPLES=1, MAX_SCANS=2, BOOTSTRAP=20,
+         DEVICE="cpu", FIGURES_DIR=str(tmp_path / "fig"))
+    for name in ("cam_panel", "localisation_forest_gradcam", "localisation_forest_occlusion"):
+        assert (tmp_path / "fig" / f"{name}.png").is_file(), name
     assert (run / "gradcam_examples.csv").is_file()
+    doc = json.loads((run / "localisation.json").read_text())
+    assert doc["models"] == ["lora", "molre"] and doc["n_scans"] == 2
+    assert {r["method"] for r in doc["paired"]} == {"gradcam", "occlusion"}
 
 
 @pytest.mark.slow
