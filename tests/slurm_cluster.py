@@ -74,7 +74,7 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 MinJobAge=30
-KillWait=10
+KillWait=30
 OverTimeLimit=0
 InactiveLimit=0
 SchedulerParameters=sched_interval=2,bf_interval=2
@@ -152,6 +152,16 @@ def start(root: str | Path, timeout: float = 60.0) -> LocalSlurm:
 def stop(root: str | Path) -> None:
     """Stop the daemons started by :func:`start` in ``root`` (by their pid files); the folder is kept."""
     root = Path(root)
+    if (root / "slurmctld.pid").is_file() and (root / "slurm.conf").is_file():
+        # jobs first: slurmstepd outlives slurmd, so a running job would keep its processes after the stop
+        env = LocalSlurm(root).env
+        subprocess.run(["scancel", "--full", "-u", getpass.getuser()], env=env, capture_output=True, timeout=60)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=60)
+            if out.returncode != 0 or not out.stdout.strip():
+                break
+            time.sleep(1)
     for pid_file in (root / "slurmd.pid", root / "slurmctld.pid", root / "munge" / "munged.pid"):
         try:
             pid = int(pid_file.read_text().strip())

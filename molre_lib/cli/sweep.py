@@ -74,8 +74,8 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def _cluster(cfg, args: argparse.Namespace) -> int:
-    from molre_lib.workbook.cluster_status import SchedulerError, format_table
-    from molre_lib.workbook.slurm import submit_sweep, sweep_status, wait_for_jobs
+    from molre_lib.workbook.cluster_status import SchedulerError, format_table, sweep_status, wait_for_jobs
+    from molre_lib.workbook.slurm import submit_sweep
 
     try:
         if args.status:

@@ -17,6 +17,7 @@ import getpass
 import pickle
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,42 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines.append("; ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)
+
+
+def sweep_status(cfg: Any) -> list[dict[str, Any]]:
+    """The ``--status`` rows of a sweep (this module's docstring), also written to cluster_status.csv."""
+    from .slurm import read_records
+    from .sweep import expand_runs
+
+    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
+    records = read_records(sweep_dir)
+    try:
+        queue = squeue_entries()
+    except SchedulerError:
+        if records["runs"] or records["steps"]:
+            raise
+        queue = {}  # a local sweep: the states come from the folder alone
+    rows = status_rows(sweep_dir, expand_runs(cfg), cfg.train_notebook, records, queue)
+    write_status(sweep_dir / STATUS_FILE, rows)
+    return rows
+
+
+def wait_for_jobs(cfg: Any, poll_s: float = 5.0, timeout_s: float | None = None, log=print) -> list[dict[str, Any]]:
+    """Block until none of the sweep's recorded jobs is queued or running; returns the final status rows."""
+    from .slurm import read_records
+
+    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
+    start, last = time.time(), None
+    while True:
+        records = read_records(sweep_dir)
+        queue = squeue_entries()
+        live = [r["job_id"] for r in list(records["runs"].values()) + list(records["steps"].values()) if is_live(r, queue)]
+        if not live:
+            return sweep_status(cfg)
+        summary = ", ".join(f"{j} {queue[j].label}" for j in live)
+        if summary != last:
+            log(f"waiting: {summary}")
+            last = summary
+        if timeout_s is not None and time.time() - start > timeout_s:
+            raise TimeoutError(f"sweep {cfg.name}: jobs still live after {timeout_s:.0f} s: {summary}")
+        time.sleep(poll_s)

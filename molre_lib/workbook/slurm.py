@@ -227,7 +227,8 @@ class SweepStepJob:
         os.chdir(self.cwd)
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[:1] if os.environ.get("CUDA_VISIBLE_DEVICES") else None
         rows = run_sweep(self.cfg, gpus=gpus, train_missing=False, only_prepare=self.part == "prepare")
-        bad = [r for r in rows if r["status"] != "ok" and (self.part == "prepare" or r["step"] != self.cfg.train_notebook[:-6])]
+        train_step = Path(self.cfg.train_notebook).stem  # its failures are the runs' own rows in --status
+        bad = [r for r in rows if r["status"] == "failed" and r["step"] != train_step]
         if bad:
             raise RuntimeError(f"{len(bad)} notebook(s) failed: " + "; ".join(f"{r['step']} {r['key']}: {r['error']}" for r in bad))
         return f"{self.part}: {len(rows)} notebooks ok"
@@ -398,41 +399,3 @@ def subprocess_run(cmd: list[str]) -> None:
     import subprocess
 
     subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-
-
-def sweep_status(cfg: SweepConfig) -> list[dict[str, Any]]:
-    """The ``--status`` rows (see :mod:`molre_lib.workbook.cluster_status`), also written to cluster_status.csv."""
-    from .cluster_status import STATUS_FILE, SchedulerError, squeue_entries, status_rows, write_status
-
-    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
-    records = read_records(sweep_dir)
-    try:
-        queue = squeue_entries()
-    except SchedulerError:
-        if records["runs"] or records["steps"]:
-            raise
-        queue = {}  # a local sweep: the states come from the folder alone
-    rows = status_rows(sweep_dir, expand_runs(cfg), cfg.train_notebook, records, queue)
-    write_status(sweep_dir / STATUS_FILE, rows)
-    return rows
-
-
-def wait_for_jobs(cfg: SweepConfig, poll_s: float = 5.0, timeout_s: float | None = None, log=print) -> list[dict[str, Any]]:
-    """Block until none of the sweep's recorded jobs is queued or running; returns the final status rows."""
-    from .cluster_status import is_live, squeue_entries
-
-    sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
-    start, last = time.time(), None
-    while True:
-        records = read_records(sweep_dir)
-        queue = squeue_entries()
-        live = [r["job_id"] for r in list(records["runs"].values()) + list(records["steps"].values()) if is_live(r, queue)]
-        if not live:
-            return sweep_status(cfg)
-        summary = ", ".join(f"{j} {queue[j].label}" for j in live)
-        if summary != last:
-            log(f"waiting: {summary}")
-            last = summary
-        if timeout_s is not None and time.time() - start > timeout_s:
-            raise TimeoutError(f"sweep {cfg.name}: jobs still live after {timeout_s:.0f} s: {summary}")
-        time.sleep(poll_s)
