@@ -188,6 +188,34 @@ def _imported(name: str, value: Any) -> bool:
                if mod is not None and mod_name.split(".")[0] in ("molre_lib", "torch", "numpy", "pandas", "matplotlib"))
 
 
+def value_problem(name: str, param: Param, value: Any) -> Optional[str]:
+    """Why ``value`` is not allowed for parameter ``name`` (type, choices, range), or None."""
+    if value is None and param.nullable:
+        return None
+    if not isinstance(value, param.types) or (isinstance(value, bool) and bool not in param.types):
+        expected = " or ".join(t.__name__ for t in param.types)
+        return f"{name}={value!r}: expected {expected}, got {type(value).__name__}"
+    choices = param.choices() if callable(param.choices) else param.choices
+    if choices is not None and value not in choices:
+        return f"{name}={value!r}: must be one of {list(choices)}{did_you_mean(value, choices)}"
+    if param.check is not None and (reason := param.check(value)):
+        return f"{name}={value!r}: {reason}"
+    return None
+
+
+def given_parameter_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
+    """Problems of the parameters a caller injects (a sweep, papermill -p): unknown names and bad values;
+    names not given keep the notebook's defaults. Empty for a notebook without a schema."""
+    schema = SCHEMAS.get(notebook)
+    if schema is None:
+        return []
+    problems = [f"unknown parameter {name}={value!r}{did_you_mean(name, list(schema))}"
+                for name, value in values.items() if name not in schema]
+    problems += [p for name, value in values.items() if name in schema
+                 and (p := value_problem(name, schema[name], value))]
+    return problems
+
+
 def check_parameters(notebook: str, namespace: Mapping[str, Any], resolve: bool = True) -> dict[str, Any]:
     """Validate a notebook's parameters in ``namespace`` (its ``globals()``); return them as a dict, with the
     path parameters made absolute by the workbook rule (:mod:`molre_lib.workbook.paths`) unless ``resolve``
@@ -203,20 +231,8 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any], resolve: bool 
     for name in sorted(set(schema) - present):
         problems.append(f"missing parameter {name}: the parameters cell must define it")
     for name, param in schema.items():
-        if name not in namespace:
-            continue
-        value = namespace[name]
-        if value is None and param.nullable:
-            continue
-        if not isinstance(value, param.types) or (isinstance(value, bool) and bool not in param.types):
-            expected = " or ".join(t.__name__ for t in param.types)
-            problems.append(f"{name}={value!r}: expected {expected}, got {type(value).__name__}")
-            continue
-        choices = param.choices() if callable(param.choices) else param.choices
-        if choices is not None and value not in choices:
-            problems.append(f"{name}={value!r}: must be one of {list(choices)}{did_you_mean(value, choices)}")
-        elif param.check is not None and (reason := param.check(value)):
-            problems.append(f"{name}={value!r}: {reason}")
+        if name in namespace and (problem := value_problem(name, param, namespace[name])):
+            problems.append(problem)
     if problems:
         raise ParameterError(f"{notebook}: {len(problems)} parameter problem(s):\n  - " + "\n  - ".join(problems))
     params = {name: namespace[name] for name in schema}

@@ -26,6 +26,7 @@ import yaml
 
 from molre_lib.analysis.summary import RUNS_FILE, STATUS_FILE
 
+from .sweep_checks import check_sweep, in_use
 from .runner import StatusBook, execute_notebook, notebook_error, run_pool
 
 DONE_MARKER = "metrics.json"
@@ -282,6 +283,9 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     prepare_jobs = plan_analysis(cfg, runs, cfg.prepare)
     for job in prepare_jobs:
         job.output = sweep_dir / "prepare" / job.notebook.name
+    # every notebook's parameters and every run folder's lock, before anything runs (sweep_checks.py)
+    check_sweep(cfg.name, [*prepare_jobs, *train_jobs, *plan_analysis(cfg, runs)], runs if train_missing else [],
+                dry_run)
     if dry_run:
         for job in prepare_jobs:
             log(f"[first] {job.step} -> {job.output}  {json.dumps(job.parameters, default=str)}")
@@ -318,6 +322,9 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
             return
         if not train_missing:
             book.record(job, "failed", "not run", notebook_error(job.output) or f"no {DONE_MARKER}: training did not finish")
+            return
+        if (holder := in_use(run)) is not None:        # locked since the sweep started: never a second writer
+            book.record(job, "failed", "not run", holder)
             return
         error, seconds = _timed(job, cfg, gpu, log)
         if error is None and not run.finished:
