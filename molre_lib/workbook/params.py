@@ -74,6 +74,17 @@ def finding_list(v: Any) -> Optional[str]:
     return f"unknown finding key(s) {', '.join(bad)}; keys are listed in data_manifests/findings.csv" if bad else None
 
 
+def attribution_methods(v: Any) -> Optional[str]:
+    """A non-empty list of attribution methods scored by 04 (molre_lib.analysis.explain.ATTRIBUTIONS)."""
+    if reason := str_list(v):
+        return reason
+    known = ("gradcam", "occlusion")
+    bad = [f"{m!r}{did_you_mean(m, known)}" for m in v if m not in known]
+    if not v or bad:
+        return f"must name methods among {list(known)}" + (f"; unknown {', '.join(bad)}" if bad else "")
+    return None
+
+
 def positive(v: Any) -> Optional[str]:
     return None if v > 0 else "must be > 0"
 
@@ -117,6 +128,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "SEED": Param(INT, check=non_negative),
         "LABEL_NOISE": Param(FLOAT, check=fraction),
         "PREVALENCE_SCALE": Param(FLOAT, check=positive),
+        "SPLITS": Param(LIST, check=split_fractions),
         "FIGURES_DIR": Param(STR, path=True),
     },
     "01_train": {
@@ -151,6 +163,8 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "RUN_DIR": Param(STR, path=True),
         "SPLIT": Param(STR, choices=("train", "val", "test")),
         "MAX_SCANS": Param(INT, check=positive),
+        "TOKEN_SCANS": Param(INT, check=positive),
+        "PERMUTATIONS": Param(INT, check=positive),
         "LAYER": Param(STR),
         "DEVICE": Param(STR, check=device),
         "FIGURES_DIR": Param(STR, path=True),
@@ -165,9 +179,14 @@ SCHEMAS: dict[str, dict[str, Param]] = {
     },
     "04_gradcam": {
         "RUN_DIR": Param(STR, path=True),
+        "REFERENCE_RUN_DIR": Param(STR, path=True),
         "FINDINGS": Param(LIST, check=finding_list),
         "SPLIT": Param(STR, choices=("train", "val", "test")),
         "N_EXAMPLES": Param(INT, check=positive),
+        "MAX_SCANS": Param(INT, check=positive),
+        "METHODS": Param(LIST, check=attribution_methods),
+        "MARGIN_MM": Param(FLOAT, check=non_negative),
+        "BOOTSTRAP": Param(INT, check=positive),
         "DEVICE": Param(STR, check=device),
         "FIGURES_DIR": Param(STR, path=True),
     },
