@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="Output folder (default RUN_B/compare_<RUN_A name>).")
     p.add_argument("--band", type=float, nargs=2, default=(0.3, 0.7), metavar=("LOW", "HIGH"),
                    help="Borderline probability band of the confidence-regime analysis.")
+    p.add_argument("--min-shared", type=float, default=0.9, metavar="FRACTION",
+                   help="refuse when the runs share fewer than this fraction of the larger run's scans [default: 0.9]")
     p.set_defaults(func=_compare)
 
     p = subparsers.add_parser("predict", help="Probabilities of 75 findings for NIfTI / DICOM inputs.",
@@ -147,7 +149,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from molre_lib.engine.evaluate import compare_runs, format_comparison
 
-    df = compare_runs(args.run_a, args.run_b, args.out, args.split, tuple(args.band))
+    df = compare_runs(args.run_a, args.run_b, args.out, args.split, tuple(args.band), min_shared=args.min_shared)
     print(format_comparison(df, Path(args.run_a).name, Path(args.run_b).name))
     print(f"\nwrote {df.attrs['out_dir']}/compare_per_finding.csv and compare_categories.csv")
     return 0

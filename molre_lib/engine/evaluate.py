@@ -45,18 +45,34 @@ def evaluate_run(run_dir: str | Path, split: str = "test", bootstrap: int = 1000
     return metrics[split]
 
 
+MIN_SHARED = 0.9
+
+
+def check_shared(run_a: Path, run_b: Path, split: str, n_a: int, n_b: int, n_shared: int, min_shared: float) -> None:
+    """Refuse a comparison on fewer shared scans than ``min_shared`` of either run's scans, naming the counts."""
+    frac = n_shared / max(n_a, n_b, 1)
+    if frac < min_shared:
+        raise ValueError(f"{run_a.name} has {n_a} {split} scans and {run_b.name} {n_b}; only {n_shared} are shared "
+                         f"({frac:.0%} of the larger, below --min-shared {min_shared:g}): their AUCs would be on other "
+                         f"scans than the runs report; compare on the shared scans with --min-shared {frac:.2f}")
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, out_dir: Optional[str | Path] = None, split: str = "test",
-                 band: tuple[float, float] = (0.3, 0.7), alpha: float = 0.05) -> pd.DataFrame:
+                 band: tuple[float, float] = (0.3, 0.7), alpha: float = 0.05,
+                 min_shared: float = MIN_SHARED) -> pd.DataFrame:
     """Per-finding paired comparison of run B against run A (e.g. MoLRE vs LoRA) on their shared scans.
 
     Columns: finding, category, n_pos, auc_a, auc_b, delta_auc (b - a) with its DeLong 95% CI, p, p_holm,
     p_bh, and the confidence-regime shift (positives moving from ``band`` in A to > band[1] in B).
     Writes ``compare_per_finding.csv`` and ``compare_categories.csv`` to ``out_dir``
     (default ``<run_b>/compare_<run_a name>``). The category summary is in ``df.attrs["categories"]``.
+    Both CSVs carry ``n_scans_a``, ``n_scans_b`` and ``n_shared``; fewer shared scans than ``min_shared`` of the
+    larger run raise (a silent subset would report AUCs on other scans than each run's own).
     """
     run_a, run_b = Path(run_a), Path(run_b)
     pair = paired_predictions(run_a, run_b, split)
     keys, y, m, pa, pb, na, nb = pair.keys, pair.labels, pair.mask, pair.probs_a, pair.probs_b, pair.n_a, pair.n_b
+    check_shared(run_a, run_b, split, na, nb, len(y), min_shared)
     df = paired_delong(y, pa, pb, m, keys)
     regime = confidence_regime_shift(y, pa, pb, m, keys, band).drop(columns=["finding", "n_pos"])
     df = pd.concat([df, regime], axis=1)
@@ -79,6 +95,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out_dir: Optional[str | P
     summary["frac_moved_up"] = summary["moved_up"] / summary["n_pos"].where(summary["n_pos"] > 0)
     out = Path(out_dir) if out_dir is not None else run_b / f"compare_{run_a.name}"
     out.mkdir(parents=True, exist_ok=True)
+    for table in (df, summary):
+        table["n_scans_a"], table["n_scans_b"], table["n_shared"] = na, nb, len(y)
     df.to_csv(out / "compare_per_finding.csv", index=False)
     summary.to_csv(out / "compare_categories.csv", index=False)
     df.attrs.update(categories=summary, out_dir=str(out), n_scans=len(y), n_scans_a=na, n_scans_b=nb)
@@ -88,10 +106,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out_dir: Optional[str | P
 def format_comparison(df: pd.DataFrame, name_a: str = "A", name_b: str = "B", top: int = 10) -> str:
     """Printable category summary and the findings with the largest |delta AUC|."""
     cats = df.attrs.get("categories")
-    lines = [f"{name_b} vs {name_a} on {df.attrs.get('n_scans', '?')} shared scans "
+    lines = [f"{name_b} vs {name_a} on {df.attrs.get('n_scans', '?')} shared scans ({name_a} has "
+             f"{df.attrs.get('n_scans_a', '?')}, {name_b} has {df.attrs.get('n_scans_b', '?')}) "
              f"(delta = {name_b} - {name_a}; DeLong, Holm/BH over {int(df['p'].notna().sum())} findings)"]
     if cats is not None:
-        lines.append(cats.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        lines.append(cats.drop(columns=["n_scans_a", "n_scans_b", "n_shared"], errors="ignore")
+                     .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     cols = ["finding", "category", "n_pos", "auc_a", "auc_b", "delta_auc", "p", "p_holm", "p_bh", "moved_up"]
     ranked = df.assign(_untested=df["p"].isna(), _size=-df["delta_auc"].abs())
     order = ranked.sort_values(["_untested", "_size"], na_position="last").index[:top]
