@@ -1,6 +1,7 @@
 """Files of a run directory: config.json (with provenance), predictions parquet, metrics.json."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import platform
@@ -67,6 +68,25 @@ def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: 
            "world_size": info.world_size, "device": str(info.device), "params": params}
     path = run_dir / "config.json"
     return atomic_write(path, json.dumps(doc, indent=2))
+
+
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "val_macro_auc", "elapsed_s"]
+
+
+def open_train_log(run_dir: Path, keep_up_to: Optional[int]) -> tuple[Any, csv.DictWriter]:
+    """(file, writer) of ``train_log.csv`` for appending; on resume, rows after the checkpoint's step are dropped
+    (they are re-done)."""
+    path = run_dir / "train_log.csv"
+    rows = []
+    if keep_up_to is not None and path.exists():
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_up_to]
+    fh = open(path, "w", newline="")
+    writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    fh.flush()
+    return fh, writer
 
 
 def write_predictions(path: Path, out: dict[str, Any], split: str, keys: Sequence[str]) -> Path:

@@ -11,106 +11,73 @@ One run directory holds everything a run produced::
 
 Loss = masked focal loss summed over the known labels of the *global* batch / their count, so one
 process, DDP over N processes and gradient accumulation all optimise the same objective.
+
+Reading order: :func:`train` → :func:`_train` (the whole run in ten lines) → :class:`Trainer`, whose methods are
+the named steps (``restore``, ``checkpoint``, ``fit`` → ``_backward`` / ``_optimizer_step`` / ``_advance`` /
+``_validate`` / ``_log_step``) around one :class:`TrainState`. Model construction lives in ``build.py``.
 """
 from __future__ import annotations
 
-import csv
 import math
-import random
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from molre_lib.adapters import balance_loss
+from molre_lib.common.config_keys import check_known_keys
+from molre_lib.stats.auroc import per_finding_auc
 from . import distributed as D
+from .build import apply_adapter, build_model, new_modules, seed_everything
 from .checkpoint import frozen_fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
 from .loaders import StepBatchSampler, autocast, build_datasets, make_loader, predict_dataset
 from .losses import MaskedFocalLoss, pos_weights_from_labels
-from molre_lib.stats.auroc import per_finding_auc
-from .run_files import finding_keys, write_metrics, write_predictions, write_run_config
-from .config import TrainConfig
+from .optim import lr_lambda, param_groups
+from .run_files import finding_keys, open_train_log, write_metrics, write_predictions, write_run_config
 
-LOG_FIELDS = ["step", "epoch", "loss", "lr", "val_macro_auc", "elapsed_s"]
+__all__ = ["train", "TrainState", "Trainer", "NonFiniteLossError", "seed_everything"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the last good state was checkpointed before raising."""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+@dataclass(slots=True)
+class TrainState:
+    """Where training stands, saved in every checkpoint as its ``state`` entry (a dict of these fields).
+
+    ``slots`` makes a misspelt attribute an ``AttributeError`` and :meth:`from_dict` refuses unknown keys, so a
+    typo can neither be written into a checkpoint nor read back from one silently.
+    """
+
+    step: int = 0                  # optimizer steps done
+    epoch: int = 0
+    step_in_epoch: int = 0         # loader position inside ``epoch``: a resume continues mid-epoch
+    best_auc: float = -math.inf    # best validation macro AUC so far
+    best_step: int = -1
+    best_state: Optional[dict[str, torch.Tensor]] = None  # trainable tensors + buffers of the best step
+    evals_since_best: int = 0      # for early stopping
+    stopped_early: bool = False
+    done: bool = False
+    elapsed: float = 0.0           # training seconds over all resumes
+    last_val_auc: Optional[float] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would deep-copy the tensors
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainState":
+        check_known_keys(cls, d)
+        return cls(**d)
 
 
-def build_model(cfg: TrainConfig, num_classes: int = 75) -> nn.Module:
-    """Backbone from the registry, then the adapter given by ``cfg.adapter`` (seeded: rebuilds are identical)."""
-    from molre_lib.backbones import create_model, get_spec
-
-    seed_everything(cfg.seed)
-    spec = get_spec(cfg.backbone)
-    extra = {"checkpoint": True} if (cfg.grad_checkpointing and spec.dims == 2) else {}
-    model = create_model(cfg.backbone, num_classes=num_classes, weights=cfg.weights, pretrained=cfg.pretrained,
-                         reduced=cfg.reduced, **extra)
-    if cfg.grad_checkpointing and spec.dims == 3:
-        setter = getattr(model.encoder, "set_grad_checkpointing", None)
-        if setter is None:
-            raise ValueError(f"backbone {cfg.backbone!r} does not support gradient checkpointing")
-        setter(True)
-    return apply_adapter(model, cfg, spec.target_modules)
-
-
-def apply_adapter(model: nn.Module, cfg: TrainConfig, default_targets: Any = None) -> nn.Module:
-    """Inject LoRA / MoLRE, or set up a linear probe / full fine-tuning, per ``cfg.adapter``."""
-    from molre_lib.adapters import MoLREConfig, inject, mark_trainable
-
-    targets = cfg.target_modules if cfg.target_modules is not None else default_targets
-    alpha = cfg.lora_alpha if cfg.lora_alpha is not None else 2.0 * cfg.rank
-    if cfg.adapter in ("lora", "molre"):
-        if targets is None:
-            raise ValueError("target_modules is not set and the model has no default adapter targets")
-        common = dict(r=cfg.rank, alpha=alpha, dropout=cfg.adapter_dropout, target_modules=targets)
-        acfg = (MoLREConfig(n_experts=1, **common) if cfg.adapter == "lora" else
-                MoLREConfig(n_experts=cfg.n_experts, shared_a=cfg.shared_a, router=cfg.router, temperature=cfg.temperature,
-                            top_k=cfg.top_k, balance_coef=cfg.balance_coef, **common))
-        inject(model, acfg, trainable=_new_modules(model))
-    elif cfg.adapter == "linear_probe":
-        mark_trainable(model, _new_modules(model))
-    else:  # full fine-tuning
-        model.requires_grad_(True)
-    return model
-
-
-def _new_modules(model: nn.Module) -> tuple[str, ...]:
-    """Top-level modules trained from scratch (slice aggregator, head): trainable with any adapter."""
-    return tuple(getattr(model, "trainable_modules", ("head",)))
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    if not decay and not no_decay:
-        raise ValueError("the model has no trainable parameters")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        if cfg.schedule == "constant":
-            return 1.0
-        frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-        return 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1.0 - frac
-    return f
-
-
+# ----------------------------------------------------------------------------- set-up helpers
 def _amp(cfg: TrainConfig, device: torch.device) -> str:
     if cfg.amp != "auto":
         return cfg.amp
@@ -151,21 +118,45 @@ def _label_stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return (np.stack([np.asarray(it["labels"]) for it in items]), np.stack([np.asarray(it["label_mask"]) for it in items]))
 
 
-def _open_log(run_dir: Path, keep_up_to: Optional[int]) -> Any:
-    """train_log.csv for appending; on resume rows after the checkpoint's step are dropped (re-done)."""
-    path = run_dir / "train_log.csv"
-    rows = []
-    if keep_up_to is not None and path.exists():
-        with open(path, newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_up_to]
-    fh = open(path, "w", newline="")
-    writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    fh.flush()
-    return fh, writer
+def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """A new run needs an empty run dir; a resumed one its checkpoint and the same config."""
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
+        changed = TrainConfig.load(run_dir / "config.json").diff(cfg)
+        if changed:
+            raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}")
+    elif ckpt_path.exists() or (run_dir / "config.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume) or choose another run dir")
 
 
+def _prepare_model(cfg: TrainConfig, model: Optional[nn.Module], n_classes: int, info: D.DistInfo) -> nn.Module:
+    """The adapted model on this rank's device (built from ``cfg`` unless one is given)."""
+    if model is None:
+        model = build_model(cfg, n_classes)
+    else:
+        seed_everything(cfg.seed)
+        apply_adapter(model, cfg, getattr(getattr(model, "spec", None), "target_modules", None))
+    model.to(info.device)
+    if info.enabled and info.device.type == "cuda" and cfg.adapter == "full" and hasattr(model, "encoder"):
+        # BatchNorm trains under full fine-tuning: batch statistics over all GPUs, as on one device.
+        # (The head norm syncs itself; SyncBatchNorm needs GPU tensors, so gloo/CPU keeps per-rank statistics.)
+        model.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(model.encoder)
+    return model
+
+
+def _wrap_ddp(cfg: TrainConfig, model: nn.Module, info: D.DistInfo) -> nn.Module:
+    if not info.enabled:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+        # full fine-tuning may hold parameters a forward never uses (e.g. unused pooling/norm layers)
+        find_unused_parameters=(cfg.adapter == "full" or (cfg.adapter == "molre" and cfg.top_k is not None)),
+        **_no_buffer_sync())
+
+
+# ----------------------------------------------------------------------------- the run
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, *, model: Optional[nn.Module] = None,
           datasets: Optional[dict[str, Dataset]] = None, callbacks: Sequence[Callable[[dict], None]] = ()) -> Path:
     """Train per ``cfg`` into ``run_dir`` and return it; ``resume=True`` continues from its checkpoint.
@@ -182,184 +173,209 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, *, model:
 
 def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Module],
            datasets: Optional[dict[str, Dataset]], callbacks: Sequence[Callable[[dict], None]], info: D.DistInfo) -> Path:
-    from tqdm.auto import tqdm
-
-    from molre_lib.adapters import balance_loss
-
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
-        saved = TrainConfig.load(run_dir / "config.json")
-        changed = saved.diff(cfg)
-        if changed:
-            raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}")
-    elif ckpt_path.exists() or (run_dir / "config.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume) or choose another run dir")
+    _check_run_dir(cfg, run_dir, resume)
     D.barrier(info)  # every rank has checked the run dir before rank 0 writes into it
-    splits = [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
     if datasets is None:
         from molre_lib.backbones import get_spec
 
+        splits = [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
         datasets = build_datasets(cfg, get_spec(cfg.backbone), splits)
-    train_ds = datasets[cfg.train_split]
-    n_classes = int(np.asarray(train_ds[0]["labels"]).shape[-1])
-    keys = finding_keys(n_classes)
-    if model is None:
-        model = build_model(cfg, n_classes)
-    else:
-        seed_everything(cfg.seed)
-        apply_adapter(model, cfg, getattr(getattr(model, "spec", None), "target_modules", None))
-    model.to(info.device)
-    if info.enabled and info.device.type == "cuda" and cfg.adapter == "full" and hasattr(model, "encoder"):
-        # BatchNorm trains under full fine-tuning: batch statistics over all GPUs, as on one device.
-        # (The head norm syncs itself; SyncBatchNorm needs GPU tensors, so gloo/CPU keeps per-rank statistics.)
-        model.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(model.encoder)
-    core = model
-    amp = _amp(cfg, info.device)
-    sampler0 = StepBatchSampler(len(train_ds), cfg.batch_size, cfg.grad_accum, info, cfg.seed, 0)  # type: ignore[arg-type]
-    steps_per_epoch = sampler0.steps_per_epoch
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(train_ds)} training scans")  # type: ignore[arg-type]
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    pos_weight = None
-    if cfg.pos_weight == "balanced":
-        pos_weight = torch.from_numpy(pos_weights_from_labels(*_label_stats(train_ds), cfg.pos_weight_max))
-    loss_fn = MaskedFocalLoss(cfg.focal_alpha, cfg.focal_gamma, pos_weight, reduction="sum").to(info.device)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
-    scaler = torch.amp.GradScaler(info.device.type, enabled=(amp == "fp16"))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    fingerprint = frozen_fingerprint(model)
-    if info.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            # full fine-tuning may hold parameters a forward never uses (e.g. unused pooling/norm layers)
-            find_unused_parameters=(cfg.adapter == "full" or (cfg.adapter == "molre" and cfg.top_k is not None)),
-            **_no_buffer_sync())
-
-    st: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_auc": -math.inf, "best_step": -1,
-                          "best_state": None, "evals_since_best": 0, "stopped_early": False, "done": False,
-                          "elapsed": 0.0, "last_val_auc": None}
+    trainer = Trainer(cfg, run_dir, info, datasets, model)
     if resume:
-        ck = load_checkpoint(ckpt_path)
-        if abs(ck["frozen_fingerprint"] - fingerprint) > 1e-6 * max(1.0, abs(fingerprint)):
-            raise ValueError(f"{ckpt_path}: the rebuilt backbone differs from the one this run trained against "
-                             f"(frozen-weight fingerprint {fingerprint} != {ck['frozen_fingerprint']})")
-        _load_trainable(core, ck["trainable"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        st.update(ck["state"])
-        set_rng_state(ck["rng"][info.rank if info.rank < len(ck["rng"]) else 0])
+        trainer.restore()
     elif info.is_main:
-        write_run_config(run_dir, cfg, info, core, n_classes)
-
-    def checkpoint(rng: Optional[dict] = None) -> None:
-        rngs = D.all_gather_objects(rng or rng_state(), info)
-        if info.is_main:
-            save_checkpoint(ckpt_path, {
-                "trainable": _trainable_state(core), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rngs, "state": st, "frozen_fingerprint": fingerprint,
-                "config": cfg.to_dict()})
-        D.barrier(info)
-
-    def evaluate() -> float:
-        out = predict_dataset(core, datasets[cfg.val_split], info, max(1, cfg.batch_size // max(1, cfg.grad_accum)),
-                              amp, cfg.num_workers)
-        auc = per_finding_auc(out["labels"], out["probs"], out["mask"])
-        return float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
-
-    log_fh, log = _open_log(run_dir, st["step"] if resume else None) if info.is_main else (None, None)
-    if not resume:
-        checkpoint()  # step 0: a NaN on the first step still leaves a good checkpoint
-    t0 = time.perf_counter() - st["elapsed"]
-    bar = tqdm(total=total, initial=st["step"], desc=f"train {cfg.adapter}", disable=not info.is_main)
-    model.train()
-    while st["step"] < total and not st["done"]:
-        sampler = StepBatchSampler(len(train_ds), cfg.batch_size, cfg.grad_accum, info, cfg.seed, st["epoch"],  # type: ignore[arg-type]
-                                   st["step_in_epoch"])
-        if hasattr(train_ds, "epoch"):
-            train_ds.epoch = st["epoch"]  # SeededAugment: augmentation keyed by (seed, epoch, index)
-        it = iter(make_loader(train_ds, sampler, cfg.num_workers, cfg.seed, st["epoch"], info.device.type == "cuda"))
-        for _ in range(len(sampler) // cfg.grad_accum):
-            rng_before = rng_state()
-            micro = [next(it) for _ in range(cfg.grad_accum)]
-            n_known = D.all_reduce_sum(sum(b["label_mask"].sum() for b in micro).to(info.device, torch.float64), info)
-            norm = (n_known / info.world_size).clamp_min(1.0 / info.world_size).float()
-            focal_sum = torch.zeros((), device=info.device, dtype=torch.float64)
-            for i, b in enumerate(micro):
-                sync = i == len(micro) - 1 or not info.enabled
-                with (model.no_sync() if not sync else torch.enable_grad()):  # type: ignore[operator]
-                    with autocast(info.device, amp):
-                        logits = model(b["image"].to(info.device, non_blocking=True))  # (b, F)
-                    focal = loss_fn(logits, b["labels"].to(info.device), b["label_mask"].to(info.device))
-                    loss = focal / norm + balance_loss(core) / cfg.grad_accum
-                    scaler.scale(loss).backward()
-                focal_sum += focal.detach().double()
-            loss_value = float(D.all_reduce_sum(focal_sum, info) / n_known.clamp_min(1.0))
-            if not math.isfinite(loss_value):
-                opt.zero_grad(set_to_none=True)
-                checkpoint(rng_before)  # weights, optimizer and loader position are still those of the last step
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss_value}) at step {st['step'] + 1} (epoch {st['epoch']}); training "
-                    f"stopped. Last good state (step {st['step']}) saved to {ckpt_path}. Check the inputs of that "
-                    "step, lower lr, or use amp=bf16 instead of fp16.")
-            if cfg.max_grad_norm > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            lr = opt.param_groups[0]["lr"]
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            st["step"] += 1
-            st["step_in_epoch"] += 1
-            epoch_end = st["step_in_epoch"] >= steps_per_epoch
-            if epoch_end:
-                st["epoch"] += 1
-                st["step_in_epoch"] = 0
-            last = st["step"] >= total
-            val_auc = None
-            if cfg.val_split and (last or (cfg.eval_every and st["step"] % cfg.eval_every == 0)
-                                  or (not cfg.eval_every and epoch_end)):
-                val_auc = evaluate()
-                st["last_val_auc"] = val_auc
-                if val_auc > st["best_auc"]:
-                    st.update(best_auc=val_auc, best_step=st["step"], best_state=_trainable_state(core),
-                              evals_since_best=0)
-                else:
-                    st["evals_since_best"] += 1
-                    if cfg.early_stopping and st["evals_since_best"] >= cfg.early_stopping:
-                        st["stopped_early"] = True
-            st["elapsed"] = time.perf_counter() - t0
-            if log is not None:
-                log.writerow({"step": st["step"], "epoch": st["epoch"] - (1 if epoch_end else 0), "loss": f"{loss_value:.6g}",
-                              "lr": f"{lr:.6g}", "val_macro_auc": "" if val_auc is None else f"{val_auc:.6f}",
-                              "elapsed_s": f"{st['elapsed']:.4f}"})
-                log_fh.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", val_auc="-" if st["last_val_auc"] is None else f"{st['last_val_auc']:.3f}")
-            if last or st["stopped_early"]:
-                st["done"] = True
-            if st["done"] or (cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0) or \
-                    (not cfg.checkpoint_every and val_auc is not None):
-                checkpoint()
-            for cb in callbacks:
-                cb({"step": st["step"], "epoch": st["epoch"], "loss": loss_value, "lr": lr, "val_macro_auc": val_auc})
-            if st["done"]:
-                break
-    bar.close()
-    if log_fh is not None:
-        log_fh.close()
-    if st["best_state"] is not None:
-        _load_trainable(core, st["best_state"])
-    _finish(cfg, run_dir, core, datasets, info, amp, keys, st)
+        write_run_config(run_dir, cfg, info, trainer.core, trainer.n_classes)
+    trainer.fit(callbacks, resume)
+    if trainer.state.best_state is not None:
+        _load_trainable(trainer.core, trainer.state.best_state)
+    _finish(cfg, run_dir, trainer.core, datasets, info, trainer.amp, trainer.keys, trainer.state)
     return run_dir
 
 
+class Trainer:
+    """One run's model, optimisation objects and :class:`TrainState`; each method is one step of training.
+
+    ``core`` is the adapted model, ``model`` the same wrapped in DDP when there are several processes.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, info: D.DistInfo, datasets: dict[str, Dataset],
+                 model: Optional[nn.Module]) -> None:
+        self.cfg, self.run_dir, self.info, self.datasets = cfg, run_dir, info, datasets
+        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+        self.train_ds = datasets[cfg.train_split]
+        self.n_classes = int(np.asarray(self.train_ds[0]["labels"]).shape[-1])
+        self.keys = finding_keys(self.n_classes)
+        self.core = _prepare_model(cfg, model, self.n_classes, info)
+        self.amp = _amp(cfg, info.device)
+        self.steps_per_epoch = StepBatchSampler(len(self.train_ds), cfg.batch_size, cfg.grad_accum, info,  # type: ignore[arg-type]
+                                                cfg.seed, 0).steps_per_epoch
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(self.train_ds)} training scans")  # type: ignore[arg-type]
+        self.total = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        pos_weight = None
+        if cfg.pos_weight == "balanced":
+            pos_weight = torch.from_numpy(pos_weights_from_labels(*_label_stats(self.train_ds), cfg.pos_weight_max))
+        self.loss_fn = MaskedFocalLoss(cfg.focal_alpha, cfg.focal_gamma, pos_weight, reduction="sum").to(info.device)
+        self.opt = torch.optim.AdamW(param_groups(self.core, cfg.weight_decay), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, self.total))
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=(self.amp == "fp16"))
+        self.trainable = [p for p in self.core.parameters() if p.requires_grad]
+        self.fingerprint = frozen_fingerprint(self.core)
+        self.model = _wrap_ddp(cfg, self.core, info)
+        self.state = TrainState()
+        self._log_fh, self._log = None, None  # train_log.csv (file, csv writer) on rank 0, opened by fit()
+
+    # ------------------------------------------------------------------ checkpoints
+    def restore(self) -> None:
+        """Weights, optimizer, scheduler, scaler, state and this rank's RNG from ``checkpoints/last.pt``."""
+        ck = load_checkpoint(self.ckpt_path)
+        if abs(ck["frozen_fingerprint"] - self.fingerprint) > 1e-6 * max(1.0, abs(self.fingerprint)):
+            raise ValueError(f"{self.ckpt_path}: the rebuilt backbone differs from the one this run trained against "
+                             f"(frozen-weight fingerprint {self.fingerprint} != {ck['frozen_fingerprint']})")
+        _load_trainable(self.core, ck["trainable"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.state = TrainState.from_dict(ck["state"])
+        set_rng_state(ck["rng"][self.info.rank if self.info.rank < len(ck["rng"]) else 0])
+
+    def checkpoint(self, rng: Optional[dict] = None) -> None:
+        """Save everything a resume needs (every rank's RNG state; rank 0 writes)."""
+        rngs = D.all_gather_objects(rng or rng_state(), self.info)
+        if self.info.is_main:
+            save_checkpoint(self.ckpt_path, {
+                "trainable": _trainable_state(self.core), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
+                "state": self.state.to_dict(), "frozen_fingerprint": self.fingerprint, "config": self.cfg.to_dict()})
+        D.barrier(self.info)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, callbacks: Sequence[Callable[[dict], None]] = (), resume: bool = False) -> None:
+        """Optimizer steps until ``total``, early stopping or a non-finite loss; logs, evaluates, checkpoints."""
+        from tqdm.auto import tqdm
+
+        cfg, st = self.cfg, self.state
+        if self.info.is_main:
+            self._log_fh, self._log = open_train_log(self.run_dir, st.step if resume else None)
+        if not resume:
+            self.checkpoint()  # step 0: a NaN on the first step still leaves a good checkpoint
+        t0 = time.perf_counter() - st.elapsed
+        bar = tqdm(total=self.total, initial=st.step, desc=f"train {cfg.adapter}", disable=not self.info.is_main)
+        self.model.train()
+        while st.step < self.total and not st.done:
+            for micro, rng_before in self._epoch_batches():
+                loss_value = self._backward(micro, rng_before)
+                lr = self._optimizer_step()
+                epoch_end, val_auc = self._advance()
+                st.elapsed = time.perf_counter() - t0
+                self._log_step(bar, loss_value, lr, val_auc, epoch_end)
+                if st.step >= self.total or st.stopped_early:
+                    st.done = True
+                if st.done or (cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0) or \
+                        (not cfg.checkpoint_every and val_auc is not None):
+                    self.checkpoint()
+                for cb in callbacks:
+                    cb({"step": st.step, "epoch": st.epoch, "loss": loss_value, "lr": lr, "val_macro_auc": val_auc})
+                if st.done:
+                    break
+        bar.close()
+        if self._log_fh is not None:
+            self._log_fh.close()
+
+    def _epoch_batches(self) -> Iterator[tuple[list[dict], dict]]:
+        """The rest of the current epoch: (grad_accum micro-batches, RNG state before drawing them) per step."""
+        cfg, st = self.cfg, self.state
+        sampler = StepBatchSampler(len(self.train_ds), cfg.batch_size, cfg.grad_accum, self.info, cfg.seed,  # type: ignore[arg-type]
+                                   st.epoch, st.step_in_epoch)
+        if hasattr(self.train_ds, "epoch"):
+            self.train_ds.epoch = st.epoch  # SeededAugment: augmentation keyed by (seed, epoch, index)
+        it = iter(make_loader(self.train_ds, sampler, cfg.num_workers, cfg.seed, st.epoch,
+                              self.info.device.type == "cuda"))
+        for _ in range(len(sampler) // cfg.grad_accum):
+            rng_before = rng_state()
+            yield [next(it) for _ in range(cfg.grad_accum)], rng_before
+
+    def _backward(self, micro: list[dict], rng_before: dict) -> float:
+        """Forward + backward of one optimizer step's micro-batches; the global-batch loss (a non-finite one
+        checkpoints the state before the step and raises :class:`NonFiniteLossError`)."""
+        cfg, info, dev = self.cfg, self.info, self.info.device
+        n_known = D.all_reduce_sum(sum(b["label_mask"].sum() for b in micro).to(dev, torch.float64), info)
+        norm = (n_known / info.world_size).clamp_min(1.0 / info.world_size).float()
+        focal_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        for i, b in enumerate(micro):
+            sync = i == len(micro) - 1 or not info.enabled
+            with (self.model.no_sync() if not sync else torch.enable_grad()):  # type: ignore[operator]
+                with autocast(dev, self.amp):
+                    logits = self.model(b["image"].to(dev, non_blocking=True))  # (b, F)
+                focal = self.loss_fn(logits, b["labels"].to(dev), b["label_mask"].to(dev))
+                loss = focal / norm + balance_loss(self.core) / cfg.grad_accum
+                self.scaler.scale(loss).backward()
+            focal_sum += focal.detach().double()
+        loss_value = float(D.all_reduce_sum(focal_sum, info) / n_known.clamp_min(1.0))
+        if not math.isfinite(loss_value):
+            self.opt.zero_grad(set_to_none=True)
+            self.checkpoint(rng_before)  # weights, optimizer and loader position are still those of the last step
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss_value}) at step {self.state.step + 1} (epoch {self.state.epoch}); training "
+                f"stopped. Last good state (step {self.state.step}) saved to {self.ckpt_path}. Check the inputs of "
+                "that step, lower lr, or use amp=bf16 instead of fp16.")
+        return loss_value
+
+    def _optimizer_step(self) -> float:
+        """Clip, step, schedule; returns the learning rate the step used."""
+        if self.cfg.max_grad_norm > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        lr = self.opt.param_groups[0]["lr"]
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return lr
+
+    def _advance(self) -> tuple[bool, Optional[float]]:
+        """Count the step; validate when due. Returns (the step ended an epoch, validation macro AUC or None)."""
+        cfg, st = self.cfg, self.state
+        st.step += 1
+        st.step_in_epoch += 1
+        epoch_end = st.step_in_epoch >= self.steps_per_epoch
+        if epoch_end:
+            st.epoch += 1
+            st.step_in_epoch = 0
+        due = st.step >= self.total or (cfg.eval_every and st.step % cfg.eval_every == 0) or \
+            (not cfg.eval_every and epoch_end)
+        return epoch_end, (self._validate() if cfg.val_split and due else None)
+
+    def _validate(self) -> float:
+        """Validation macro AUC; keeps the best step's weights and counts evaluations for early stopping."""
+        cfg, st = self.cfg, self.state
+        out = predict_dataset(self.core, self.datasets[cfg.val_split], self.info,
+                              max(1, cfg.batch_size // max(1, cfg.grad_accum)), self.amp, cfg.num_workers)
+        auc = per_finding_auc(out["labels"], out["probs"], out["mask"])
+        val_auc = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+        st.last_val_auc = val_auc
+        if val_auc > st.best_auc:
+            st.best_auc, st.best_step, st.best_state = val_auc, st.step, _trainable_state(self.core)
+            st.evals_since_best = 0
+        else:
+            st.evals_since_best += 1
+            if cfg.early_stopping and st.evals_since_best >= cfg.early_stopping:
+                st.stopped_early = True
+        return val_auc
+
+    def _log_step(self, bar: Any, loss_value: float, lr: float, val_auc: Optional[float], epoch_end: bool) -> None:
+        st = self.state
+        if self._log is not None:
+            self._log.writerow({"step": st.step, "epoch": st.epoch - (1 if epoch_end else 0), "loss": f"{loss_value:.6g}",
+                                "lr": f"{lr:.6g}", "val_macro_auc": "" if val_auc is None else f"{val_auc:.6f}",
+                                "elapsed_s": f"{st.elapsed:.4f}"})
+            self._log_fh.flush()  # a killed run keeps every logged step (resume keeps rows up to its checkpoint)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", val_auc="-" if st.last_val_auc is None else f"{st.last_val_auc:.3f}")
+
+
 def _finish(cfg: TrainConfig, run_dir: Path, core: nn.Module, datasets: dict[str, Dataset],
-            info: D.DistInfo, amp: str, keys: list[str], st: dict[str, Any]) -> None:
+            info: D.DistInfo, amp: str, keys: list[str], st: TrainState) -> None:
     """Predictions of the selected (best-val) weights, metrics.json and adapter.safetensors."""
     from molre_lib.adapters import save_adapter
 
@@ -372,12 +388,12 @@ def _finish(cfg: TrainConfig, run_dir: Path, core: nn.Module, datasets: dict[str
             if info.is_main:
                 write_predictions(run_dir / f"predictions_{split}.parquet", out, split, keys)
     if info.is_main:
-        extra = tuple(n for n, _ in core.named_children()) if cfg.adapter == "full" else _new_modules(core)
+        extra = tuple(n for n, _ in core.named_children()) if cfg.adapter == "full" else new_modules(core)
         save_adapter(core, run_dir / "adapter.safetensors", extra=extra,
                      metadata={"adapter_kind": cfg.adapter, "backbone": cfg.backbone,
                                "frozen_fingerprint": repr(frozen_fingerprint(core))})
         write_metrics(run_dir / "metrics.json", results, keys, cfg.eval_bootstrap, cfg.seed, {
-            "steps": st["step"], "best_step": st["best_step"],
-            "best_val_macro_auc": None if st["best_step"] < 0 else st["best_auc"],
-            "stopped_early": st["stopped_early"], "train_seconds": round(st["elapsed"], 2)})
+            "steps": st.step, "best_step": st.best_step,
+            "best_val_macro_auc": None if st.best_step < 0 else st.best_auc,
+            "stopped_early": st.stopped_early, "train_seconds": round(st.elapsed, 2)})
     D.barrier(info)
