@@ -161,7 +161,7 @@ def added_params() -> dict:
 def added_params_registry() -> dict:
     """Added parameters (% of the encoder) for every registry backbone at its default adapter targets."""
     from molre_lib.backbones import list_backbones
-    from molre_lib.backbones.registry import build_encoder
+    from molre_lib.backbones.factory import build_encoder
 
     rows = {}
     for spec in list_backbones():

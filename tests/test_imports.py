@@ -91,3 +91,79 @@ def test_every_module_imports_alone():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth (lazy imports in functions too), except under ``if TYPE_CHECKING:``."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for other in child.orelse:
+                    visit_one(other)
+            else:
+                visit_one(child)
+
+    def visit_one(node: ast.AST) -> None:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        visit(node)
+
+    visit(tree)
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the molre_lib modules it imports (``from pkg import mod`` points at the module, ``from pkg import
+    name`` at the package)."""
+    paths = {}
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        paths[".".join(rel.parts[:-1] if rel.parts[-1] == "__init__" else rel.parts)] = p
+    graph = {}
+    for module, path in paths.items():
+        targets = set()
+        for node in _runtime_imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+                continue
+            if node.level:
+                base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            targets |= {f"{target}.{a.name}" if f"{target}.{a.name}" in paths else target for a in node.names}
+        graph[module] = {t for t in targets if t in paths and t != module}
+    return graph
+
+
+def test_no_import_cycles():
+    """Static: the import graph (lazy imports included, ``if TYPE_CHECKING:`` blocks left out) has no cycle, so no
+    module works only because another one happened to be imported first, and no lazy import hides a circle."""
+    graph = _import_graph()
+    assert "molre_lib.engine.train" in graph and "molre_lib.backbones.registry" in graph  # the walk found the tree
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles = []
+
+    def walk(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                walk(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_backbone_registry_is_a_leaf():
+    """Like timm's _registry.py: the spec and the registry import nothing else of the package at run time."""
+    graph = _import_graph()
+    assert graph["molre_lib.backbones.registry"] == set()
+

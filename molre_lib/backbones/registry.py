@@ -4,21 +4,19 @@ An entry is a function ``fn(weights: Path | None, reduced: bool, **overrides) ->
 the exact architecture (``reduced=True``: the same classes at toy size, for tests) and, when ``weights`` is a
 local file or folder, loads it in the model's official format. Its :class:`BackboneSpec` says everything a
 notebook needs without building the model: input, adapter targets, Grad-CAM layer, weight source.
-``create_model`` resolves weights offline (``weights.py``) and wraps the encoder with a classifier head
-(``model.py`` for 3D encoders, ``slice_encoder.py`` for 2D ones).
+
+This module is a leaf (like timm's ``_registry.py``): the spec, the registry and nothing it must import from the
+rest of the package. Building a model from an entry is ``factory.py``'s job.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .model import HeadCTModel
 
 FAMILIES = ("general-2D", "medical-2D", "ct-3D", "demo")
 
@@ -73,12 +71,6 @@ class BackboneSpec:
     features: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = field(
         default=None, repr=False, metadata={"help": "encoder, input -> pooled features (N, F)"})
 
-    def patch_grid(self, size: Sequence[int]) -> tuple[int, ...]:
-        """Token grid of an input of spatial ``size`` (for the token -> grid reshape of CAMs)."""
-        if len(size) != len(self.patch_size):
-            raise ValueError(f"{self.name}: size {tuple(size)} has {len(size)} axes, patch_size {self.patch_size}")
-        return tuple(s // p for s, p in zip(size, self.patch_size))
-
     def to_row(self) -> dict[str, Any]:
         """Plain fields for tables / JSON (callables left out)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("builder", "features")}
@@ -116,54 +108,3 @@ def get_spec(name: str) -> BackboneSpec:
         return _REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown backbone {name!r}; registered: {', '.join(_REGISTRY)}") from None
-
-
-def build_encoder(name: str, weights: Optional[Path] = None, reduced: bool = False, **overrides: Any) -> BuiltEncoder:
-    """Run the entry function (no weight resolution: ``weights`` is already a local path or None)."""
-    spec = get_spec(name)
-    assert spec.builder is not None
-    return spec.builder(weights=weights, reduced=reduced, **overrides)
-
-
-def count_params_meta(name: str, reduced: bool = False, **overrides: Any) -> int:
-    """Encoder parameter count of a build on the ``meta`` device (no memory, no weights)."""
-    with torch.device("meta"):
-        built = build_encoder(name, None, reduced, **overrides)
-    return sum(p.numel() for p in built.module.parameters())
-
-
-def create_model(
-    name: str,
-    num_classes: int = 75,
-    weights: Union[str, Path, None] = None,
-    pretrained: bool = False,
-    reduced: bool = False,
-    **overrides: Any,
-) -> "HeadCTModel":
-    """Build backbone ``name`` with a classifier head -> :class:`HeadCTModel` (logits (B, num_classes)).
-
-    ``weights``: a local file or folder in the official format (implies pretrained). ``pretrained=True`` without
-    ``weights`` looks in the Hugging Face cache (offline) and then ``$MOLRE_WEIGHTS_DIR/<name>/``, and raises
-    :class:`MissingWeightsError` saying what to put where. ``reduced`` builds a toy-size copy for tests.
-    Overrides: ``aggregator``, ``chunk_size``, ``image_size``, ``checkpoint``, ``agg_heads``, ``agg_layers`` (2D
-    wrapper), ``head_dropout``; anything else goes to the entry function (e.g. ``in_chans``, ``drop_path_rate``).
-    """
-    from .model import HeadCTModel, VolumeModel
-    from .slice_encoder import SliceEncoder3D
-    from .weights import resolve_weights
-
-    spec = get_spec(name)
-    wrapper_keys = {"aggregator", "chunk_size", "image_size", "head_dropout", "agg_heads", "agg_layers", "checkpoint"}
-    wrapper_kw = {k: overrides.pop(k) for k in list(overrides) if k in wrapper_keys}
-    path = resolve_weights(spec, weights) if (weights is not None or pretrained) else None
-    built = build_encoder(name, path, reduced, **overrides)
-    model: HeadCTModel
-    if spec.dims == 2:
-        model = SliceEncoder3D(built, spec, num_classes=num_classes, **wrapper_kw)
-    else:
-        unknown = set(wrapper_kw) - {"head_dropout"}
-        if unknown:
-            raise ValueError(f"{name} is a 3D backbone; options {sorted(unknown)} apply to 2D backbones only")
-        model = VolumeModel(built, spec, num_classes=num_classes, **wrapper_kw)
-    model.weights_path = path
-    return model

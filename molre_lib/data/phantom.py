@@ -195,10 +195,3 @@ def counterfactual(seed: int, key: str, cfg: PhantomConfig | None = None,
     sides = {key: side} if side else None
     return (make_subject(seed, cfg, present={key: True}, side=sides),
             make_subject(seed, cfg, present={key: False}))
-
-
-def synthesize(*args, **kwargs):
-    """Write a phantom data set and its manifest; see ``molre_lib.data.synth.synthesize``."""
-    from .synth import synthesize as _synthesize
-
-    return _synthesize(*args, **kwargs)

@@ -13,15 +13,25 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    from .sweep import Job
-
 STATUS_COLUMNS = ["step", "key", "notebook", "output", "status", "action", "error", "gpu", "seconds", "finished_at"]
+
+
+@dataclass
+class Job:
+    """One notebook execution: a step (notebook stem) for a key (run, group or 'sweep')."""
+
+    step: str
+    key: str
+    notebook: Path
+    output: Path
+    parameters: dict[str, Any]
+    inputs: list[str]  # run names this job depends on
 
 
 def execute_notebook(job: Job, kernel: str, cwd: str, env: dict[str, str], timeout: int | None = None) -> str | None:

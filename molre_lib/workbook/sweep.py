@@ -27,7 +27,7 @@ import yaml
 from molre_lib.analysis.summary import RUNS_FILE, STATUS_FILE
 
 from .sweep_checks import check_sweep, in_use
-from .runner import StatusBook, execute_notebook, notebook_error, run_pool
+from .runner import Job, StatusBook, execute_notebook, notebook_error, run_pool
 
 DONE_MARKER = "metrics.json"
 _NAME_OK = re.compile(r"^[A-Za-z0-9._=+-]+$")
@@ -156,18 +156,6 @@ class Run:
     @property
     def finished(self) -> bool:
         return (self.run_dir / DONE_MARKER).is_file()
-
-
-@dataclass
-class Job:
-    """One notebook execution: a step (notebook stem) for a key (run, group or 'sweep')."""
-
-    step: str
-    key: str
-    notebook: Path
-    output: Path
-    parameters: dict[str, Any]
-    inputs: list[str]  # run names this job depends on
 
 
 def expand_runs(cfg: SweepConfig) -> list[Run]:
