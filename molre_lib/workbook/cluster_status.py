@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import getpass
+import json
 import pickle
 import re
 import subprocess
@@ -27,10 +28,21 @@ from molre_lib.engine.preemption import preemptions
 from .runner import notebook_error
 
 STATUS_FILE = "cluster_status.csv"
+RECORDS = "slurm/jobs.json"  # the sweep's job records, written by workbook.slurm
 STATUS_COLUMNS = ["run", "state", "job_id", "restarts", "preemptions", "reason", "log", "error"]
 LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
         "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD"}
 _ERROR_LINE = re.compile(r"error|exception|killed|cancelled|time limit|oom", re.IGNORECASE)
+
+
+def read_records(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's job records (``slurm/jobs.json``): runs, steps, history; empty when none were written."""
+    path = sweep_dir / RECORDS
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("runs", "steps"):
+        records.setdefault(key, {})
+    records.setdefault("history", [])
+    return records
 
 
 class SchedulerError(RuntimeError):
@@ -177,7 +189,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def sweep_status(cfg: Any) -> list[dict[str, Any]]:
     """The ``--status`` rows of a sweep (this module's docstring), also written to cluster_status.csv."""
-    from .slurm import read_records
     from .sweep import expand_runs
 
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
@@ -195,7 +206,6 @@ def sweep_status(cfg: Any) -> list[dict[str, Any]]:
 
 def wait_for_jobs(cfg: Any, poll_s: float = 5.0, timeout_s: float | None = None, log=print) -> list[dict[str, Any]]:
     """Block until none of the sweep's recorded jobs is queued or running; returns the final status rows."""
-    from .slurm import read_records
 
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
     start, last = time.time(), None

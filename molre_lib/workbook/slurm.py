@@ -41,10 +41,10 @@ import yaml
 from molre_lib.common.config_keys import check_known_keys
 from molre_lib.engine.preemption import LOG_FILE as PREEMPTION_LOG
 
+from .cluster_status import RECORDS, read_records
 from .runner import notebook_error
 from .sweep import DONE_MARKER, Job, SweepConfig, expand_runs, plan_analysis
 
-RECORDS = "slurm/jobs.json"
 LOGS = "slurm/logs"
 
 
@@ -150,15 +150,6 @@ def locked_records(sweep_dir: Path) -> Iterator[dict[str, Any]]:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(records, indent=1))
         os.replace(tmp, path)
-
-
-def read_records(sweep_dir: Path) -> dict[str, Any]:
-    path = sweep_dir / RECORDS
-    records = json.loads(path.read_text()) if path.is_file() else {}
-    for key in ("runs", "steps"):
-        records.setdefault(key, {})
-    records.setdefault("history", [])
-    return records
 
 
 # ---------------------------------------------------------------------------------------------- the jobs
