@@ -34,3 +34,17 @@ def test_no_urls_in_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for req in project["dependencies"]:
         assert "://" not in req and " @ " not in req, req
+
+
+def test_package_data_ships_the_findings_table() -> None:
+    """pyproject's package-data ``resources/*`` matches molre_lib/resources/findings.csv, a symlink to
+    data_manifests/findings.csv that a built wheel carries as a plain file (checked by building one by hand:
+    ``pip wheel --no-deps .`` holds molre_lib/resources/findings.csv); the taxonomy reads it from there."""
+    from importlib import resources
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["molre_lib"]
+    shipped = [p for g in globs for p in (ROOT / "molre_lib").glob(g) if p.is_file()]
+    assert [p.name for p in shipped] == ["findings.csv"]
+    table = (ROOT / "data_manifests" / "findings.csv").read_text(encoding="utf-8")
+    assert shipped[0].read_text(encoding="utf-8") == table
+    assert resources.files("molre_lib").joinpath("resources/findings.csv").read_text(encoding="utf-8") == table

@@ -7,7 +7,6 @@ The attribute layout is the contract every other part relies on: ``.encoder`` is
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -133,21 +132,6 @@ class HeadCTModel(nn.Module):
                 f"{self.spec.name}: input has {image.shape[1]} channels, the weights expect {self.in_chans}; "
                 f"set PreprocessConfig windows to spec.windows = [{wins}]"
             )
-
-    def tokens_to_grid(self, tokens: torch.Tensor, size: Optional[tuple[int, ...]] = None) -> torch.Tensor:
-        """ViT tokens (N, T, F) of the CAM layer -> (N, F, *grid), class/register tokens dropped.
-
-        ``size``: spatial size the encoder saw (default: the size inputs are resized to).
-        """
-        size = tuple(size or self.input_size or ())
-        if len(size) != len(self.patch_size):
-            raise ValueError(f"{self.spec.name}: give the encoder input size to reshape tokens (got {size})")
-        grid = tuple(s // p for s, p in zip(size, self.patch_size))
-        body = tokens[:, self.spec.num_prefix_tokens:]  # (N, prod(grid), F)
-        if body.shape[1] != math.prod(grid):
-            raise ValueError(f"{self.spec.name}: {tokens.shape[1]} tokens do not fill grid {grid} after "
-                             f"{self.spec.num_prefix_tokens} prefix tokens")
-        return body.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
     def features(self, image: torch.Tensor) -> torch.Tensor:  # (B, C, D, H, W) -> (B, F_head)
         raise NotImplementedError

@@ -1,8 +1,8 @@
 """Training loss: multi-label sigmoid focal loss with an unknown-label mask.
 
 The element-wise focal term is torchvision's ``sigmoid_focal_loss`` (Lin et al. 2017); this module
-only adds what a head-CT label set needs: a mask for findings whose label is unknown in a scan,
-optional per-finding positive weights (rare findings), and the adapters' load-balancing term.
+only adds what a head-CT label set needs: a mask for findings whose label is unknown in a scan
+and optional per-finding positive weights (rare findings). The trainer adds the adapters' load-balancing term.
 """
 from __future__ import annotations
 
@@ -72,16 +72,3 @@ def pos_weights_from_labels(labels: np.ndarray, mask: np.ndarray, max_weight: fl
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), 1.0)
     return np.clip(w, 1.0, max_weight).astype(np.float32)
-
-
-def training_loss(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                  loss_fn: MaskedFocalLoss, normaliser: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Focal loss / ``normaliser`` plus the adapters' balance loss (zero when disabled).
-
-    Call once per forward pass: ``balance_loss`` consumes the router statistics of that pass.
-    Returns (total, focal part) so the trainer can log the focal loss on its own.
-    """
-    from molre_lib.adapters import balance_loss
-
-    focal = loss_fn(logits, labels, mask) / normaliser
-    return focal + balance_loss(model).to(focal.dtype), focal

@@ -22,10 +22,8 @@ PACKAGES = ("torch", "torchvision", "timm", "transformers", "monai", "numpy", "s
 
 def finding_keys(n: int) -> list[str]:
     """Taxonomy keys when there are 75 outputs, else ``finding_0..n-1`` (toy models in tests)."""
-    try:
-        from molre_lib.data.taxonomy import FINDING_KEYS
-    except ImportError:
-        FINDING_KEYS = []
+    from molre_lib.data.taxonomy import FINDING_KEYS
+
     return list(FINDING_KEYS) if len(FINDING_KEYS) == n else [f"finding_{j}" for j in range(n)]
 
 

@@ -170,10 +170,8 @@ def _nanmean_rows(a: np.ndarray) -> np.ndarray:
 
 def default_categories(finding_keys: Sequence[str]) -> Optional[dict[str, str]]:
     """Category of each finding from ``molre_lib.data.taxonomy`` when the keys are taxonomy keys."""
-    try:
-        from molre_lib.data.taxonomy import CATEGORY_OF
-    except ImportError:
-        return None
+    from molre_lib.data.taxonomy import CATEGORY_OF
+
     return dict(CATEGORY_OF) if all(k in CATEGORY_OF for k in finding_keys) else None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def execute_notebook(job: Job, kernel: str, cwd: str, env: dict[str, str], timeo
     job.output.parent.mkdir(parents=True, exist_ok=True)
     params_file = job.output.with_suffix(".params.yaml")
     params_file.write_text(yaml.safe_dump(job.parameters, sort_keys=False))
-    cmd = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output), "-f", str(params_file),
+    # child_guard: papermill (and so its kernel) dies with this process, even on kill -9 of the sweep
+    cmd = [sys.executable, "-m", "molre_lib.workbook.child_guard", str(os.getpid()), "papermill", str(job.notebook),
+           str(job.output), "-f", str(params_file),
            "-k", kernel, "--cwd", str(cwd), "--no-progress-bar", "--log-level", "WARNING"]
     if timeout:
         cmd += ["--execution-timeout", str(timeout)]

@@ -68,7 +68,9 @@ def open_run(run_dir: str | Path, device: str = "auto") -> OpenRun:
 def positive_examples(dataset: Dataset, findings: Sequence[str], n_per_finding: int) -> "pd.DataFrame":
     """The first ``n_per_finding`` scans labelled positive for each finding -> (finding, index, scan_id).
 
-    Findings with no positive scan are reported (``.attrs["missing"]``); none at all is an error that says so.
+    ``dataset`` is a run's split (``OpenRun.dataset``: a HeadCTDataset or a Subset of one); labels and scan ids
+    come from its manifest rows, so no scan is loaded or preprocessed. Findings with no positive scan are
+    reported (``.attrs["missing"]``); none at all is an error that says so.
     """
     import numpy as np
     import pandas as pd
@@ -78,8 +80,8 @@ def positive_examples(dataset: Dataset, findings: Sequence[str], n_per_finding: 
     unknown = [f for f in findings if f not in FINDING_KEYS]
     if unknown:
         raise ValueError(f"unknown finding keys {unknown}; see data_manifests/findings.csv")
-    labels = np.stack([dataset[i]["labels"].numpy() for i in range(len(dataset))])  # (N, 75)
-    rows = [{"finding": f, "index": int(i), "scan_id": dataset[int(i)]["scan_id"]}
+    labels, scan_ids = _manifest_labels(dataset)  # (N, 75), N
+    rows = [{"finding": f, "index": int(i), "scan_id": scan_ids[int(i)]}
             for f in findings for i in np.flatnonzero(labels[:, FINDING_KEYS.index(f)] == 1)[:n_per_finding]]
     table = pd.DataFrame(rows, columns=["finding", "index", "scan_id"])
     missing = [f for f in findings if f not in set(table["finding"])]
@@ -88,3 +90,15 @@ def positive_examples(dataset: Dataset, findings: Sequence[str], n_per_finding: 
                          "choose other FINDINGS or another SPLIT")
     table.attrs["missing"] = missing
     return table
+
+
+def _manifest_labels(dataset: Dataset) -> tuple[Any, list[str]]:
+    """(labels (N, 75), scan ids) of a HeadCTDataset or a Subset of one, from its manifest rows."""
+    base, index = dataset, None
+    if isinstance(dataset, Subset):
+        base, index = dataset.dataset, list(dataset.indices)
+    if not (hasattr(base, "labels") and hasattr(base, "scan_ids")):
+        raise TypeError(f"positive_examples needs a run's dataset (HeadCTDataset or a Subset of one), "
+                        f"not {type(base).__name__}")
+    index = list(range(len(base.scan_ids))) if index is None else index
+    return base.labels[index], [base.scan_ids[i] for i in index]

@@ -117,14 +117,18 @@ def test_inject_default_targets(name, router):
 
 @pytest.mark.parametrize("name", ["dinov3_vits16", "medsiglip_448", "rad_dino", "headct_vit3d", "phantom_vit"])
 def test_tokens_to_grid_drops_prefix_tokens(name):
+    """The CAM layer's tokens of every ViT entry fill the patch grid that analysis.routing derives from the model."""
+    from molre_lib.analysis.routing import patch_grid, tokens_to_grid
+
     model = create_model(name, reduced=True).eval()
     seen = []
     model.get_submodule(model.cam_layer).register_forward_hook(
         lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o))
     with torch.no_grad():
         model(_input(model, batch=1, slices=2))
-    grid = model.tokens_to_grid(seen[0])
     spatial = tuple(s // p for s, p in zip(model.input_size, model.patch_size))
+    assert patch_grid(model) == spatial
+    grid = tokens_to_grid(seen[0], spatial, model.spec.num_prefix_tokens)
     assert grid.shape == (seen[0].shape[0], seen[0].shape[-1], *spatial)
     body = seen[0][:, model.spec.num_prefix_tokens:]
     assert torch.equal(grid.flatten(2).transpose(1, 2), body)
