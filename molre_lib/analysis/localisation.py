@@ -2,7 +2,7 @@
 
 Metrics for one map ``cam`` (D, H, W), lesion ``mask`` and ``head`` (both bool (D, H, W), on the model grid):
 
-- **pointing game** (``hit``): the map's maximum (first voxel on ties) lies inside the mask dilated by
+- **pointing game** (``hit``): the map's maximum (on a plateau its middle) lies inside the mask dilated by
   ``margin_mm`` (Euclidean, in mm, anisotropic voxels respected). ``hit_chance`` is the dilated mask's share
   of the head: the hit rate of a maximum dropped at random in the head. A maximum in the air is a miss.
 - **energy inside the mask** (``energy``): share of the map's positive mass (over the *whole* volume, air
@@ -40,13 +40,24 @@ def dilate_mm(mask: np.ndarray, spacing: Sequence[float], margin_mm: float) -> n
 
 def pointing_game(cam: np.ndarray, mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                   margin_mm: float = DEFAULT_MARGIN_MM) -> bool:
-    """True when the map's maximum (first on ties) is inside the mask dilated by ``margin_mm``; a map with
+    """True when the map's maximum (:func:`peak_voxel`) is inside the mask dilated by ``margin_mm``; a map with
     no positive value points nowhere (False)."""
     cam = np.asarray(cam, np.float64)
     if not np.isfinite(cam).any() or np.nanmax(cam) <= 0:
         return False
-    peak = np.unravel_index(int(np.nanargmax(cam)), cam.shape)
-    return bool(dilate_mm(mask, spacing, margin_mm)[peak])
+    return bool(dilate_mm(mask, spacing, margin_mm)[peak_voxel(cam, spacing)])
+
+
+def peak_voxel(cam: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> tuple[int, ...]:
+    """The map's maximum; on a plateau (ties, e.g. an occluded patch) the tied voxel nearest (mm) to the
+    plateau's centroid, so a block-shaped maximum points at its middle, not its corner."""
+    cam = np.nan_to_num(np.asarray(cam, np.float64), nan=-np.inf)
+    top = cam.max()
+    peaks = np.argwhere(cam >= top - 1e-9 * max(abs(top), 1.0))  # (n, 3)
+    if len(peaks) == 1:
+        return tuple(int(v) for v in peaks[0])
+    mm = peaks * np.asarray(spacing, float)
+    return tuple(int(v) for v in peaks[np.argmin(((mm - mm.mean(0)) ** 2).sum(1))])
 
 
 def energy_in_mask(cam: np.ndarray, mask: np.ndarray) -> float:

@@ -46,6 +46,9 @@ def test_metrics_equal_a_direct_reference():
     s2 = loc.score_map(cam2, mask, head, spacing, margin)
     assert s2["hit"] == 0.0 and s2["energy"] == pytest.approx(1.5 / 3.9)
     assert loc.pointing_game(np.zeros(mask.shape), mask) is False  # a blank map points nowhere
+    block = np.zeros(mask.shape)
+    block[1, 0:5, 0:5] = 1.0  # a plateau (occluded patch) centred on the mask, its corner in the air
+    assert loc.peak_voxel(block) == (1, 2, 2) and loc.pointing_game(block, mask, spacing, 0.0)
     assert np.isnan(loc.voxel_auroc(cam, np.zeros_like(mask), head))
 
 
