@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import combinations
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from molre_lib.plots.data import _order_by_category
+from molre_lib.plots.paper_tables import method_name
 from molre_lib.plots.style import (
     ADAPTER_COLOURS,
     DOUBLE_COLUMN_IN,
@@ -16,7 +18,10 @@ from molre_lib.plots.style import (
     arm_colours,
     category_colour,
     category_legend,
+    figure_width,
     finding_categories,
+    print_column,
+    small_font,
 )
 
 
@@ -46,7 +51,8 @@ def plot_training_curves(
         raise KeyError(f"train log has neither loss nor AUC columns; has {list(log.columns)}")
     panels = [(loss_cols, "loss"), (auc_cols, "AUC")]
     panels = [p for p in panels if p[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(DOUBLE_COLUMN_IN * len(panels) / 2, 2.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(figure_width(DOUBLE_COLUMN_IN * len(panels) / 2), 2.3),
+                             squeeze=False)
     for ax, (cols, ylabel) in zip(axes[0], panels):
         for col in cols:
             part = log[[x, col]].dropna()
@@ -63,44 +69,93 @@ def plot_training_curves(
     return fig
 
 
+def _category_panels(table: pd.DataFrame, n_panels: int) -> list[pd.DataFrame]:
+    """Split rows (already in category order) into ``n_panels`` runs of whole categories with balanced rows."""
+    cats = list(dict.fromkeys(table["category"]))
+    if n_panels <= 1 or len(cats) < 2:
+        return [table]
+    sizes = [int((table["category"] == c).sum()) for c in cats]
+    best = None
+    for cuts in combinations(range(1, len(cats)), min(n_panels, len(cats)) - 1):
+        bounds = [0, *cuts, len(cats)]
+        load = max(sum(sizes[a:b]) for a, b in zip(bounds, bounds[1:]))
+        if best is None or load < best[0]:
+            best = (load, bounds)
+    bounds = best[1]
+    return [table[table["category"].isin(cats[a:b])] for a, b in zip(bounds, bounds[1:])]
+
+
+def _panel_layout(table: pd.DataFrame, panels: int | None, width: float):
+    """(parts, figure) for a per-finding plot: two panels side by side at double-column print width."""
+    if panels is None:
+        panels = 2 if print_column() == "double" else 1
+    parts = _category_panels(table, panels)
+    rows = max(len(p) for p in parts)
+    pitch = 0.11 if print_column() == "single" else 0.12  # inches per row: 7-pt labels stay apart
+    fig, axes = plt.subplots(1, len(parts), figsize=(figure_width(width), pitch * rows + 0.9), squeeze=False)
+    return parts, fig, list(axes[0])
+
+
+def _legend_below(fig: Figure, categories=None, handles=None, ncol: int | None = None) -> None:
+    """One legend under all panels (a patch per category by default), inside the figure so a print-size page
+    keeps it; the axes move up to make room."""
+    from matplotlib.patches import Patch
+
+    if handles is None:
+        handles = [Patch(color=category_colour(c), label=c) for c in dict.fromkeys(categories)]
+    ncol = ncol or min(len(handles), 6 if fig.get_figwidth() >= 6 else 3)
+    rows = -(-len(handles) // max(ncol, 1))
+    fig.tight_layout()
+    extra = (0.16 * rows + 0.05) / fig.get_figheight()  # inches of legend as a figure fraction
+    fig.subplots_adjust(bottom=fig.subplotpars.bottom + extra)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=small_font(6), bbox_to_anchor=(0.5, 0.0),
+               handlelength=1.0, columnspacing=1.0)
+
+
+def _finding_ticks(ax, part: pd.DataFrame, y: np.ndarray, colours) -> None:
+    ax.set_yticks(y, part["finding"], fontsize=small_font(5.5))
+    for tick, colour in zip(ax.get_yticklabels(), colours):
+        tick.set_color(colour)
+    ax.set_ylim(max(len(part), 1) - 0.5, -0.5)
+
+
 def plot_forest(
     table: pd.DataFrame, auc: str = "auc", lo: str = "ci_low", hi: str = "ci_high", finding: str = "finding",
     categories: Mapping[str, str] | None = None, label: str | None = None, title: str | None = None,
+    panels: int | None = None,
 ) -> Figure:
     """Forest plot: per-finding AUC with CI, rows grouped by category (75 rows stay readable).
 
     table columns: finding, auc, ci_low, ci_high and optionally category (else from the taxonomy).
     Findings with NaN AUC (no positives in the test set) are listed with an open marker at 0.5.
+    ``panels``: side-by-side panels of whole categories (default 2 when sized for a double column, else 1).
     """
     _require(table, [finding, auc, lo, hi], "forest table")
     table = table.copy()
     if "category" not in table.columns:
         table["category"] = finding_categories(table[finding], categories)
     table = _order_by_category(table.rename(columns={finding: "finding"}))
-    n = len(table)
-    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN + 0.6, 0.12 * n + 0.9))
-    y = np.arange(n)
-    colours = [category_colour(c) for c in table["category"]]
-    vals = table[auc].to_numpy(dtype=float)
-    ok = ~np.isnan(vals)
-    ax.hlines(y[ok], table[lo].to_numpy(dtype=float)[ok], table[hi].to_numpy(dtype=float)[ok],
-              colors=np.array(colours)[ok], lw=0.8)
-    ax.scatter(vals[ok], y[ok], c=np.array(colours)[ok], s=9, zorder=3, label=label)
-    if (~ok).any():
-        ax.scatter(np.full((~ok).sum(), 0.5), y[~ok], facecolors="none", edgecolors="0.5", s=9, zorder=3)
-    ax.axvline(0.5, color="0.6", lw=0.6, ls=":")
-    mean = np.nanmean(vals) if ok.any() else np.nan
-    if ok.any():
-        ax.axvline(mean, color="0.3", lw=0.6, ls="--")
-    ax.set_yticks(y, table["finding"], fontsize=5.5)
-    for tick, colour in zip(ax.get_yticklabels(), colours):
-        tick.set_color(colour)
-    ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xlabel(f"AUC (mean {mean:.3f})" if ok.any() else "AUC")
-    category_legend(ax, table["category"], loc="lower left", fontsize=6)
+    vals_all = table[auc].to_numpy(dtype=float)
+    mean = np.nanmean(vals_all) if (~np.isnan(vals_all)).any() else np.nan
+    parts, fig, axes = _panel_layout(table, panels, SINGLE_COLUMN_IN + 0.6)
+    for ax, part in zip(axes, parts):
+        y = np.arange(len(part))
+        colours = [category_colour(c) for c in part["category"]]
+        vals = part[auc].to_numpy(dtype=float)
+        ok = ~np.isnan(vals)
+        ax.hlines(y[ok], part[lo].to_numpy(dtype=float)[ok], part[hi].to_numpy(dtype=float)[ok],
+                  colors=np.array(colours)[ok], lw=0.8)
+        ax.scatter(vals[ok], y[ok], c=np.array(colours)[ok], s=9, zorder=3, label=label)
+        if (~ok).any():
+            ax.scatter(np.full((~ok).sum(), 0.5), y[~ok], facecolors="none", edgecolors="0.5", s=9, zorder=3)
+        ax.axvline(0.5, color="0.6", lw=0.6, ls=":")
+        if np.isfinite(mean):
+            ax.axvline(mean, color="0.3", lw=0.6, ls="--")
+        _finding_ticks(ax, part, y, colours)
+        ax.set_xlabel(f"AUC (mean {mean:.3f})" if np.isfinite(mean) else "AUC")
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
+        (fig.suptitle(title) if len(axes) > 1 else axes[0].set_title(title))
+    _legend_below(fig, table["category"])
     return fig
 
 
@@ -114,42 +169,40 @@ def significance_mark(p: float) -> str:
 def plot_delta_auc(
     table: pd.DataFrame, delta: str = "delta_auc", lo: str = "ci_low", hi: str = "ci_high", p: str = "p_holm",
     finding: str = "finding", categories: Mapping[str, str] | None = None, title: str | None = None,
-    xlabel: str = "ΔAUC (MoLRE − LoRA)",
+    xlabel: str = "ΔAUC (MoLRE − LoRA)", panels: int | None = None,
 ) -> Figure:
     """Per-finding ΔAUC with CI, grouped by category, with significance stars from corrected p-values.
 
     table: ``stats.paired_delong`` output (finding, delta_auc, ci_low, ci_high, p_holm); NaN rows are left out.
+    ``panels``: side-by-side panels of whole categories (default 2 when sized for a double column, else 1).
     """
     _require(table, [finding, delta, lo, hi, p], "ΔAUC table")
     table = table.copy()
     if "category" not in table.columns:
         table["category"] = finding_categories(table[finding], categories)
     table = _order_by_category(table.rename(columns={finding: "finding"}).dropna(subset=[delta]))
-    n = len(table)
-    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN + 0.8, 0.12 * n + 0.9))
-    y = np.arange(n)
-    colours = np.array([category_colour(c) for c in table["category"]])
-    d = table[delta].to_numpy(dtype=float)
-    ax.hlines(y, table[lo].to_numpy(dtype=float), table[hi].to_numpy(dtype=float), colors=colours, lw=0.8)
-    ax.scatter(d, y, c=colours, s=9, zorder=3)
-    ax.axvline(0.0, color="0.4", lw=0.6)
-    xmax = np.nanmax(np.abs(table[[lo, hi]].to_numpy(dtype=float))) if n else 1.0
+    xmax = np.nanmax(np.abs(table[[lo, hi]].to_numpy(dtype=float))) if len(table) else 1.0
     xmax = xmax if np.isfinite(xmax) and xmax > 0 else 1.0
-    for yi, pv in zip(y, table[p].to_numpy(dtype=float)):
-        mark = significance_mark(pv)
-        if mark:
-            ax.text(xmax * 1.08, yi, mark, va="center", ha="left", fontsize=6)
-    ax.set_xlim(-xmax * 1.1, xmax * 1.3)
-    ax.set_yticks(y, table["finding"], fontsize=5.5)
-    for tick, colour in zip(ax.get_yticklabels(), colours):
-        tick.set_color(colour)
-    ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xlabel(xlabel)
-    category_legend(ax, table["category"], loc="lower left", fontsize=6)
-    ax.text(1.0, 1.0, "* p<.05  ** p<.01  *** p<.001 (corrected)", transform=ax.transAxes, ha="right", va="bottom", fontsize=5.5)
+    parts, fig, axes = _panel_layout(table, panels, SINGLE_COLUMN_IN + 0.8)
+    for ax, part in zip(axes, parts):
+        y = np.arange(len(part))
+        colours = np.array([category_colour(c) for c in part["category"]])
+        d = part[delta].to_numpy(dtype=float)
+        ax.hlines(y, part[lo].to_numpy(dtype=float), part[hi].to_numpy(dtype=float), colors=colours, lw=0.8)
+        ax.scatter(d, y, c=colours, s=9, zorder=3)
+        ax.axvline(0.0, color="0.4", lw=0.6)
+        for yi, pv in zip(y, part[p].to_numpy(dtype=float)):
+            mark = significance_mark(pv)
+            if mark:
+                ax.text(xmax * 1.08, yi, mark, va="center", ha="left", fontsize=small_font(6))
+        ax.set_xlim(-xmax * 1.1, xmax * 1.3)
+        _finding_ticks(ax, part, y, colours)
+        ax.set_xlabel(xlabel)
+    axes[-1].text(1.0, 1.0, "* p<.05  ** p<.01  *** p<.001 (corrected)", transform=axes[-1].transAxes, ha="right",
+                  va="bottom", fontsize=small_font(5.5))
     if title:
-        ax.set_title(title, loc="left")
-    fig.tight_layout()
+        axes[0].set_title(title, loc="left")
+    _legend_below(fig, table["category"])
     return fig
 
 
@@ -166,7 +219,8 @@ def plot_reliability(
 
     from molre_lib.stats.calibration import expected_calibration_error
 
-    fig, (ax, hax) = plt.subplots(2, 1, figsize=(SINGLE_COLUMN_IN, 3.4), sharex=True, height_ratios=(3, 1))
+    fig, (ax, hax) = plt.subplots(2, 1, figsize=(figure_width(SINGLE_COLUMN_IN), 3.4), sharex=True,
+                                  height_ratios=(3, 1))
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
     keep = np.ones(np.shape(labels), bool) if mask is None else np.asarray(mask) > 0
     for name, p in probs.items():
@@ -204,31 +258,34 @@ def plot_confidence_shift(
     if "category" not in table.columns:
         table["category"] = finding_categories(table["finding"], categories)
     table = _order_by_category(table)
-    n = len(table)
-    fig, (tax, ax) = plt.subplots(2, 1, figsize=(SINGLE_COLUMN_IN + 1.0, 0.12 * n + 2.2),
-                                  height_ratios=(1.1, 0.12 * n + 0.3))
+    parts = _category_panels(table, 2 if print_column() == "double" else 1)
+    n = max(len(p) for p in parts)
+    pitch = 0.11 if print_column() == "single" else 0.12
+    fig = plt.figure(figsize=(figure_width(SINGLE_COLUMN_IN + 1.0), pitch * n + 2.2))
+    grid = fig.add_gridspec(2, len(parts), height_ratios=(1.1, pitch * n + 0.3))
+    tax = fig.add_subplot(grid[0, :])
+    axes = [fig.add_subplot(grid[1, i]) for i in range(len(parts))]
     totals = {f"borderline in {label_a}": table["borderline_a"].sum(), "moved up": table["moved_up"].sum(),
               "moved down": table["moved_down"].sum(), f"confident in {label_a}": table["confident_a"].sum(),
               f"confident in {label_b}": table["confident_b"].sum()}
     tax.barh(range(len(totals)), list(totals.values()), height=0.7,
              color=["#BBBBBB", "#009E73", "#D55E00", ADAPTER_COLOURS["lora"], ADAPTER_COLOURS["molre"]])
-    tax.set_yticks(range(len(totals)), list(totals), fontsize=6)
+    tax.set_yticks(range(len(totals)), list(totals), fontsize=small_font(6))
     tax.invert_yaxis()
-    tax.set_xlabel("positive (scan, finding) pairs, all findings")
-    y = np.arange(n)
-    npos = table["n_pos"].to_numpy(dtype=float)
-    ax.barh(y, table["moved_up"] / npos, color="#009E73", height=0.8, label=f"borderline {label_a} → confident {label_b}")
-    ax.barh(y, -table["moved_down"] / npos, color="#D55E00", height=0.8, label=f"borderline {label_b} ← confident {label_a}")
-    ax.axvline(0, color="0.4", lw=0.6)
-    ax.set_yticks(y, table["finding"], fontsize=5.5)
-    for tick, cat in zip(ax.get_yticklabels(), table["category"]):
-        tick.set_color(category_colour(cat))
-    ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xlabel("share of positives")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=5.5, ncol=1)
+    tax.set_xlabel("positive (scan, finding) pairs")
+    for ax, part in zip(axes, parts):
+        y = np.arange(len(part))
+        npos = part["n_pos"].to_numpy(dtype=float)
+        ax.barh(y, part["moved_up"] / npos, color="#009E73", height=0.8,
+                label=f"borderline {label_a} → confident {label_b}")
+        ax.barh(y, -part["moved_down"] / npos, color="#D55E00", height=0.8,
+                label=f"borderline {label_b} ← confident {label_a}")
+        ax.axvline(0, color="0.4", lw=0.6)
+        _finding_ticks(ax, part, y, [category_colour(c) for c in part["category"]])
+        ax.set_xlabel("share of positives")
     if title:
         tax.set_title(title)
-    fig.tight_layout()
+    _legend_below(fig, handles=axes[0].get_legend_handles_labels()[0], ncol=1)
     return fig
 
 
@@ -242,7 +299,7 @@ def plot_summary(
     groups = list(dict.fromkeys(table[group]))
     colours = arm_colours(groups)
     width = 0.8 / max(len(groups), 1)
-    fig, ax = plt.subplots(figsize=(max(SINGLE_COLUMN_IN, 0.7 * len(xs) + 1.0), 2.4))
+    fig, ax = plt.subplots(figsize=(figure_width(max(SINGLE_COLUMN_IN, 0.7 * len(xs) + 1.0)), 2.4))
     for i, g in enumerate(groups):
         part = table[table[group] == g].set_index(x).reindex(xs)
         pos = np.arange(len(xs)) + (i - (len(groups) - 1) / 2) * width
@@ -250,13 +307,13 @@ def plot_summary(
         if lo and hi:
             yerr = np.vstack([part[value] - part[lo], part[hi] - part[value]]).clip(min=0)
         ax.bar(pos, part[value], width=width * 0.95, yerr=yerr, capsize=1.5, error_kw={"lw": 0.6},
-               color=colours[str(g)], label=str(g))
+               color=colours[str(g)], label=method_name(str(g)) if group == "arm" else str(g))
     ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
     finite = table[[c for c in (value, lo, hi) if c]].to_numpy(dtype=float)  # whiskers stay inside the axes
     finite = finite[np.isfinite(finite)]
     if finite.size:
         ax.set_ylim(max(0.0, finite.min() - 0.05), min(1.0, finite.max() + 0.02) if finite.max() <= 1 else None)
-    ax.set_ylabel(value.replace("_", " "))
+    ax.set_ylabel({"mean_auc": "Mean AUC"}.get(value, value.replace("_", " ")))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the axes: arm names can be long
     if title:
         ax.set_title(title)

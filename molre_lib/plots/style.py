@@ -6,6 +6,7 @@ and refuses figures whose text carries a DICOM patient identifier (see :mod:`mol
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -45,6 +46,10 @@ PNG_DPI = 300
 # Column widths of a two-column paper (inches), used as default figure widths.
 SINGLE_COLUMN_IN = 3.5
 DOUBLE_COLUMN_IN = 7.2
+# Print sizes (use_paper_style(column=...)): the figure is exactly this wide, so placed at 100% in the paper
+# its fonts are the 7-9 pt set here.
+COLUMN_WIDTHS_IN: dict[str, float] = {"single": 3.5, "double": 7.0}
+MIN_FONT_PT = 7.0
 
 PAPER_RC: dict[str, object] = {
     "font.family": "sans-serif",
@@ -56,7 +61,7 @@ PAPER_RC: dict[str, object] = {
     "ytick.labelsize": 7,
     "legend.fontsize": 7,
     "legend.frameon": False,
-    "figure.titlesize": 10,
+    "figure.titlesize": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.linewidth": 0.6,
@@ -72,14 +77,57 @@ PAPER_RC: dict[str, object] = {
 }
 
 
-def use_paper_style() -> None:
-    """Apply :data:`PAPER_RC` to matplotlib globally (notebooks call this once in their setup cell)."""
-    plt.rcParams.update(PAPER_RC)
+_print_column: str | None = None  # set by use_paper_style(column=...): figures are made for that column
 
 
-def paper_style():
-    """Context manager applying :data:`PAPER_RC` only inside a ``with`` block."""
-    return plt.rc_context(PAPER_RC)
+def _rc(column: str | None) -> dict[str, object]:
+    if column is None:
+        return dict(PAPER_RC)
+    if column not in COLUMN_WIDTHS_IN:
+        raise ValueError(f"column must be one of {sorted(COLUMN_WIDTHS_IN)} or None, got {column!r}")
+    width = COLUMN_WIDTHS_IN[column]
+    # "standard" bbox: the saved page is the figure, exactly the column wide (a tight bbox would change it)
+    return {**PAPER_RC, "savefig.bbox": "standard", "figure.figsize": (width, 0.62 * width)}
+
+
+def use_paper_style(column: str | None = None) -> None:
+    """Apply :data:`PAPER_RC` to matplotlib globally (notebooks call this once in their setup cell).
+
+    ``column="single"`` (3.5 in) or ``"double"`` (7 in) sizes the result figures for print: each is made and
+    saved exactly that wide (fonts 7-9 pt at 100%), and the 75-row forest / ΔAUC plots split their categories
+    over two panels at double width. ``None`` keeps each figure's own size, cropped to its content.
+    """
+    global _print_column
+    plt.rcParams.update(_rc(column))
+    _print_column = column
+
+
+@contextmanager
+def paper_style(column: str | None = None):
+    """:func:`use_paper_style` only inside a ``with`` block."""
+    global _print_column
+    before = _print_column
+    with plt.rc_context(_rc(column)):
+        _print_column = column
+        try:
+            yield
+        finally:
+            _print_column = before
+
+
+def print_column() -> str | None:
+    """The column figures are sized for ("single" / "double"), or None."""
+    return _print_column
+
+
+def figure_width(default: float) -> float:
+    """Width (inches) for a new figure: the print column's when one is set, else ``default``."""
+    return COLUMN_WIDTHS_IN[_print_column] if _print_column else default
+
+
+def small_font(default: float) -> float:
+    """A font size for dense labels: ``default``, raised to 7 pt when figures are sized for print."""
+    return max(default, MIN_FONT_PT) if _print_column else default
 
 
 def category_colour(category: str) -> str:
