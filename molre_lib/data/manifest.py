@@ -87,14 +87,30 @@ def _sniff_dicom(f: Path) -> None:
     pydicom.dcmread(str(f), stop_before_pixels=True)
 
 
+class _Sheet:
+    """A manifest's header and non-empty rows, plus where problems go."""
+
+    def __init__(self, header: list[str], rows: list[list[str]]) -> None:
+        self.header, self.rows = header, rows
+        self.idx = {h: i for i, h in enumerate(header)}
+        self.label_cols = [h for h in header if h in FINDING_KEYS]
+        self.problems: list[Problem] = []
+
+    def cell(self, r: list[str], c: str) -> str:
+        return r[self.idx[c]].strip() if self.idx[c] < len(r) else ""
+
+    def err(self, msg: str, row: int | None = None, col: str | None = None) -> None:
+        self.problems.append(Problem("error", msg, row, col))
+
+    def warn(self, msg: str, row: int | None = None, col: str | None = None) -> None:
+        self.problems.append(Problem("warning", msg, row, col))
+
+
 def validate_manifest(path: str | Path, root: str | Path | None = None, required_splits=SPLITS,
                       check_files: bool = True) -> list[Problem]:
     """Every problem of a manifest (errors and warnings); an empty error list means it is valid."""
     path = Path(path)
     root = Path(root).resolve() if root is not None else path.resolve().parent
-    out: list[Problem] = []
-    err = lambda msg, row=None, col=None: out.append(Problem("error", msg, row, col))  # noqa: E731
-    warn = lambda msg, row=None, col=None: out.append(Problem("warning", msg, row, col))  # noqa: E731
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -104,89 +120,105 @@ def validate_manifest(path: str | Path, root: str | Path | None = None, required
         return [Problem("error", f"cannot read {path}: {e}")]
     if not header:
         return [Problem("error", f"{path} is empty (no header)")]
-    header = [h.strip() for h in header]
+    sheet = _Sheet([h.strip() for h in header], rows)
+    _check_columns(sheet)
+    split_rows = _check_rows(sheet, root, check_files)
+    if "split" in sheet.idx:
+        _check_splits(sheet, split_rows, required_splits)
+    return sheet.problems
+
+
+def _check_columns(sheet: _Sheet) -> None:
+    """Duplicate / missing required columns, rows with the wrong field count, misspelt and missing findings."""
+    header, rows = sheet.header, sheet.rows
     for col in sorted({h for h in header if header.count(h) > 1}):
-        err("column appears more than once", col=col)
+        sheet.err("column appears more than once", col=col)
     for col in REQUIRED:
         if col not in header:
-            err("missing required column", col=col)
-    idx = {h: i for i, h in enumerate(header)}
-    cell = lambda r, c: (r[idx[c]].strip() if idx[c] < len(r) else "")  # noqa: E731
-    label_cols = [h for h in header if h in FINDING_KEYS]
+            sheet.err("missing required column", col=col)
     for n, r in enumerate(rows, start=1):
         if len(r) != len(header):
-            err(f"has {len(r)} fields, header has {len(header)}", row=n)
-    # ---- unknown finding columns
-    for h in header:
+            sheet.err(f"has {len(r)} fields, header has {len(header)}", row=n)
+    for h in header:  # unknown finding columns
         if h in REQUIRED or h in FINDING_KEYS or h.startswith("meta_") or not h:
             continue
         close = difflib.get_close_matches(h, FINDING_KEYS, n=1, cutoff=0.8)
-        values = {cell(r, h) for r in rows}
+        values = {sheet.cell(r, h) for r in rows}
         if close:
-            err(f"not a taxonomy finding key; did you mean {close[0]!r}?", col=h)
+            sheet.err(f"not a taxonomy finding key; did you mean {close[0]!r}?", col=h)
         elif values <= set(POSITIVE + NEGATIVE + UNKNOWN) and values - set(UNKNOWN):
-            err("holds 1/0 labels but is not a taxonomy finding key (use a key from data_manifests/findings.csv, "
-                "or prefix the name with meta_ to keep it as an extra column)", col=h)
+            sheet.err("holds 1/0 labels but is not a taxonomy finding key (use a key from data_manifests/findings.csv, "
+                      "or prefix the name with meta_ to keep it as an extra column)", col=h)
     missing = [k for k in FINDING_KEYS if k not in header]
     if missing and len(missing) < len(FINDING_KEYS):
-        warn(f"{len(missing)} taxonomy findings have no column and are unknown for every scan: "
-             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        sheet.warn(f"{len(missing)} taxonomy findings have no column and are unknown for every scan: "
+                   f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     elif missing:
-        warn("no finding columns at all: every label is unknown")
-    # ---- rows
+        sheet.warn("no finding columns at all: every label is unknown")
+
+
+def _check_rows(sheet: _Sheet, root: Path, check_files: bool) -> dict[str, list[int]]:
+    """Per row: scan id, split, patient (one split per patient), path and labels; returns the rows of each split."""
     first_scan: dict[str, int] = {}
     patient_split: dict[str, tuple[str, int]] = {}
     split_rows: dict[str, list[int]] = {s: [] for s in SPLITS}
-    for n, r in enumerate(rows, start=1):
+    idx, cell = sheet.idx, sheet.cell
+    for n, r in enumerate(sheet.rows, start=1):
         if "scan_id" in idx:
             sid = cell(r, "scan_id")
             if not sid:
-                err("empty scan_id", n, "scan_id")
+                sheet.err("empty scan_id", n, "scan_id")
             elif sid in first_scan:
-                err(f"duplicate scan_id {sid!r} (first in row {first_scan[sid]})", n, "scan_id")
+                sheet.err(f"duplicate scan_id {sid!r} (first in row {first_scan[sid]})", n, "scan_id")
             else:
                 first_scan[sid] = n
         split = cell(r, "split") if "split" in idx else None
         if split is not None:
             if split not in SPLITS:
-                err(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})", n, "split")
+                sheet.err(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})", n, "split")
             else:
                 split_rows[split].append(n)
         if "patient_id" in idx:
             pid = cell(r, "patient_id")
             if not pid:
-                err("empty patient_id", n, "patient_id")
+                sheet.err("empty patient_id", n, "patient_id")
             elif split in SPLITS:
                 seen = patient_split.setdefault(pid, (split, n))
                 if seen[0] != split:
-                    err(f"patient {pid!r} is in split {split!r} here but in {seen[0]!r} in row {seen[1]} "
-                        "(splits must be by patient)", n, "split")
+                    sheet.err(f"patient {pid!r} is in split {split!r} here but in {seen[0]!r} in row {seen[1]} "
+                              "(splits must be by patient)", n, "split")
         if "path" in idx and check_files:
             why = _check_path(root, cell(r, "path"))
             if why:
-                err(why, n, "path")
-        known = 0
-        for k in label_cols:
-            v = cell(r, k)
-            if v in POSITIVE or v in NEGATIVE:
-                known += 1
-            elif v not in UNKNOWN:
-                err(f"label must be 1, 0 or empty, got {v!r}", n, k)
-        if label_cols and known == 0:
-            warn("every label of this scan is unknown", n)
-    # ---- splits
-    if "split" in idx:
-        for s in required_splits:
-            if not split_rows[s]:
-                err(f"split {s!r} has no rows", col="split")
-        for s, members in split_rows.items():
-            if not members:
-                continue
-            none = [k for k in label_cols if not any(cell(rows[i - 1], k) in POSITIVE for i in members)]
-            if none:
-                warn(f"split {s!r}: {len(none)} finding(s) have no positive scan: {', '.join(none[:8])}"
-                     f"{' ...' if len(none) > 8 else ''}", col="split")
-    return out
+                sheet.err(why, n, "path")
+        _check_labels(sheet, r, n)
+    return split_rows
+
+
+def _check_labels(sheet: _Sheet, r: list[str], n: int) -> None:
+    known = 0
+    for k in sheet.label_cols:
+        v = sheet.cell(r, k)
+        if v in POSITIVE or v in NEGATIVE:
+            known += 1
+        elif v not in UNKNOWN:
+            sheet.err(f"label must be 1, 0 or empty, got {v!r}", n, k)
+    if sheet.label_cols and known == 0:
+        sheet.warn("every label of this scan is unknown", n)
+
+
+def _check_splits(sheet: _Sheet, split_rows: dict[str, list[int]], required_splits) -> None:
+    """Required splits present; findings without a positive scan in a split (a warning)."""
+    for s in required_splits:
+        if not split_rows[s]:
+            sheet.err(f"split {s!r} has no rows", col="split")
+    for s, members in split_rows.items():
+        if not members:
+            continue
+        none = [k for k in sheet.label_cols if not any(sheet.cell(sheet.rows[i - 1], k) in POSITIVE for i in members)]
+        if none:
+            sheet.warn(f"split {s!r}: {len(none)} finding(s) have no positive scan: {', '.join(none[:8])}"
+                       f"{' ...' if len(none) > 8 else ''}", col="split")
 
 
 def read_manifest(path: str | Path, root: str | Path | None = None, required_splits=SPLITS,

@@ -112,6 +112,8 @@ def make_subject(seed: int, cfg: PhantomConfig | None = None, present: dict[str,
     side: put a lateralised finding on the patient's "left" or "right".
     patient_seed: anatomy seed (defaults to ``seed``); scans of one patient share it.
     """
+    # ~70 lines in sections (grid, findings, slabs, scanner) that share the same arrays; kept as one function so
+    # the generators' draws stay in one visible order, which defines every seed's phantom.
     cfg = cfg or PhantomConfig()
     patient_seed = seed if patient_seed is None else patient_seed
     a = Anatomy.sample(np.random.default_rng([patient_seed, 11]))

@@ -111,6 +111,9 @@ def ventricle_parts(a: Anatomy, m: Mods, side: int) -> list[tuple[tuple, tuple, 
 
 def render_anatomy(c: Canvas, a: Anatomy, m: Mods) -> None:
     """Paint normal anatomy (modified by ``m``) into ``c.hu`` and register named regions."""
+    # Long on purpose: one pass from the scalp inwards, each structure painted over the previous ones, with the
+    # texture generator's draws in a fixed order. That order defines every seed's phantom (and so the demo's
+    # numbers); split it only together with a test that the rendered volumes stay bit-identical.
     rng = np.random.default_rng(a.texture_seed)
     warp_midline(c, m)
     X, Y, Z = c.X, c.Y, c.Z

@@ -36,6 +36,8 @@ def _sig(x: float) -> float:
 
 def sample_labels(rng: np.random.Generator, age: float, prevalence_scale: float = 1.0) -> dict[str, int]:
     """True labels (taxonomy order) for one subject of the given age."""
+    # Long on purpose: a table of conditional draws, one line per finding, read top to bottom as the clinical
+    # dependency tree (trauma -> fractures -> bleeds ...). The order of the draws defines every seed's labels.
     d = _Draw(rng, prevalence_scale)
     on = d.on
     # ---- trauma
