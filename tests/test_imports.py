@@ -167,3 +167,13 @@ def test_backbone_registry_is_a_leaf():
     graph = _import_graph()
     assert graph["molre_lib.backbones.registry"] == set()
 
+
+def test_readme_layout_lists_every_package():
+    """The README's repository layout has one line per folder of molre_lib, in the order of the layers."""
+    readme = (PKG.parent / "README.md").read_text()
+    section = readme[readme.index("## Repository layout"):]
+    listed = [line.split("/")[0] for line in section.splitlines() if line and line.split("/")[0].isidentifier()
+              and "/ " in line and (PKG / line.split("/")[0]).is_dir()]
+    folders = sorted(p.name for p in PKG.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    assert sorted(listed) == folders
+    assert [f for f in listed if f in LAYERS] == LAYERS
