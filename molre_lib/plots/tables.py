@@ -103,20 +103,24 @@ def plot_table(df: pd.DataFrame, title: str | None = None, float_format: str = "
     check_no_identifiers(df, where="plotted table")
     cells = [[float_format.format(v) if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
     n_rows, n_cols = len(cells), len(df.columns)
-    chars = [max([len(str(c))] + [len(row[j]) for row in cells]) for j, c in enumerate(df.columns)]
-    width = max(3.0, col_width * 0.075 * sum(chars) + 0.1 * n_cols)  # ~0.075 in per character at 7 pt
-    fig, ax = plt.subplots(figsize=(width, 0.25 * (n_rows + 1) + (0.3 if title else 0.1)))
+    chars = [max([len(str(c))] + [len(row[j]) for row in cells]) + 2 for j, c in enumerate(df.columns)]
+    width = max(3.0, col_width * 0.062 * sum(chars))  # ~0.062 in per character at 7 pt (bold headers)
+    row_h, title_h = 0.22, (0.3 if title else 0.0)
+    height = row_h * (n_rows + 1) + title_h + 0.04
+    fig, ax = plt.subplots(figsize=(width, height))
+    # the table fills the axes, and the axes the figure below the title: nothing is cropped at any bbox setting
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.02 / height, top=1 - (title_h + 0.02) / height)
     ax.axis("off")
-    table = ax.table(cellText=cells or [[""] * n_cols], colLabels=[str(c) for c in df.columns], loc="center", cellLoc="center")
+    table = ax.table(cellText=cells or [[""] * n_cols], colLabels=[str(c) for c in df.columns], cellLoc="center",
+                     bbox=[0, 0, 1, 1])
     table.auto_set_font_size(False)
     table.set_fontsize(7)
-    table.scale(1.0, 1.2)
-    table.auto_set_column_width(list(range(n_cols)))
-    for (row, _), cell in table.get_celld().items():
+    for (row, col), cell in table.get_celld().items():
+        cell.set_width(chars[col] / sum(chars))
         cell.set_linewidth(0.3)
         if row == 0:
             cell.set_text_props(weight="bold")
             cell.set_facecolor("#EEEEEE")
     if title:
-        ax.set_title(title)
+        fig.suptitle(title, y=1 - 0.04 / height, va="top")
     return fig
