@@ -43,7 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="Train an adapter (LoRA / MoLRE / linear probe / full) into a run dir.")
     p.add_argument("--run-dir", required=True, help="Output run directory.")
     p.add_argument("--config", default=None, help="TrainConfig as JSON or YAML (a run's config.json works).")
-    p.add_argument("--resume", action="store_true", help="Continue the run in --run-dir from its checkpoint.")
+    p.add_argument("--resume", action="store_true",
+                   help="Continue the run in --run-dir from checkpoints/last.pt (prev.pt if last.pt is damaged).")
+    p.add_argument("--restart", action="store_true",
+                   help="Start the run in --run-dir over: its checkpoints, config, log and outputs are removed "
+                   "(with no other flags it reuses the run's config.json).")
     _add_train_flags(p)
     p.set_defaults(func=_train)
 
@@ -101,7 +105,7 @@ def _train_config(args: argparse.Namespace):
     given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.config:
         base = TrainConfig.load(args.config).to_dict()
-    elif args.resume and (Path(args.run_dir) / "config.json").exists():
+    elif (args.resume or args.restart) and (Path(args.run_dir) / "config.json").exists():
         base = TrainConfig.load(Path(args.run_dir) / "config.json").to_dict()
     else:
         base = {}
@@ -110,26 +114,18 @@ def _train_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    """User errors (bad config, run-dir state, a locked run folder, a full disk) are one line with exit 2 through
+    molre_lib.cli.main; a non-finite loss exits 3 after its checkpoint."""
     from molre_lib.engine.train import NonFiniteLossError, train
 
+    if args.resume and args.restart:
+        raise ValueError("--resume and --restart exclude each other")
+    cfg = _train_config(args)
     try:
-        cfg = _train_config(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"molre train: {err}", file=sys.stderr)
-        return 2
-    try:
-        run = train(cfg, args.run_dir, resume=args.resume)
+        run = train(cfg, args.run_dir, resume=args.resume, restart=args.restart)
     except NonFiniteLossError as err:
         print(f"molre train: {err}", file=sys.stderr)
         return 3
-    except (FileExistsError, FileNotFoundError) as err:  # run-dir state: nothing was trained
-        print(f"molre train: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        if "cannot resume" not in str(err):
-            raise  # a bug or bad data deserves its traceback
-        print(f"molre train: {err}", file=sys.stderr)
-        return 2
     print(f"run written to {run}")
     return 0
 

@@ -245,7 +245,8 @@ def load_latest(folder: str | Path, map_location: Optional[str | torch.device] =
         if problems:
             warn(f"warning: {'; '.join(problems)}; resuming from {path} (step {state.get('state', {}).get('step', '?')})")
         return state, path
-    raise NoValidCheckpointError(f"no usable checkpoint in {folder} ({'; '.join(problems)})")
+    raise NoValidCheckpointError(f"no usable checkpoint in {folder} ({'; '.join(problems)}); start the run over "
+                                 "with --restart")
 
 
 def frozen_fingerprint(model: torch.nn.Module) -> float:

@@ -19,6 +19,7 @@ the named steps (``restore``, ``checkpoint``, ``fit`` → ``_backward`` / ``_opt
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,11 +35,12 @@ from molre_lib.common.config_keys import check_known_keys
 from molre_lib.stats.auroc import per_finding_auc
 from . import distributed as D
 from .build import apply_adapter, build_model, new_modules, seed_everything
-from .checkpoint import frozen_fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import frozen_fingerprint, load_latest, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .loaders import StepBatchSampler, autocast, build_datasets, make_loader, predict_dataset
 from .losses import MaskedFocalLoss, pos_weights_from_labels
 from .optim import lr_lambda, param_groups
+from .run_lock import RunLock
 from .run_files import finding_keys, open_train_log, write_metrics, write_predictions, write_run_config
 
 __all__ = ["train", "TrainState", "Trainer", "NonFiniteLossError", "seed_everything"]
@@ -118,17 +120,51 @@ def _label_stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return (np.stack([np.asarray(it["labels"]) for it in items]), np.stack([np.asarray(it["label_mask"]) for it in items]))
 
 
-def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
-    """A new run needs an empty run dir; a resumed one its checkpoint and the same config."""
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
+RUN_FILES = ("config.json", "train_log.csv", "adapter.safetensors", "metrics.json", "predictions_train.parquet",
+             "predictions_val.parquet", "predictions_test.parquet")
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints" / name).exists() for name in ("last.pt", "prev.pt"))
+
+
+def _logged_steps(run_dir: Path) -> int:
+    path = run_dir / "train_log.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+def _clear_run(run_dir: Path) -> None:
+    """--restart: remove what a previous attempt trained (checkpoints, config, log, outputs), nothing else."""
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, restart: bool = False) -> bool:
+    """A new run needs an empty run dir; a resumed one a checkpoint and the same config. Returns ``resume``,
+    False when a resume finds a run killed before its first checkpoint (nothing trained yet: it starts over)."""
+    if restart:
+        _clear_run(run_dir)
+        return False
+    started = _has_checkpoint(run_dir) or (run_dir / "config.json").exists()
     if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
+        if not _has_checkpoint(run_dir):
+            if started and _logged_steps(run_dir) == 0:
+                print(f"note: {run_dir} was stopped before its first checkpoint; nothing was trained, starting it "
+                      "over", file=sys.stderr)
+                _clear_run(run_dir)
+                return False
+            raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}; start "
+                                    "the run over with --restart")
         changed = TrainConfig.load(run_dir / "config.json").diff(cfg)
         if changed:
             raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}")
-    elif ckpt_path.exists() or (run_dir / "config.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume) or choose another run dir")
+    elif started:
+        raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume), start it over (--restart) or "
+                              "choose another run dir")
+    return resume
 
 
 def _prepare_model(cfg: TrainConfig, model: Optional[nn.Module], n_classes: int, info: D.DistInfo) -> nn.Module:
@@ -158,22 +194,32 @@ def _wrap_ddp(cfg: TrainConfig, model: nn.Module, info: D.DistInfo) -> nn.Module
 
 # ----------------------------------------------------------------------------- the run
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, *, model: Optional[nn.Module] = None,
-          datasets: Optional[dict[str, Dataset]] = None, callbacks: Sequence[Callable[[dict], None]] = ()) -> Path:
-    """Train per ``cfg`` into ``run_dir`` and return it; ``resume=True`` continues from its checkpoint.
+          datasets: Optional[dict[str, Dataset]] = None, callbacks: Sequence[Callable[[dict], None]] = (),
+          restart: bool = False) -> Path:
+    """Train per ``cfg`` into ``run_dir`` and return it; ``resume=True`` continues from its checkpoint
+    (``last.pt``, else ``prev.pt`` with a warning), ``restart=True`` clears the run's files and starts over.
 
     ``model`` (un-adapted, with ``.head``) and ``datasets`` ({split: dataset}) replace what ``cfg`` would
     build (notebooks, tests); ``callbacks`` get a dict (step, epoch, loss, lr, val_macro_auc) after each step.
+    The run folder is locked (``<run_dir>/.lock``, see run_lock.py) for the whole training: a second trainer
+    of the same folder stops with an error naming this process.
     """
     info = D.setup(cfg.device)
+    lock = RunLock(run_dir) if info.is_main else None
     try:
-        return _train(cfg, Path(run_dir), resume, model, datasets, callbacks, info)
+        if lock is not None:
+            lock.acquire()
+        return _train(cfg, Path(run_dir), resume, model, datasets, callbacks, info, restart)
     finally:
+        if lock is not None:
+            lock.release()
         D.teardown(info)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Module],
-           datasets: Optional[dict[str, Dataset]], callbacks: Sequence[Callable[[dict], None]], info: D.DistInfo) -> Path:
-    _check_run_dir(cfg, run_dir, resume)
+           datasets: Optional[dict[str, Dataset]], callbacks: Sequence[Callable[[dict], None]], info: D.DistInfo,
+           restart: bool = False) -> Path:
+    resume = _check_run_dir(cfg, run_dir, resume, restart)
     D.barrier(info)  # every rank has checked the run dir before rank 0 writes into it
     if datasets is None:
         from molre_lib.backbones import get_spec
@@ -227,10 +273,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def restore(self) -> None:
-        """Weights, optimizer, scheduler, scaler, state and this rank's RNG from ``checkpoints/last.pt``."""
-        ck = load_checkpoint(self.ckpt_path)
+        """Weights, optimizer, scheduler, scaler, state and this rank's RNG from ``checkpoints/last.pt`` (or
+        ``prev.pt``, with a warning naming the damaged ``last.pt``)."""
+        ck, path = load_latest(self.ckpt_path.parent, warn=lambda m: print(m, file=sys.stderr))
         if abs(ck["frozen_fingerprint"] - self.fingerprint) > 1e-6 * max(1.0, abs(self.fingerprint)):
-            raise ValueError(f"{self.ckpt_path}: the rebuilt backbone differs from the one this run trained against "
+            raise ValueError(f"{path}: the rebuilt backbone differs from the one this run trained against "
                              f"(frozen-weight fingerprint {self.fingerprint} != {ck['frozen_fingerprint']})")
         _load_trainable(self.core, ck["trainable"])
         self.opt.load_state_dict(ck["optimizer"])
