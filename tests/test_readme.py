@@ -85,8 +85,8 @@ PRELUDES = {
     "from molre_lib.adapters import MoLREConfig": textwrap.dedent("""\
         import torch
         from molre_lib.backbones import create_model
-        model = create_model("phantom_vit", pretrained=False, reduced=True)   # the model of "Backbones"
-        x = torch.rand(2, 3, 4, 32, 32)                                        # (B, C, D, H, W)
+        model = create_model("phantom_vit")   # a model from "Backbones" (random init: 4 blocks, 64 px slices)
+        x = torch.rand(2, 3, 4, 64, 64)       # (B, C, D, H, W)
         """),
 }
 
@@ -260,7 +260,7 @@ PASTE = textwrap.dedent("""\
 
 def run_pasted(block: Block, ws: Path) -> subprocess.CompletedProcess:
     """Append the block to the library file it names (for one interpreter) and run the tests it names."""
-    m = re.fullmatch(r"(?P<path>\S+),?\s+then\s+pytest\s+(?P<args>.+)", block.argument)
+    m = re.fullmatch(r"(?P<path>[^\s,]+),?\s+then\s+pytest\s+(?P<args>.+)", block.argument)
     assert m, f"README.md line {block.line}: write paste-into PATH, then pytest ARGS"
     path = ROOT / m.group("path")
     module = ".".join(Path(m.group("path")).with_suffix("").parts)
