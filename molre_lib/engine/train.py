@@ -41,6 +41,7 @@ from .loaders import StepBatchSampler, autocast, build_datasets, make_loader, pr
 from .losses import MaskedFocalLoss, pos_weights_from_labels
 from .optim import lr_lambda, param_groups
 from .run_lock import RunLock
+from .preemption import Preempted, PreemptionGuard
 from .run_files import finding_keys, open_train_log, write_metrics, write_predictions, write_run_config
 
 __all__ = ["train", "TrainState", "Trainer", "NonFiniteLossError", "seed_everything"]
@@ -231,7 +232,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
         trainer.restore()
     elif info.is_main:
         write_run_config(run_dir, cfg, info, trainer.core, trainer.n_classes)
-    trainer.fit(callbacks, resume)
+    with PreemptionGuard() as guard:  # SIGUSR1/2, SIGTERM: checkpoint after the step, raise Preempted
+        trainer.fit(callbacks, resume, guard)
     if trainer.state.best_state is not None:
         _load_trainable(trainer.core, trainer.state.best_state)
     _finish(cfg, run_dir, trainer.core, datasets, info, trainer.amp, trainer.keys, trainer.state)
@@ -296,8 +298,19 @@ class Trainer:
                 "state": self.state.to_dict(), "frozen_fingerprint": self.fingerprint, "config": self.cfg.to_dict()})
         D.barrier(self.info)
 
+    def _stop_on_signal(self, guard: PreemptionGuard) -> None:
+        """A scheduler signal came (time limit, preemption, requeue): save this step and stop; resume continues."""
+        self.checkpoint()
+        if self._log_fh is not None:
+            self._log_fh.close()
+        if self.info.is_main:
+            guard.record(self.run_dir, self.state.step)
+        raise Preempted(f"stopped by {guard.signal_name} after step {self.state.step}; {self.ckpt_path} holds it "
+                        "and a resume continues from there")
+
     # ------------------------------------------------------------------ the loop
-    def fit(self, callbacks: Sequence[Callable[[dict], None]] = (), resume: bool = False) -> None:
+    def fit(self, callbacks: Sequence[Callable[[dict], None]] = (), resume: bool = False,
+            guard: Optional[PreemptionGuard] = None) -> None:
         """Optimizer steps until ``total``, early stopping or a non-finite loss; logs, evaluates, checkpoints."""
         from tqdm.auto import tqdm
 
@@ -323,6 +336,8 @@ class Trainer:
                     self.checkpoint()
                 for cb in callbacks:
                     cb({"step": st.step, "epoch": st.epoch, "loss": loss_value, "lr": lr, "val_macro_auc": val_auc})
+                if not st.done and guard is not None and guard.should_stop(self.info):
+                    self._stop_on_signal(guard)
                 if st.done:
                     break
         bar.close()
