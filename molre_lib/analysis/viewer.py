@@ -43,14 +43,15 @@ class CTViewer:
     views: window name -> (D, H, W) image in [0, 1] (e.g. the model input's channels, or HU windowed here).
     cams: finding -> (D, H, W) CAM in [0, 1]. masks: finding -> (D, H, W) lesion mask (known on the phantom).
     routing_map: (D, H, W) int expert index per pixel, or None. head: (D, H, W) head mask (default: found from
-    the bone window, else the first view); CAM mass outside it does not choose the slice.
+    the bone window, else the first view); CAM mass outside it does not choose the slice. finding: the one
+    selected first (default: the first CAM's). slice_index: open there instead of on the finding's slice.
     """
 
     def __init__(
         self, views: Mapping[str, np.ndarray], cams: Mapping[str, np.ndarray] | None = None,
         routing_map: np.ndarray | None = None, n_experts: int | None = None, title: str = "",
         slice_index: int | None = None, opacity: float = 0.45, masks: Mapping[str, np.ndarray] | None = None,
-        head: np.ndarray | None = None, dpi: int = 100,
+        head: np.ndarray | None = None, finding: str | None = None, dpi: int = 100,
     ) -> None:
         import ipywidgets as W
 
@@ -76,7 +77,9 @@ class CTViewer:
 
         style = {"description_width": LABEL_WIDTH}
         wide = W.Layout(width="330px")
-        first = findings[0] if findings else NO_FINDING
+        first = finding if finding is not None else (findings[0] if findings else NO_FINDING)
+        if first not in (NO_FINDING, *findings):
+            raise ValueError(f"finding {first!r} has neither a CAM nor a mask here; have: {findings}")
         start = self.finding_slice(first) if slice_index is None else int(slice_index)
         self.slice = W.IntSlider(value=start, min=0, max=self.depth - 1, description="slice",
                                  continuous_update=False, style=style, layout=wide)

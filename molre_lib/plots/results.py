@@ -234,11 +234,11 @@ def plot_reliability(
         ax.plot(mean_pred, frac_pos, marker="o", markersize=2.5, color=colour, label=f"{name} (ECE {ece:.3f})")
         hax.hist(pf, bins=n_bins, range=(0, 1), histtype="step", color=colour, log=True)
     ax.set_ylabel("observed frequency")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), borderaxespad=0.0)  # above the axes, off the curves
     hax.set_xlabel("predicted probability")
     hax.set_ylabel("count")
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
