@@ -136,7 +136,7 @@ def summarise(table: pd.DataFrame, by: str | Sequence[str] = ("model", "method",
 def paired(table: pd.DataFrame, reference: str, other: str, by: str | Sequence[str] = ("method", "finding"),
            metrics: Sequence[str] = METRICS, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """``other`` minus ``reference`` model on the same (method, scan, finding): mean difference per group
-    with a scan-bootstrap CI and a two-sided bootstrap p-value (share of resamples on the other side of 0, ×2).
+    with a scan-bootstrap CI and a two-sided bootstrap p-value (2 × (1 + resamples on the far side of 0) / (1 + B)).
     Groups may be ("method",) for all findings together, ("method", "finding") or ("method", "category")."""
     by = [by] if isinstance(by, str) else list(by)
     keys = ["method", "scan_id", "finding"]
@@ -162,7 +162,8 @@ def paired(table: pd.DataFrame, reference: str, other: str, by: str | Sequence[s
             good = boot[np.isfinite(boot)]
             row[f"d_{m}_lo"], row[f"d_{m}_hi"] = ((float(np.quantile(good, q)) for q in (alpha, 1 - alpha))
                                                   if good.size else (np.nan, np.nan))
-            row[f"p_{m}"] = float(min(1.0, 2 * min((good <= 0).mean(), (good >= 0).mean()))) if good.size else np.nan
+            tail = min(int((good <= 0).sum()), int((good >= 0).sum()))
+            row[f"p_{m}"] = float(min(1.0, 2 * (tail + 1) / (good.size + 1))) if good.size else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -33,7 +33,8 @@ class LocalisationSettings:
     max_scans: int = field(default=32, metadata={"help": "first N scans of the split with a lesion mask"})
     methods: tuple[str, ...] = field(default=("gradcam", "occlusion"), metadata={"help": "attribution methods"})
     margin_mm: float = field(default=loc.DEFAULT_MARGIN_MM, metadata={"help": "pointing-game margin around the mask"})
-    occlusion_patch: tuple[int, int, int] = field(default=(1, 8, 8), metadata={"help": "occluded (d, h, w) voxels"})
+    occlusion_patch: tuple[int, int, int] = field(default=(1, 16, 16), metadata={
+        "help": "occluded (d, h, w) voxels: one slice, 16 x 16 pixels (a 4 x 4 grid on 64-pixel slices)"})
     findings: tuple[str, ...] | None = field(default=None, metadata={"help": "only these findings (None: all)"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of scans"})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
@@ -140,6 +141,10 @@ class ExampleViews:
     masks: dict  # (index, finding) -> bool (D, H, W) lesion mask on the model grid (phantom data only)
     cams: dict  # model -> dataset index -> finding -> (D, H, W) map in [0, 1]
 
+    def masks_of(self, index: int) -> dict:
+        """finding -> lesion mask (D, H, W) of one example scan (for the viewer's outline); empty off the phantom."""
+        return {k: m for (i, k), m in self.masks.items() if i == int(index)}
+
     def rows(self, table: pd.DataFrame | None = None) -> tuple[list, list, list, dict]:
         """(bases, masks, heads, model -> CAM slices) for the rows of ``table`` (default all) on their slices."""
         t = self.table if table is None else table
@@ -174,7 +179,7 @@ def example_views(runs: Sequence, dataset, examples: pd.DataFrame, findings: Seq
     from molre_lib.data.dataset import slice_indices
     from molre_lib.data.phantom_masks import PhantomTruth
     from molre_lib.data.taxonomy import FINDING_KEYS
-    from molre_lib.plots.images import windowed
+    from molre_lib.data.windowing import window
 
     base = _base_dataset(dataset)
     try:
@@ -190,7 +195,7 @@ def example_views(runs: Sequence, dataset, examples: pd.DataFrame, findings: Seq
         item = dataset[i]
         images[i] = item["image"].unsqueeze(0)
         hu = base.fitted(i)
-        brain[i] = windowed(hu[slice_indices(hu.shape[0], base.cfg.n_slices)], "brain")
+        brain[i] = window(hu[slice_indices(hu.shape[0], base.cfg.n_slices)].astype(np.float32), "brain")
         heads[i] = head_from_image(item["image"].numpy(), base.cfg.windows)
         sid = str(item["scan_id"])
         if truth is not None and sid in truth:
