@@ -46,6 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--require-splits", default="train,val,test",
                    help="splits that must have rows (comma-separated; empty string for none)")
     p.add_argument("--no-file-check", action="store_true", help="skip opening the scan files")
+    p.add_argument("--every", action="store_true",
+                   help="one line per problem (default: repeats of a problem are one line with their count and rows)")
     p.set_defaults(func=_validate)
 
     p = subparsers.add_parser("convert", help="convert a public data set layout into a manifest")
@@ -87,12 +89,12 @@ def _synth(args) -> int:
 
 
 def _validate(args) -> int:
-    from molre_lib.data.manifest import validate_manifest
+    from molre_lib.data.manifest import format_problems, validate_manifest
 
     splits = tuple(s for s in args.require_splits.split(",") if s)
     problems = validate_manifest(args.manifest, args.root, required_splits=splits, check_files=not args.no_file_check)
-    for p in problems:
-        print(p, file=sys.stdout)
+    for line in (format_problems(problems) if not args.every else map(str, problems)):
+        print(line, file=sys.stdout)
     n_err = sum(p.level == "error" for p in problems)
     n_warn = len(problems) - n_err
     print(f"{args.manifest}: {'INVALID' if n_err else 'valid'} ({n_err} error(s), {n_warn} warning(s))")

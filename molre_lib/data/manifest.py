@@ -44,8 +44,59 @@ class ManifestError(ValueError):
 
     def __init__(self, path, problems: list[Problem]):
         self.problems = problems
-        errors = [str(p) for p in problems if p.level == "error"]
-        super().__init__(f"{path}: {len(errors)} problem(s):\n" + "\n".join(errors))
+        errors = [p for p in problems if p.level == "error"]
+        super().__init__(f"{path}: {len(errors)} problem(s):\n" + "\n".join(format_problems(errors)))
+
+
+def _ranges(rows: list[int], show: int = 4) -> str:
+    """'3, 7, 9-12' for sorted row numbers (at most ``show`` runs, then '... (+N rows)')."""
+    runs: list[list[int]] = []
+    for r in sorted(set(rows)):
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:show])
+    if len(runs) > show:
+        text += f" ... (+{sum(b - a + 1 for a, b in runs[show:])} rows)"
+    return text
+
+
+def format_problems(problems: list[Problem]) -> list[str]:
+    """One line per distinct problem: repeats of the same message (the same bad value in many cells or rows)
+    become one line with the count, the rows and the columns, so 400 cells holding 'True' are one line."""
+    groups: dict[tuple[str, str], list[Problem]] = {}
+    for p in problems:
+        groups.setdefault((p.level, p.message), []).append(p)
+    lines = []
+    for (level, message), members in groups.items():
+        if len(members) == 1:
+            lines.append(str(members[0]))
+            continue
+        rows = [p.row for p in members if p.row is not None]
+        cols = list(dict.fromkeys(p.column for p in members if p.column is not None))
+        if rows and not cols:
+            lines.append(f"{level}: {len(members)} rows ({_ranges(rows)}): {message}")
+            continue
+        where = [f"column {cols[0]!r}" if len(cols) == 1 else
+                 f"{len(cols)} columns ({', '.join(map(repr, cols[:3]))}{' ...' if len(cols) > 3 else ''})"] if cols else []
+        if rows:
+            where.append(f"rows {_ranges(rows)}")
+        what = f"{len(members)} cells" if rows else f"{len(members)} times"
+        lines.append(f"{level}: {what}{' in ' + ', '.join(where) if where else ''}: {message}")
+    return lines
+
+
+_SEPARATORS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _wrong_separator(header: list[str]) -> str | None:
+    """The name of the separator a one-column header was written with (Excel in many locales: ';')."""
+    if len(header) != 1:
+        return None
+    counts = {sep: header[0].count(sep) for sep in _SEPARATORS}
+    sep = max(counts, key=counts.get)
+    return _SEPARATORS[sep] if counts[sep] >= 3 else None
 
 
 def resolve(root: Path, rel: str) -> Path:
@@ -120,6 +171,10 @@ def validate_manifest(path: str | Path, root: str | Path | None = None, required
         return [Problem("error", f"cannot read {path}: {e}")]
     if not header:
         return [Problem("error", f"{path} is empty (no header)")]
+    if sep := _wrong_separator(header):
+        return [Problem("error", f"{path} is {sep}-separated (its header is one column: {header[0][:60]!r}...); "
+                                 "a manifest is comma-separated: save it as CSV with commas (in Excel: "
+                                 "'CSV UTF-8 (comma delimited)')")]
     sheet = _Sheet([h.strip() for h in header], rows)
     _check_columns(sheet)
     split_rows = _check_rows(sheet, root, check_files)
@@ -195,6 +250,9 @@ def _check_rows(sheet: _Sheet, root: Path, check_files: bool) -> dict[str, list[
     return split_rows
 
 
+_WORDS = {"true", "false", "yes", "no", "y", "n", "t", "f", "pos", "neg", "positive", "negative"}
+
+
 def _check_labels(sheet: _Sheet, r: list[str], n: int) -> None:
     known = 0
     for k in sheet.label_cols:
@@ -202,7 +260,8 @@ def _check_labels(sheet: _Sheet, r: list[str], n: int) -> None:
         if v in POSITIVE or v in NEGATIVE:
             known += 1
         elif v not in UNKNOWN:
-            sheet.err(f"label must be 1, 0 or empty, got {v!r}", n, k)
+            hint = " (write 1 for true/yes and 0 for false/no)" if v.lower() in _WORDS else ""
+            sheet.err(f"label must be 1, 0 or empty, got {v!r}{hint}", n, k)
     if sheet.label_cols and known == 0:
         sheet.warn("every label of this scan is unknown", n)
 
