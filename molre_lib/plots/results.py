@@ -92,7 +92,8 @@ def _panel_layout(table: pd.DataFrame, panels: int | None, width: float):
     parts = _category_panels(table, panels)
     rows = max(len(p) for p in parts)
     pitch = 0.11 if print_column() == "single" else 0.12  # inches per row: 7-pt labels stay apart
-    fig, axes = plt.subplots(1, len(parts), figsize=(figure_width(width), pitch * rows + 0.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(parts), figsize=(figure_width(width), pitch * rows + 0.9), squeeze=False,
+                             sharex=True)  # one AUC / ΔAUC scale across panels
     return parts, fig, list(axes[0])
 
 
@@ -264,7 +265,8 @@ def plot_confidence_shift(
     fig = plt.figure(figsize=(figure_width(SINGLE_COLUMN_IN + 1.0), pitch * n + 2.2))
     grid = fig.add_gridspec(2, len(parts), height_ratios=(1.1, pitch * n + 0.3))
     tax = fig.add_subplot(grid[0, :])
-    axes = [fig.add_subplot(grid[1, i]) for i in range(len(parts))]
+    axes = [fig.add_subplot(grid[1, 0])]
+    axes += [fig.add_subplot(grid[1, i], sharex=axes[0]) for i in range(1, len(parts))]
     totals = {f"borderline in {label_a}": table["borderline_a"].sum(), "moved up": table["moved_up"].sum(),
               "moved down": table["moved_down"].sum(), f"confident in {label_a}": table["confident_a"].sum(),
               f"confident in {label_b}": table["confident_b"].sum()}
