@@ -93,3 +93,14 @@ def test_summary_with_many_backbones_and_arms():
     rows = [{"backbone": f"backbone_{i}", "arm": arm, "mean_auc": m, "ci_low": m - 0.03, "ci_high": m + 0.03}
             for i in range(6) for arm, m in zip(["lora", "molre", "molre SHARED_A=True"], rng.uniform(0.6, 0.9, 3))]
     assert_no_legend_over_data(plots.plot_summary(pd.DataFrame(rows), title="Test macro AUC (95% CI)"))
+
+
+def test_delta_auc_at_75_rows():
+    from molre_lib.stats.delong import paired_delong
+
+    rng = np.random.default_rng(5)
+    y = (rng.random((200, 75)) < 0.25).astype(float)
+    a = y * 0.4 + rng.random(y.shape)
+    b = y * 0.6 + rng.random(y.shape)
+    d = paired_delong(y, a, b, finding_keys=FINDING_KEYS)
+    assert_no_legend_over_data(plots.plot_delta_auc(d, xlabel="ΔAUC (molre − lora)"))
