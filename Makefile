@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.molre-installed
 
-.PHONY: demo test test-fast install kernel bench gallery gpu-check rehearsal
+.PHONY: demo test test-fast install kernel bench gallery gpu-check rehearsal phantom-study
 
 # The venv is rebuilt when pyproject.toml changes; the kernel is registered as part of set-up,
 # because papermill and JupyterLab both look for a kernel named "molre".
@@ -49,3 +49,10 @@ gpu-check: $(STAMP)
 # Slow (MedSigLIP-448 alone takes minutes and ~9 GB): run it on a quiet machine.
 rehearsal: $(STAMP)
 	nice $(PY) benchmarks/rehearsal.py
+
+# The phantom study (notebooks/sweeps/phantom_study.yaml): phantom_vit and natural_vit x linear probe / LoRA r=8 /
+# MoLRE 4x2 shared A / MoLRE 4x2 separate A x 3 seeds on ~1,000 test scans, through the notebooks; then the answers
+# -> benchmarks/results/phantom_study.{csv,json}. Pretrains the two demo backbones once (cached).
+phantom-study: $(STAMP)
+	$(VENV)/bin/molre demo --sweep notebooks/sweeps/phantom_study.yaml
+	$(PY) benchmarks/phantom_study.py --sweep-dir runs/phantom_study

@@ -7,9 +7,13 @@ papermill through the demo sweep. Re-running skips what is finished.
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 DEFAULT_SWEEP = "notebooks/sweeps/demo.yaml"
+# Demo backbones built on this machine the first time a sweep needs them: (module, pretraining function).
+DEMO_PRETRAINING = {"phantom_vit": ("molre_lib.backbones.phantom_pretrain", "pretrain_phantom_vit"),
+                    "natural_vit": ("molre_lib.backbones.natural_vit", "pretrain_natural_vit")}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,17 +28,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from molre_lib.backbones import find_local_weights, get_spec
-    from molre_lib.backbones.phantom_pretrain import pretrain_phantom_vit
     from molre_lib.workbook.sweep import SweepConfig, run_sweep
 
     t0 = time.perf_counter()
-    if find_local_weights(get_spec("phantom_vit")) is None:
-        print("[demo] pretraining the demo backbone phantom_vit (label-free, cached for next time) ...", flush=True)
-        pretrain_phantom_vit()
-    else:
-        print("[demo] demo backbone phantom_vit found in the cache", flush=True)
     cfg = SweepConfig.from_yaml(args.sweep)
+    for name in cfg.grid.get("BACKBONE", ["phantom_vit"]):
+        ensure_demo_backbone(name)
     rows = run_sweep(cfg, gpus=args.gpus.split(",") if args.gpus else None)
     sweep_dir = Path(cfg.runs_dir) / cfg.name
     failed = [r for r in rows if r.get("status") == "failed"]
@@ -55,6 +54,20 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"  - {r.get('step')} {r.get('key')}: {str(r.get('error', ''))[:200]}")
         return 1
     return 0
+
+
+def ensure_demo_backbone(name: str) -> None:
+    """Pretrain a demo backbone (phantom_vit, natural_vit) once and cache it; other backbones are left alone."""
+    from molre_lib.backbones import find_local_weights, get_spec
+
+    if name not in DEMO_PRETRAINING:
+        return
+    if find_local_weights(get_spec(name)) is not None:
+        print(f"[demo] demo backbone {name} found in the cache", flush=True)
+        return
+    print(f"[demo] pretraining the demo backbone {name} (label-free, cached for next time) ...", flush=True)
+    module, function = DEMO_PRETRAINING[name]
+    getattr(importlib.import_module(module), function)()
 
 
 def print_explanations(sweep_dir: Path) -> None:

@@ -151,15 +151,17 @@ def test_dry_run_executes_nothing(sweep_file, tmp_path, capsys):
 ALL_ANALYSES = {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
 
 
-@pytest.mark.parametrize("name,analyses", [("demo", ALL_ANALYSES), ("study", ALL_ANALYSES),
-                                           ("shared_a", {"02_routing", "03_per_finding_auc", "05_summary"})])
-def test_example_sweeps_parse_and_use_registered_backbones(name, analyses):
+@pytest.mark.parametrize("name,analyses,adapters", [
+    ("demo", ALL_ANALYSES, {"lora", "molre"}), ("study", ALL_ANALYSES, {"lora", "molre"}),
+    ("shared_a", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre"}),
+    ("phantom_study", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre", "linear_probe"})])
+def test_example_sweeps_parse_and_use_registered_backbones(name, analyses, adapters):
     from molre_lib.backbones import list_backbones
 
     cfg = SweepConfig.from_yaml(Path(__file__).parents[2] / "notebooks" / "sweeps" / f"{name}.yaml")
     runs = expand_runs(cfg)
     assert {r.values["BACKBONE"] for r in runs} <= {s.name for s in list_backbones()}
-    assert {r.values["ADAPTER"] for r in runs} == {"lora", "molre"}
+    assert {r.values["ADAPTER"] for r in runs} == adapters
     assert {j.step for j in plan_analysis(cfg, runs)} == analyses
     # every run's parameters, over the notebook's own defaults, pass 01_train's validation cell
     from molre_lib.workbook.params import check_parameters
@@ -169,3 +171,19 @@ def test_example_sweeps_parse_and_use_registered_backbones(name, analyses):
     exec(next(c.source for c in train_nb.cells if "parameters" in c.metadata.get("tags", [])), {}, defaults)
     for run in runs:
         check_parameters("01_train", {**defaults, **run.parameters})
+
+
+def test_phantom_study_design():
+    """Both demo backbones (CT-pretrained and general-domain) x 4 arms x 3 seeds; LoRA leads every 03 group."""
+    from molre_lib.backbones import get_spec
+
+    cfg = SweepConfig.from_yaml(Path(__file__).parents[2] / "notebooks" / "sweeps" / "phantom_study.yaml")
+    runs = expand_runs(cfg)
+    arms = {(r.values["ADAPTER"], r.values["SHARED_A"]) for r in runs}
+    assert arms == {("lora", False), ("linear_probe", False), ("molre", True), ("molre", False)}
+    assert len(runs) == 2 * 4 * 3
+    assert {get_spec(r.values["BACKBONE"]).family for r in runs} == {"demo", "general-2D"}
+    groups = [j for j in plan_analysis(cfg, runs) if j.step == "03_per_finding_auc"]
+    assert len(groups) == 6 and all("_lora_" in Path(j.parameters["RUN_DIRS"][0]).name for j in groups)
+    data = cfg.prepare[0].parameters
+    assert data["N_SCANS"] * data["SPLITS"][2] / sum(data["SPLITS"]) >= 1000  # ~1,000 test scans
