@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from molre_lib.common.files import atomic_write
 
@@ -257,3 +258,19 @@ def frozen_fingerprint(model: torch.nn.Module) -> float:
             if not p.requires_grad:
                 total += p.detach().double().abs().sum().cpu()
     return float(total)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes: the trainable parameters and every buffer (the head norm's running statistics;
+    BatchNorm statistics under full fine-tuning). Buffers are small, and without them a resumed run or the
+    restored best step would predict with the running statistics of another step."""
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: b.detach().cpu().clone() for n, b in model.named_buffers()})
+    return state
+
+
+def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for n, t in state.items():
+            tensors[n].copy_(t)

@@ -5,7 +5,9 @@ import csv
 import json
 import math
 import platform
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from molre_lib.common.files import atomic_write
+
+from .config import TrainConfig
 
 PACKAGES = ("torch", "torchvision", "timm", "transformers", "monai", "numpy", "scipy", "scikit-learn", "pandas",
             "safetensors", "pyarrow")
@@ -186,3 +190,49 @@ def write_metrics(path: Path, results: dict[str, dict[str, Any]], keys: Sequence
     for split, out in results.items():
         doc[split] = metrics_document(out["labels"], out["probs"], out["mask"], keys, n_boot, seed)
     return atomic_write(path, json.dumps(_clean(doc), indent=2))
+
+
+# ----------------------------------------------------------------------------- the run folder's state
+RUN_FILES = ("config.json", "train_log.csv", "adapter.safetensors", "metrics.json", "predictions_train.parquet",
+             "predictions_val.parquet", "predictions_test.parquet")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints" / name).exists() for name in ("last.pt", "prev.pt"))
+
+
+def _logged_steps(run_dir: Path) -> int:
+    path = run_dir / "train_log.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+def clear_run(run_dir: Path) -> None:
+    """--restart: remove what a previous attempt trained (checkpoints, config, log, outputs), nothing else."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, restart: bool = False) -> bool:
+    """A new run needs an empty run dir; a resumed one a checkpoint and the same config. Returns ``resume``,
+    False when a resume finds a run killed before its first checkpoint (nothing trained yet: it starts over)."""
+    if restart:
+        clear_run(run_dir)
+        return False
+    started = has_checkpoint(run_dir) or (run_dir / "config.json").exists()
+    if resume:
+        if not has_checkpoint(run_dir):
+            if started and _logged_steps(run_dir) == 0:
+                print(f"note: {run_dir} was stopped before its first checkpoint; nothing was trained, starting it "
+                      "over", file=sys.stderr)
+                clear_run(run_dir)
+                return False
+            raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}; start "
+                                    "the run over with --restart")
+        changed = TrainConfig.load(run_dir / "config.json").diff(cfg)
+        if changed:
+            raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}")
+    elif started:
+        raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume), start it over (--restart) or "
+                              "choose another run dir")
+    return resume

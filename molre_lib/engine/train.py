@@ -35,14 +35,16 @@ from molre_lib.common.config_keys import check_known_keys
 from molre_lib.stats.auroc import per_finding_auc
 from . import distributed as D
 from .build import apply_adapter, build_model, new_modules, seed_everything
-from .checkpoint import frozen_fingerprint, load_latest, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (frozen_fingerprint, load_latest, load_trainable, rng_state, save_checkpoint, set_rng_state,
+                         trainable_state)
 from .config import TrainConfig
 from .loaders import StepBatchSampler, autocast, build_datasets, make_loader, predict_dataset
 from .losses import MaskedFocalLoss, pos_weights_from_labels
 from .optim import lr_lambda, param_groups
 from .run_lock import RunLock
 from .preemption import Preempted, PreemptionGuard
-from .run_files import finding_keys, open_train_log, write_metrics, write_predictions, write_run_config
+from .run_files import (check_run_dir, finding_keys, open_train_log, write_metrics, write_predictions,
+                        write_run_config)
 
 __all__ = ["train", "TrainState", "Trainer", "NonFiniteLossError", "seed_everything"]
 
@@ -97,75 +99,12 @@ def _no_buffer_sync() -> dict[str, bool]:
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What training changes: the trainable parameters and every buffer (the head norm's running statistics;
-    BatchNorm statistics under full fine-tuning). Buffers are small, and without them a resumed run or the
-    restored best step would predict with the running statistics of another step."""
-    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-    state.update({n: b.detach().cpu().clone() for n, b in model.named_buffers()})
-    return state
-
-
-def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    with torch.no_grad():
-        for n, t in state.items():
-            tensors[n].copy_(t)
-
-
 def _label_stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     for mask_attr in ("label_mask", "mask"):  # toy datasets / HeadCTDataset
         if hasattr(ds, "labels") and hasattr(ds, mask_attr):
             return np.asarray(ds.labels), np.asarray(getattr(ds, mask_attr))
     items = [ds[i] for i in range(len(ds))]  # type: ignore[arg-type]
     return (np.stack([np.asarray(it["labels"]) for it in items]), np.stack([np.asarray(it["label_mask"]) for it in items]))
-
-
-RUN_FILES = ("config.json", "train_log.csv", "adapter.safetensors", "metrics.json", "predictions_train.parquet",
-             "predictions_val.parquet", "predictions_test.parquet")
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    return any((run_dir / "checkpoints" / name).exists() for name in ("last.pt", "prev.pt"))
-
-
-def _logged_steps(run_dir: Path) -> int:
-    path = run_dir / "train_log.csv"
-    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
-
-
-def _clear_run(run_dir: Path) -> None:
-    """--restart: remove what a previous attempt trained (checkpoints, config, log, outputs), nothing else."""
-    import shutil
-
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-
-
-def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, restart: bool = False) -> bool:
-    """A new run needs an empty run dir; a resumed one a checkpoint and the same config. Returns ``resume``,
-    False when a resume finds a run killed before its first checkpoint (nothing trained yet: it starts over)."""
-    if restart:
-        _clear_run(run_dir)
-        return False
-    started = _has_checkpoint(run_dir) or (run_dir / "config.json").exists()
-    if resume:
-        if not _has_checkpoint(run_dir):
-            if started and _logged_steps(run_dir) == 0:
-                print(f"note: {run_dir} was stopped before its first checkpoint; nothing was trained, starting it "
-                      "over", file=sys.stderr)
-                _clear_run(run_dir)
-                return False
-            raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}; start "
-                                    "the run over with --restart")
-        changed = TrainConfig.load(run_dir / "config.json").diff(cfg)
-        if changed:
-            raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}")
-    elif started:
-        raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume), start it over (--restart) or "
-                              "choose another run dir")
-    return resume
 
 
 def _prepare_model(cfg: TrainConfig, model: Optional[nn.Module], n_classes: int, info: D.DistInfo) -> nn.Module:
@@ -220,7 +159,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, *, model:
 def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Module],
            datasets: Optional[dict[str, Dataset]], callbacks: Sequence[Callable[[dict], None]], info: D.DistInfo,
            restart: bool = False) -> Path:
-    resume = _check_run_dir(cfg, run_dir, resume, restart)
+    resume = check_run_dir(cfg, run_dir, resume, restart)
     D.barrier(info)  # every rank has checked the run dir before rank 0 writes into it
     if datasets is None:
         from molre_lib.backbones import get_spec
@@ -235,7 +174,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
     with PreemptionGuard() as guard:  # SIGUSR1/2, SIGTERM: checkpoint after the step, raise Preempted
         trainer.fit(callbacks, resume, guard)
     if trainer.state.best_state is not None:
-        _load_trainable(trainer.core, trainer.state.best_state)
+        load_trainable(trainer.core, trainer.state.best_state)
     _finish(cfg, run_dir, trainer.core, datasets, info, trainer.amp, trainer.keys, trainer.state)
     return run_dir
 
@@ -281,7 +220,7 @@ class Trainer:
         if abs(ck["frozen_fingerprint"] - self.fingerprint) > 1e-6 * max(1.0, abs(self.fingerprint)):
             raise ValueError(f"{path}: the rebuilt backbone differs from the one this run trained against "
                              f"(frozen-weight fingerprint {self.fingerprint} != {ck['frozen_fingerprint']})")
-        _load_trainable(self.core, ck["trainable"])
+        load_trainable(self.core, ck["trainable"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
@@ -293,7 +232,7 @@ class Trainer:
         rngs = D.all_gather_objects(rng or rng_state(), self.info)
         if self.info.is_main:
             save_checkpoint(self.ckpt_path, {
-                "trainable": _trainable_state(self.core), "optimizer": self.opt.state_dict(),
+                "trainable": trainable_state(self.core), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
                 "state": self.state.to_dict(), "frozen_fingerprint": self.fingerprint, "config": self.cfg.to_dict()})
         D.barrier(self.info)
@@ -417,7 +356,7 @@ class Trainer:
         val_auc = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
         st.last_val_auc = val_auc
         if val_auc > st.best_auc:
-            st.best_auc, st.best_step, st.best_state = val_auc, st.step, _trainable_state(self.core)
+            st.best_auc, st.best_step, st.best_state = val_auc, st.step, trainable_state(self.core)
             st.evals_since_best = 0
         else:
             st.evals_since_best += 1
