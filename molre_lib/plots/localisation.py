@@ -17,12 +17,13 @@ from matplotlib.lines import Line2D
 
 from molre_lib.plots.style import ADAPTER_COLOURS, CAM_CMAP, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, arm_colours
 
-MASK_COLOUR = "#00E5FF"  # lesion outline: cyan reads on grey and on the jet CAM
+MASK_COLOUR = "#FF00FF"  # lesion outline: magenta reads on grey and is not a colour of the jet CAM
 CAM_ALPHA = 0.5
+CAM_THRESHOLD = 0.1  # CAM values at or below this are transparent, so the slice stays readable
 
 
 def show_cam_on_slice(ax, base: np.ndarray, cam: np.ndarray | None = None, mask: np.ndarray | None = None,
-                      head: np.ndarray | None = None, alpha: float = CAM_ALPHA, threshold: float = 0.0):
+                      head: np.ndarray | None = None, alpha: float = CAM_ALPHA, threshold: float = CAM_THRESHOLD):
     """Grey slice (H, W) in [0, 1]; CAM (H, W) in [0, 1] over it, hidden outside ``head`` and at or below
     ``threshold``; the lesion ``mask`` as an outline. Returns the CAM image (for a colour bar) or None."""
     ax.imshow(base, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -42,7 +43,7 @@ def show_cam_on_slice(ax, base: np.ndarray, cam: np.ndarray | None = None, mask:
 
 def plot_cam_comparison(bases: Sequence[np.ndarray], masks: Sequence[np.ndarray], heads: Sequence[np.ndarray],
                         cams: Mapping[str, Sequence[np.ndarray]], row_labels: Sequence[str] | None = None,
-                        title: str | None = None, alpha: float = CAM_ALPHA) -> Figure:
+                        title: str | None = None, alpha: float = CAM_ALPHA, threshold: float = CAM_THRESHOLD) -> Figure:
     """Paper panel: one row per finding (its largest lesion slice), columns CT then each model's CAM on that
     slice, lesion outlined in every column, one colour bar for all CAMs. ``cams``: model -> list aligned with
     ``bases`` (each (H, W) in [0, 1])."""
@@ -56,7 +57,8 @@ def plot_cam_comparison(bases: Sequence[np.ndarray], masks: Sequence[np.ndarray]
         if row_labels is not None:
             axes[r, 0].set_ylabel(row_labels[r], fontsize=6)
         for c, name in enumerate(models, start=1):
-            im = show_cam_on_slice(axes[r, c], bases[r], cams[name][r], masks[r], heads[r], alpha=alpha) or im
+            im = show_cam_on_slice(axes[r, c], bases[r], cams[name][r], masks[r], heads[r], alpha=alpha,
+                                   threshold=threshold) or im
     axes[0, 0].set_title("CT (brain window)", fontsize=7)
     for c, name in enumerate(models, start=1):
         axes[0, c].set_title(f"{name} CAM", fontsize=7)
@@ -65,7 +67,8 @@ def plot_cam_comparison(bases: Sequence[np.ndarray], masks: Sequence[np.ndarray]
     if im is not None:
         cax = fig.add_axes((0.88, 0.2, 0.02, 0.6))
         bar = fig.colorbar(im, cax=cax)
-        bar.set_label("CAM (scaled to its volume's maximum)", fontsize=6)
+        bar.solids.set_alpha(1.0)
+        bar.set_label(f"CAM (scaled to its volume's maximum; ≤ {threshold:g} not drawn)", fontsize=6)
         bar.ax.tick_params(labelsize=6)
     fig.legend(handles=[Line2D([], [], color=MASK_COLOUR, lw=1.0, label="lesion mask")], loc="lower right",
                fontsize=6, frameon=False, bbox_to_anchor=(0.99, 0.0))
@@ -106,10 +109,12 @@ def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("h
         ax.grid(axis="x", lw=0.3, color="0.85")
     axes[0, 0].set_yticks(y0, [f"{f} (n={int(summary[summary[finding] == f]['n_scans'].max())})" for f in findings],
                           fontsize=6)
-    fig.legend(loc="upper center", ncol=len(models) + 1, fontsize=6, frameon=False, bbox_to_anchor=(0.55, 1.0))
+    height = fig.get_size_inches()[1]
+    top = 1 - 0.45 / height  # legend and title take a fixed 0.45 in above the panels
+    fig.legend(loc="lower center", ncol=len(models) + 1, fontsize=6, frameon=False, bbox_to_anchor=(0.55, top))
     if title:
-        fig.suptitle(title, fontsize=8, y=1.04)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+        fig.suptitle(title, fontsize=8, y=1 - 0.05 / height, va="top")
+    fig.tight_layout(rect=(0, 0, 1, top))
     return fig
 
 
@@ -132,10 +137,11 @@ def plot_specialisation_tests(table: pd.DataFrame, title: str | None = None) -> 
         ax.set_title(f"expert vs {target}", fontsize=7)
         ax.set_ylim(0, max(0.1, float(np.nanmax(t[["v", "v_null_95"]].to_numpy())) * 1.3))
     axes[0, 0].set_ylabel("Cramér's V", fontsize=7)
-    axes[0, 0].legend(fontsize=5.5, frameon=False, loc="upper left")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, frameon=False, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
