@@ -104,6 +104,7 @@ class PhantomTruth:
         record = json.loads(path.read_text())
         self.phantom = PhantomConfig.from_dict(record["config"])
         self.seeds: dict[str, dict[str, int]] = record["scans"]
+        self._cache: dict[str, ScanTruth] = {}  # rendered scans (two runs scored on the same scans render once)
 
     @classmethod
     def from_dataset(cls, dataset) -> "PhantomTruth":
@@ -122,6 +123,11 @@ class PhantomTruth:
     def __call__(self, scan_id: str) -> ScanTruth:
         if scan_id not in self.seeds:
             raise KeyError(f"scan {scan_id!r} is not in {self.root / PHANTOM_RECORD}")
+        if scan_id not in self._cache:
+            self._cache[scan_id] = self._render(scan_id)
+        return self._cache[scan_id]
+
+    def _render(self, scan_id: str) -> ScanTruth:
         s = self.seeds[scan_id]
         sub = make_subject(s["seed"], self.phantom, patient_seed=s["patient_seed"])
         clean_cfg = replace(self.phantom, site_noise_hu=(0.0,), site_sharpness=(0.0,))

@@ -62,10 +62,12 @@ def score_runs(runs: Sequence, settings: LocalisationSettings | None = None) -> 
 
     s = settings or LocalisationSettings()
     kwargs = {"occlusion": {"patch": tuple(s.occlusion_patch)}}
-    tables, scan_ids = [], None
+    tables, scan_ids, truth = [], None, None
     for run, name in zip(runs, model_names(runs)):
         dataset = run.dataset(s.split)
-        truth = PhantomTruth.from_dataset(dataset)
+        again = PhantomTruth.from_dataset(dataset)
+        if truth is None or (again.root, again.cfg) != (truth.root, truth.cfg):  # same data: render each scan once
+            truth = again
         t = loc.score_dataset(run.model, dataset, truth, name, methods=s.methods, findings=s.findings,
                               max_scans=s.max_scans if scan_ids is None else None, margin_mm=s.margin_mm,
                               method_kwargs=kwargs, scan_ids=scan_ids)
