@@ -193,7 +193,8 @@ def gates_by_category(data: RoutingData, layer: str | None = None, n_boot: int =
                          "neg_mean": float(gn[:, e].mean()), "diff": float(gp[:, e].mean() - gn[:, e].mean()),
                          "diff_lo": float(lo[e]), "diff_hi": float(hi[e]), "n_pos": int(pos.sum()),
                          "n_neg": int(neg.sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["category", "expert", "pos_mean", "neg_mean", "diff", "diff_lo", "diff_hi",
+                                       "n_pos", "n_neg"])
 
 
 def truth_maps(dataset, scan_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, str]:

@@ -152,7 +152,12 @@ def plot_category_gates(table: pd.DataFrame, title: str | None = None) -> Figure
 
     cats = list(dict.fromkeys(table["category"]))
     experts = sorted(table["expert"].unique())
-    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN, 0.3 * len(cats) * 1.0 + 0.9))
+    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN, 0.3 * max(len(cats), 2) + 0.9))
+    if not cats:  # too few scans: say so instead of an empty axis
+        ax.text(0.5, 0.5, "no category with ≥ 2 scans with and ≥ 2 without a finding", ha="center", va="center",
+                fontsize=7, transform=ax.transAxes)
+        ax.axis("off")
+        return fig
     step = 0.7 / max(len(experts), 1)
     cmap = plt.get_cmap("tab10")
     for k, e in enumerate(experts):

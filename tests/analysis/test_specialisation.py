@@ -102,3 +102,6 @@ def test_gates_by_category():
     out = sp.gates_by_category(data, n_boot=200, category_of={"a": "x", "b": "y", "c": "y"}).set_index(["category", "expert"])
     assert out.loc[("x", 0), "diff"] == pytest.approx(0.15, abs=0.01) and out.loc[("x", 0), "diff_lo"] > 0.1
     assert "y" not in out.index.get_level_values(0)  # no positives
+    data.labels = np.zeros_like(labels)  # no positives at all: an empty table with its columns
+    none = sp.gates_by_category(data, n_boot=10, category_of={"a": "x", "b": "y", "c": "y"})
+    assert none.empty and "diff_lo" in none.columns
