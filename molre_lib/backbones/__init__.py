@@ -11,7 +11,7 @@ from .registry import BackboneSpec, BuiltEncoder, get_spec, list_backbones, regi
 from .slice_encoder import AGGREGATORS, SliceEncoder3D
 from .weights import MissingWeightsError, cache_dir, find_local_weights, resolve_weights, weights_dir
 
-from . import vit2d, ct3d, phantom_vit  # noqa: E402,F401  (importing registers the entries)
+from . import vit2d, ct3d, phantom_vit, natural_vit  # noqa: E402,F401  (importing registers the entries)
 
 __all__ = [
     "BackboneSpec", "BuiltEncoder", "HeadCTModel", "InputNorm", "VolumeModel", "SliceEncoder3D", "AGGREGATORS",
