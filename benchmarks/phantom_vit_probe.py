@@ -1,13 +1,15 @@
-"""Is phantom_vit a real feature extractor? Linear probe on frozen features, pretrained vs random init.
+"""Are the demo backbones real feature extractors? Linear probe on frozen features vs random init.
 
-Both copies of phantom_vit (the cached label-free pretraining from ``molre pretrain-demo``, and a randomly
-initialised one) embed every 2nd axial slice of held-out phantom scans. One logistic regression per finding
-(scikit-learn, identical settings for both) is fitted on train scans and scored on test scans, at two levels:
+Three encoders of one architecture embed every 2nd axial slice of held-out phantom scans: phantom_vit (the
+cached label-free pretraining on phantom CT from ``molre pretrain-demo``), natural_vit (the same objective on
+bundled natural photographs, ``molre pretrain-demo --backbone natural_vit``) and a randomly initialised copy.
+One logistic regression per finding (scikit-learn, identical settings for all three) is fitted on train scans and
+scored on test scans, at two levels:
 scan (features: mean and max over slices; label: the scan has the finding) and slice (features: the slice's;
 label: the finding's mask touches the slice). True phantom labels are read here only, never in pretraining.
 Macro AUC over findings with enough positives in both splits. Writes benchmarks/results/phantom_vit_probe.json.
 
-    python benchmarks/phantom_vit_probe.py [--n-train 240 --n-test 120] [--pretrain]  # --pretrain: rebuild cache
+    python benchmarks/phantom_vit_probe.py [--n-train 240 --n-test 120] [--pretrain]  # --pretrain: rebuild caches
 """
 from __future__ import annotations
 
@@ -63,8 +65,12 @@ def main() -> int:
     from molre_lib.backbones.phantom_pretrain import pretrain_phantom_vit
     from molre_lib.data.taxonomy import FINDING_KEYS
 
+    from molre_lib.backbones.natural_vit import pretrain_natural_vit
+
     if args.pretrain or find_local_weights(get_spec("phantom_vit")) is None:
         pretrain_phantom_vit()
+    if args.pretrain or find_local_weights(get_spec("natural_vit")) is None:
+        pretrain_natural_vit()
     t0 = time.time()
     seeds = list(range(args.n_train + args.n_test))  # disjoint from the pretraining seeds (900000+)
     import multiprocessing as mp
@@ -79,6 +85,7 @@ def main() -> int:
     results: dict[str, dict[str, dict[str, float]]] = {"scan": {}, "slice": {}}
     torch.manual_seed(0)
     models = {"pretrained": create_model("phantom_vit", pretrained=True), "random_init": create_model("phantom_vit")}
+    models["natural_vit"] = create_model("natural_vit", pretrained=True)  # after: the random copy stays as before
     ntr = args.n_train
     for name, model in models.items():
         f = slice_features(model, vols, stride=args.slice_stride)  # (N, D', F)
@@ -91,30 +98,38 @@ def main() -> int:
         results["slice"][name] = probe_auc(fs[:cut], ys[:cut], fs[cut:], ys[cut:], FINDING_KEYS, 2 * args.min_pos)
     summary = {}
     for level, res in results.items():
-        common = sorted(set(res["pretrained"]) & set(res["random_init"]))
+        common = sorted(set.intersection(*(set(r) for r in res.values())))
         macro = {k: float(np.mean([res[k][f] for f in common])) for k in res}
         summary[level] = {
-            "macro_auc_pretrained": macro["pretrained"], "macro_auc_random_init": macro["random_init"],
-            "margin": macro["pretrained"] - macro["random_init"], "findings_scored": len(common),
+            "macro_auc_pretrained": macro["pretrained"], "macro_auc_natural_vit": macro["natural_vit"],
+            "macro_auc_random_init": macro["random_init"],
+            "margin": macro["pretrained"] - macro["random_init"],
+            "margin_natural_vit": macro["natural_vit"] - macro["random_init"], "findings_scored": len(common),
             "findings_pretrained_better": int(sum(res["pretrained"][f] > res["random_init"][f] for f in common)),
+            "findings_natural_vit_better": int(sum(res["natural_vit"][f] > res["random_init"][f] for f in common)),
             "per_finding": {f: {k: res[k][f] for k in res} for f in common},
         }
-    cache = find_local_weights(get_spec("phantom_vit"))
-    meta = json.loads((cache / "config.json").read_text()) if cache else {}
+    metas = {}
+    for name in ("phantom_vit", "natural_vit"):
+        cache = find_local_weights(get_spec(name))
+        metas[name] = json.loads((cache / "config.json").read_text()) if cache else {}
     out = {
         "scan_level": summary["scan"], "slice_level": summary["slice"], "n_train_scans": ntr,
         "n_test_scans": args.n_test, "min_positives": args.min_pos, "slice_stride": args.slice_stride,
         "probe": "StandardScaler + LogisticRegression(C=0.1) per finding; scan level on [mean, max] of slice "
                  "features, slice level on each slice's features",
-        "pretraining": {k: meta.get(k) for k in ("pretrain", "steps_done", "seconds_total", "objectives")},
+        "pretraining": {name: {k: meta.get(k) for k in ("pretrain", "steps_done", "seconds_total", "objectives")}
+                        for name, meta in metas.items()},
         "seconds_data": round(t_data, 1), "seconds_total": round(time.time() - t0, 1),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     for level, r in summary.items():
-        print(f"{level}-level macro AUC over {r['findings_scored']} findings: pretrained "
-              f"{r['macro_auc_pretrained']:.3f} | random init {r['macro_auc_random_init']:.3f} | margin "
-              f"{r['margin']:+.3f} | pretrained better on {r['findings_pretrained_better']}/{r['findings_scored']}")
+        print(f"{level}-level macro AUC over {r['findings_scored']} findings: phantom_vit "
+              f"{r['macro_auc_pretrained']:.3f} | natural_vit {r['macro_auc_natural_vit']:.3f} | random init "
+              f"{r['macro_auc_random_init']:.3f} | margins {r['margin']:+.3f} / {r['margin_natural_vit']:+.3f} | "
+              f"better than random on {r['findings_pretrained_better']} / {r['findings_natural_vit_better']} of "
+              f"{r['findings_scored']}")
     print(f"wrote {args.out}")
     return 0
 
