@@ -40,6 +40,10 @@ class LocalisationSettings:
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
 
 
+class NoLesionMasks(ValueError):
+    """The data have no lesion masks to score against (not phantom data, or no masked finding in the scans)."""
+
+
 @dataclass
 class Localisation:
     scores: pd.DataFrame
@@ -65,14 +69,17 @@ def score_runs(runs: Sequence, settings: LocalisationSettings | None = None) -> 
     tables, scan_ids, truth = [], None, None
     for run, name in zip(runs, model_names(runs)):
         dataset = run.dataset(s.split)
-        again = PhantomTruth.from_dataset(dataset)
+        try:
+            again = PhantomTruth.from_dataset(dataset)
+        except FileNotFoundError as err:
+            raise NoLesionMasks(str(err)) from None
         if truth is None or (again.root, again.cfg) != (truth.root, truth.cfg):  # same data: render each scan once
             truth = again
         t = loc.score_dataset(run.model, dataset, truth, name, methods=s.methods, findings=s.findings,
                               max_scans=s.max_scans if scan_ids is None else None, margin_mm=s.margin_mm,
                               method_kwargs=kwargs, scan_ids=scan_ids)
         if t.empty:
-            raise ValueError(f"no scan of split {s.split!r} has a lesion mask for the chosen findings")
+            raise NoLesionMasks(f"no scan of split {s.split!r} has a lesion mask for the chosen findings")
         scan_ids = scan_ids or sorted(set(t["scan_id"]))
         tables.append(t)
     return pd.concat(tables, ignore_index=True)
