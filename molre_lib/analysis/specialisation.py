@@ -161,7 +161,8 @@ def specialisation_tests(data: RoutingData, tissue: Mapping[str, np.ndarray],
                 rows.append({"layer": name, "target": "lesion", "n_scans": len(scans),
                              "lesion_tokens": int(les[valid].sum() if valid is not None else les.sum()),
                              **permutation_test(e, les, n_perm, seed, null, valid)})
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=None if rows else ["layer", "target", "n_scans", "v", "mi", "v_null_mean",
+                                                          "v_null_95", "p", "n_tokens", "n_perm"])
     out.insert(1, "layer_index", [data.layers.index(n) for n in out["layer"]])
     return out
 

@@ -122,6 +122,12 @@ def plot_specialisation_tests(table: pd.DataFrame, title: str | None = None) -> 
     """Cramér's V of dominant expert vs tissue class and vs lesion per routed layer (dots), against the
     permutation null (grey: mean to 95th percentile); p-values annotated."""
     targets = list(dict.fromkeys(table["target"]))
+    if not targets:  # no routed layer with per-token gates on a grid
+        fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN, 1.2))
+        ax.text(0.5, 0.5, "no routed layer with per-token gates on a spatial grid", ha="center", va="center",
+                fontsize=7, transform=ax.transAxes)
+        ax.axis("off")
+        return fig
     fig, axes = plt.subplots(1, len(targets), figsize=(SINGLE_COLUMN_IN * 0.75 * len(targets) + 0.4, 2.2),
                              squeeze=False)
     for ax, target in zip(axes[0], targets):

@@ -55,6 +55,7 @@ def test_tables_plots():
     spec = pd.DataFrame([{"layer": f"l{i}", "layer_index": i, "target": t, "v": 0.3, "v_null_mean": 0.05,
                           "v_null_95": 0.08, "p": 0.005} for i in range(3) for t in ("tissue", "lesion")])
     assert len(lp.plot_specialisation_tests(spec).axes) == 2
+    assert lp.plot_specialisation_tests(spec.iloc[:0]).axes[0].texts  # nothing to test: a note
     cat = pd.DataFrame([{"category": c, "expert": e, "diff": 0.01 * e, "diff_lo": -0.01, "diff_hi": 0.05}
                         for c in ("acute", "chronic") for e in range(4)])
     assert len(lp.plot_category_gates(cat).axes) == 1
