@@ -152,6 +152,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "CACHE_DIR": Param(STR, path=True),
         "DEVICE": Param(STR, check=device),
         "AMP": Param(STR, choices=lambda: _train_choices("AMP")),
+        "GRAD_CHECKPOINTING": Param(BOOL),
         "SEED": Param(INT, check=non_negative),
         "NUM_WORKERS": Param(INT, check=non_negative),
         "PRETRAINED": Param(BOOL),
