@@ -203,6 +203,42 @@ def cached_items(manifest: Path, fits: dict[str, float], cold_j2k: dict) -> dict
     return out
 
 
+def cpu_probe(manifests: dict[str, Path], repeats: int = 5) -> dict:
+    """CPU seconds (``time.process_time``, which other processes on shared cores do not inflate) of a cached
+    item per input and of a cold JPEG 2000 decode + fit, on one scan: the per-core rates of a quiet machine."""
+    import numpy as np
+
+    from molre_lib.backbones import get_spec
+    from molre_lib.data.dataset import PreprocessConfig, fit_volume
+    from molre_lib.data.io import load_volume
+    from molre_lib.data.windowing import window_channels
+
+    def cpu(fn, *args) -> float:
+        t = time.process_time()
+        fn(*args)
+        return time.process_time() - t
+
+    scan = sorted((manifests["jpeg2000"].parent / "scans").iterdir())[0]
+    load_volume(scan)
+    decode = min(cpu(load_volume, scan) for _ in range(2))
+    vol = load_volume(scan)
+    out = {"load_avg_1m": load(), "cold_jpeg2000_load_volume_cpu_s": decode}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, backbone in INPUTS.items():
+            spec = get_spec(backbone)
+            cfg = PreprocessConfig(shape=tuple(int(v) for v in key.split("x")))
+            fit = min(cpu(fit_volume, vol, cfg) for _ in range(2))
+            f = Path(tmp) / f"{key}.npy"
+            np.save(f, fit_volume(vol, cfg))
+            item = min(cpu(lambda: window_channels(np.load(f), spec.windows)) for _ in range(repeats))
+            out[key] = {"cached_item_cpu_s": item, "cold_jpeg2000_cpu_s": decode + fit,
+                        "cached_cpu_scans_per_s_per_core": 1.0 / item,
+                        "cold_jpeg2000_cpu_scans_per_s_per_core": 1.0 / (decode + fit),
+                        "cached_vs_cold_jpeg2000_cpu": (decode + fit) / item}
+            print(f"cpu {key}: cached item {item * 1e3:.1f} ms CPU, cold J2K {decode + fit:.2f} s CPU", flush=True)
+    return out
+
+
 def loader_workers(manifest: Path, workers=(0, 1, 2)) -> dict:
     import torch
     from torch.utils.data import DataLoader
@@ -231,7 +267,17 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None, help="where the synthesized series are kept (default: temp)")
     parser.add_argument("--scans", type=int, default=8, help="series per transfer syntax")
     parser.add_argument("--depth", type=int, default=40, help="slices per series (512 x 512 each)")
+    parser.add_argument("--cpu-probe-only", action="store_true",
+                        help="only the CPU-time probe, merged into the existing data_pipeline.json")
     args = parser.parse_args()
+    if args.cpu_probe_only:
+        import torch
+
+        torch.set_num_threads(1)
+        result = json.loads(RESULTS.read_text())
+        result["cpu_probe"] = cpu_probe(series(Path(args.data_dir), args.scans, args.depth))
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     import torch
 
     torch.set_num_threads(1)                                               # per core
@@ -259,6 +305,7 @@ def main() -> int:
             fitted = VolumeCache(cache).get(scan, PreprocessConfig(shape=(32, 256, 256)))[0]
         result["cache_layouts_32x256x256"] = cache_layouts(fitted)
         result["dataloader_32x256x256"] = loader_workers(manifests["none"])
+        result["cpu_probe"] = cpu_probe(manifests)
     p = result["per_input"]["32x256x256"]
     result["acceptance_32x256x256"] = {
         "cold_jpeg2000_decode_fit_s": p["cold_jpeg2000_s"], "cached_item_s": p["cached_item_s"],

@@ -144,8 +144,13 @@ def loader_rates() -> dict:
 
 
 def rate_for(rates: dict, shape, key: str) -> float | None:
-    """Measured scans/s per core for this (D, H, W) input (``key``: 'cached' or 'cold_jpeg2000')."""
-    per = rates.get("per_input", {}).get("x".join(str(s) for s in shape[1:]))
+    """Measured scans/s per core for this (D, H, W) input (``key``: 'cached' or 'cold_jpeg2000'): from CPU
+    seconds when the CPU probe ran (shared, loaded cores inflate wall time), else from wall time."""
+    dhw = "x".join(str(s) for s in shape[1:])
+    probe = rates.get("cpu_probe", {}).get(dhw)
+    if probe is not None:
+        return probe.get(f"{key}_cpu_scans_per_s_per_core")
+    per = rates.get("per_input", {}).get(dhw)
     return None if per is None else per.get(f"{key}_scans_per_s_per_core")
 
 
@@ -155,6 +160,7 @@ def main() -> int:
     parser.add_argument("--mfu", type=float, default=0.4, help="fraction of the bf16 dense peak reached")
     parser.add_argument("--scans", type=int, default=70_000, help="training scans per epoch")
     parser.add_argument("--backbones", default=None, help="comma-separated (default: every registry backbone)")
+    parser.add_argument("--out", default=str(RESULTS / "study_projection.json"), help="result JSON")
     parser.add_argument("--rates-only", action="store_true",
                         help="keep the FLOPs / memory of the last study_projection.json, redo the loader columns from "
                              "the latest data_pipeline.json and print the table")
@@ -199,8 +205,8 @@ def main() -> int:
             row["memory"] = memory_estimate(name, shape, batch_of[name])
         rows.append(row)
         result["study_gpu_hours_total"] = sum(r.get("study_gpu_hours", 0.0) for r in rows)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "study_projection.json").write_text(json.dumps(result, indent=2) + "\n")  # after every row
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # after every row: partial runs count
         print(f"{name}: {step / 1e12:.2f} TFLOP/scan step, {gpu_rate:.0f} scans/s", flush=True)
     print(markdown(rows, result))
     return 0
