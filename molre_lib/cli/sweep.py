@@ -75,6 +75,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 def _cluster(cfg, args: argparse.Namespace) -> int:
     from molre_lib.workbook.cluster_status import SchedulerError, format_table, sweep_status, wait_for_jobs
+    from submitit.core.utils import FailedJobError
     from molre_lib.workbook.slurm import submit_sweep
 
     try:
@@ -92,6 +93,10 @@ def _cluster(cfg, args: argparse.Namespace) -> int:
             rows = wait_for_jobs(cfg)
     except SchedulerError as err:
         print(f"error: {err}")
+        return 2
+    except FailedJobError as err:  # sbatch refused the job: a wrong partition, account, qos or option
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        print(f"error: {args.sweep_file}: {lines[-1] if lines else err} (check the slurm: options and flags)")
         return 2
     print(format_table(rows))
     return 1 if any(r["state"] == "failed" for r in rows) else 0
