@@ -231,10 +231,9 @@ def score_dataset(model, dataset, truth, model_name: str, methods: Sequence[str]
 
 
 def _dataset_windows(dataset) -> Sequence[Sequence[float]]:
-    base = dataset
-    while not hasattr(base, "cfg"):
-        nxt = getattr(base, "dataset", None) or getattr(base, "base", None)
-        if nxt is None:
-            raise TypeError(f"cannot find the preprocessing windows of {type(dataset).__name__}; pass windows=")
-        base = nxt
-    return base.cfg.windows
+    from molre_lib.data.dataset import unwrap_dataset
+
+    try:
+        return unwrap_dataset(dataset, ("cfg",)).cfg.windows
+    except TypeError:
+        raise TypeError(f"cannot find the preprocessing windows of {type(dataset).__name__}; pass windows=") from None

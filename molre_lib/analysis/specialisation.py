@@ -204,15 +204,10 @@ def truth_maps(dataset, scan_ids: Sequence[str]) -> tuple[dict[str, np.ndarray],
     Phantom data (``phantom.json`` beside the manifest): noise-free tissue bands and the union of finding masks;
     otherwise HU bands of each fitted scan and no lesion maps. Returns (tissue, lesion or None, source).
     """
-    from molre_lib.data.dataset import slice_indices
+    from molre_lib.data.dataset import slice_indices, unwrap_dataset
     from molre_lib.data.phantom_masks import PhantomTruth, hu_bands
 
-    base = dataset
-    while not hasattr(base, "fitted"):
-        nxt = getattr(base, "dataset", None) or getattr(base, "base", None)
-        if nxt is None:
-            raise TypeError(f"cannot find the HeadCTDataset inside {type(dataset).__name__}")
-        base = nxt
+    base = unwrap_dataset(dataset, ("fitted",))
     try:
         truth = PhantomTruth(base.root, base.cfg)
     except FileNotFoundError:

@@ -211,3 +211,15 @@ class HeadCTDataset:
             if self.cfg.skip_log:
                 with open(self.cfg.skip_log, "a") as f:
                     f.write(json.dumps({"scan_id": entry[0], "path": entry[1], "reason": entry[2]}) + "\n")
+
+
+def unwrap_dataset(dataset, needs: tuple[str, ...] = ("cfg", "root", "fitted")):
+    """The HeadCTDataset inside Subset / cache / augmentation wrappers: the first object, following ``.dataset`` or
+    ``.base``, that has every attribute in ``needs``."""
+    base = dataset
+    while not all(hasattr(base, a) for a in needs):
+        nxt = getattr(base, "dataset", None) or getattr(base, "base", None)
+        if nxt is None:
+            raise TypeError(f"cannot find the HeadCTDataset inside {type(dataset).__name__}")
+        base = nxt
+    return base

@@ -109,12 +109,9 @@ class PhantomTruth:
     @classmethod
     def from_dataset(cls, dataset) -> "PhantomTruth":
         """From a run's dataset (a HeadCTDataset, possibly inside Subset / cache / augmentation wrappers)."""
-        base = dataset
-        while not hasattr(base, "cfg") or not hasattr(base, "root"):
-            nxt = getattr(base, "dataset", None) or getattr(base, "base", None)
-            if nxt is None:
-                raise TypeError(f"cannot find the HeadCTDataset inside {type(dataset).__name__}")
-            base = nxt
+        from .dataset import unwrap_dataset
+
+        base = unwrap_dataset(dataset, ("cfg", "root"))
         return cls(base.root, base.cfg)
 
     def __contains__(self, scan_id: str) -> bool:

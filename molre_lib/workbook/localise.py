@@ -20,6 +20,7 @@ from typing import Sequence
 import pandas as pd
 
 from molre_lib.analysis import localisation as loc
+from molre_lib.data.dataset import unwrap_dataset
 
 SCORES, SUMMARY, PAIRED, OVERVIEW = ("localisation_scores.csv", "localisation_summary.csv",
                                      "localisation_paired.csv", "localisation.json")
@@ -165,14 +166,6 @@ class ExampleViews:
         return bases, masks, heads, cams
 
 
-def _base_dataset(dataset):
-    base = dataset
-    while not hasattr(base, "fitted"):
-        nxt = getattr(base, "dataset", None) or getattr(base, "base", None)
-        if nxt is None:
-            raise TypeError(f"cannot find the HeadCTDataset inside {type(dataset).__name__}")
-        base = nxt
-    return base
 
 
 def example_views(runs: Sequence, dataset, examples: pd.DataFrame, findings: Sequence[str],
@@ -190,7 +183,7 @@ def example_views(runs: Sequence, dataset, examples: pd.DataFrame, findings: Seq
     from molre_lib.data.taxonomy import FINDING_KEYS
     from molre_lib.data.windowing import window
 
-    base = _base_dataset(dataset)
+    base = unwrap_dataset(dataset, ("fitted",))
     try:
         truth = PhantomTruth(base.root, base.cfg)
     except FileNotFoundError:
