@@ -158,6 +158,16 @@ def layer_gradcam(model: nn.Module, image: torch.Tensor, target: int, layer: str
     return torch.cat(pieces, dim=0)
 
 
+def _one_volume(model: nn.Module, image: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.device]:
+    """(C, D, H, W) or (1, C, D, H, W) -> float32 (1, C, D, H, W) on the model's device, and that device."""
+    x = torch.as_tensor(image)
+    x = x[None] if x.ndim == 4 else x
+    if x.ndim != 5 or x.shape[0] != 1:
+        raise ValueError(f"expected one volume (1, C, D, H, W), got shape {tuple(x.shape)}")
+    device = next(model.parameters()).device
+    return x.to(device=device, dtype=torch.float32), device
+
+
 def gradcam(
     model: nn.Module, image: torch.Tensor | np.ndarray, finding: int | str, layer: str | nn.Module | None = None,
     upsample: Callable[[torch.Tensor, Sequence[int]], torch.Tensor] = upsample_cam,
@@ -169,12 +179,7 @@ def gradcam(
     image: (1, C, D, H, W) (or (C, D, H, W)) model input. finding: index or taxonomy key.
     layer: module name inside the model (default: see :func:`resolve_layer`). Returns float32 (D, H, W).
     """
-    x = torch.as_tensor(image)
-    x = x[None] if x.ndim == 4 else x
-    if x.ndim != 5 or x.shape[0] != 1:
-        raise ValueError(f"expected one volume (1, C, D, H, W), got shape {tuple(x.shape)}")
-    device = next(model.parameters()).device
-    x = x.to(device=device, dtype=torch.float32)
+    x, device = _one_volume(model, image)  # (1, C, D, H, W) on the model's device
     _, _, d, h, w = x.shape
     raw = layer_gradcam(model, x, finding_index(finding), layer, num_prefix_tokens, grid)
     if not torch.any(raw != 0):
@@ -211,12 +216,7 @@ def occlusion_maps(model: nn.Module, image: torch.Tensor | np.ndarray, findings:
     patch — what captum's ``Occlusion`` computes with sliding window = stride = patch, but every finding comes
     from the same occluded forward passes (captum runs them once per target). Returns finding -> (D, H, W).
     """
-    x = torch.as_tensor(image)
-    x = x[None] if x.ndim == 4 else x
-    if x.ndim != 5 or x.shape[0] != 1:
-        raise ValueError(f"expected one volume (1, C, D, H, W), got shape {tuple(x.shape)}")
-    device = next(model.parameters()).device
-    x = x.to(device=device, dtype=torch.float32)
+    x, device = _one_volume(model, image)  # (1, C, D, H, W) on the model's device
     _, c, d, h, w = x.shape
     base = torch.as_tensor(baseline, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1)  # (C or 1, 1, 1, 1)
     cols = [finding_index(f) for f in findings]
