@@ -32,7 +32,7 @@ import re
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -290,15 +290,15 @@ def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print) -> dict[str, An
     from molre_lib.analysis.summary import RUNS_FILE
 
     from .cluster_status import is_live, squeue_entries
-    from .sweep import _write_runs_table
+    from .sweep import _write_runs_table, missing_notebooks
 
     runs = expand_runs(cfg)
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
     nb_dir = Path(cfg.notebooks_dir)
     train_nb = nb_dir / cfg.train_notebook
-    for nb in [train_nb] + [nb_dir / s.notebook for s in cfg.prepare + cfg.analysis]:
-        if not nb.is_file():
-            raise FileNotFoundError(f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})")
+    missing = missing_notebooks(cfg)
+    if missing:
+        raise FileNotFoundError(missing[0])
     cwd = os.getcwd()
     queue = squeue_entries()
     now = time.strftime("%Y-%m-%dT%H:%M:%S")

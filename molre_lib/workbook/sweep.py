@@ -244,6 +244,14 @@ def _fill(value: Any, context: dict[str, Any], run_dirs: list[str]) -> Any:
     return value
 
 
+def missing_notebooks(cfg: SweepConfig) -> list[str]:
+    """One message per notebook the sweep names (training, prepare, analysis) that is not on disk."""
+    nb_dir = Path(cfg.notebooks_dir)
+    return [f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})"
+            for nb in [nb_dir / cfg.train_notebook] + [nb_dir / s.notebook for s in cfg.prepare + cfg.analysis]
+            if not nb.is_file()]
+
+
 def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = False, log=print,
               train_missing: bool = True, only_prepare: bool = False) -> list[dict[str, Any]]:
     """Execute (or with ``dry_run`` only print) the sweep; returns the status rows.
@@ -256,12 +264,10 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
     nb_dir = Path(cfg.notebooks_dir)
     train_nb = nb_dir / cfg.train_notebook
-    for nb in [train_nb] + [nb_dir / s.notebook for s in cfg.prepare + cfg.analysis]:
-        if not nb.is_file():
-            message = f"sweep {cfg.name}: notebook {nb} not found (notebooks_dir={cfg.notebooks_dir!r})"
-            if not dry_run:
-                raise FileNotFoundError(message)
-            log(f"warning: {message}")
+    for message in missing_notebooks(cfg):
+        if not dry_run:
+            raise FileNotFoundError(message)
+        log(f"warning: {message}")
     train_jobs = []
     for run in runs:
         params = dict(run.parameters)
