@@ -51,8 +51,10 @@ rehearsal: $(STAMP)
 	nice $(PY) benchmarks/rehearsal.py
 
 # The phantom study (notebooks/sweeps/phantom_study.yaml): phantom_vit and natural_vit x linear probe / LoRA r=8 /
-# MoLRE 4x2 shared A / MoLRE 4x2 separate A x 3 seeds on ~1,000 test scans, through the notebooks; then the answers
-# -> benchmarks/results/phantom_study.{csv,json}. Pretrains the two demo backbones once (cached).
+# MoLRE 4x2 shared A / MoLRE 4x2 separate A x 3 seeds on ~1,000 test scans, through the notebooks; then the
+# alpha = E x 2r ablation (phantom_alpha.yaml, seed 0); then the answers -> benchmarks/results/phantom_study.{csv,json}.
+# Pretrains the two demo backbones once (cached).
 phantom-study: $(STAMP)
 	$(VENV)/bin/molre demo --sweep notebooks/sweeps/phantom_study.yaml
-	$(PY) benchmarks/phantom_study.py --sweep-dir runs/phantom_study
+	$(VENV)/bin/molre sweep notebooks/sweeps/phantom_alpha.yaml
+	$(PY) benchmarks/phantom_study.py --sweep-dir runs/phantom_study --ablation-dir runs/phantom_alpha

@@ -7,9 +7,11 @@ tables, 02's specialisation tests) and writes
   macro AUC over seeds (and its range), delta vs LoRA with the paired-bootstrap CI over seeds (05's numbers);
 - ``benchmarks/results/phantom_study.json``: the same plus the answers to the study's questions (does MoLRE beat
   LoRA per backbone, is the gain larger for the general-domain backbone, do positives move from borderline to
-  confident, do experts specialise) and the sweep's wall time.
+  confident, do experts specialise) and the sweep's wall time;
+- ``benchmarks/results/phantom_study_alpha.csv``: the alpha = E x 2r ablation (``runs/phantom_alpha/``, seed 0)
+  against the study's seed-0 LoRA and MoLRE at alpha = 2r, paired on the same test scans.
 
-    python benchmarks/phantom_study.py [--sweep-dir runs/phantom_study]
+    python benchmarks/phantom_study.py [--sweep-dir runs/phantom_study] [--ablation-dir runs/phantom_alpha]
 """
 from __future__ import annotations
 
@@ -80,9 +82,30 @@ def answers(arms: pd.DataFrame, shifts: pd.DataFrame, spec: pd.DataFrame) -> dic
     return out
 
 
+def ablation(sweep_dir: Path, ablation_dir: Path, n_boot: int = 1000) -> pd.DataFrame:
+    """Each alpha = E x 2r run against the study's seed-0 LoRA and the same MoLRE at alpha = 2r (same backbone,
+    seed, layout and test scans): macro ΔAUC with its paired scan-bootstrap CI."""
+    from molre_lib.analysis.summary import paired_macro_delta
+
+    rows = []
+    for run in sorted(p for p in ablation_dir.glob("*_alpha16_seed0") if (p / "metrics.json").is_file()):
+        backbone, layout = run.name.split("_molre_")[0], run.name.split("_molre_")[1].split("_")[0]
+        for ref in (f"{backbone}_lora_shared0_seed0", f"{backbone}_molre_{layout}_seed0"):
+            ref_dir = sweep_dir / ref
+            if not (ref_dir / "metrics.json").is_file():
+                continue
+            delta, reps = paired_macro_delta(ref_dir, run, "test", n_boot, seed=0)
+            lo, hi = np.nanpercentile(reps, [2.5, 97.5])
+            auc = json.loads((run / "metrics.json").read_text())["test"]["summary"]["macro_auc"]["value"]
+            rows.append({"backbone": backbone, "run": run.name, "shared_a": layout == "shared1", "alpha": 16.0,
+                         "macro_auc": auc, "reference": ref, "delta": delta, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sweep-dir", default="runs/phantom_study")
+    ap.add_argument("--ablation-dir", default="runs/phantom_alpha", help="the alpha = E x 2r sweep (phantom_alpha.yaml)")
     ap.add_argument("--out", default=str(RESULTS / "phantom_study.csv"))
     args = ap.parse_args()
     sweep_dir = Path(args.sweep_dir)
@@ -94,7 +117,12 @@ def main() -> int:
     arms.to_csv(args.out, index=False, float_format="%.4f")
     shifts, spec = regime_shift(sweep_dir), specialisation(sweep_dir)
     status = pd.read_csv(sweep_dir / "sweep_status.csv") if (sweep_dir / "sweep_status.csv").is_file() else None
+    abl = ablation(sweep_dir, Path(args.ablation_dir)) if Path(args.ablation_dir).is_dir() else pd.DataFrame()
+    if len(abl):
+        abl.to_csv(Path(args.out).with_name("phantom_study_alpha.csv"), index=False, float_format="%.4f")
+        print(abl.round(4).to_string(index=False))
     doc = {"arms": arms.to_dict(orient="records"), "answers": answers(arms, shifts, spec),
+           "alpha_ablation": abl.to_dict(orient="records"),
            "regime_shift": shifts.to_dict(orient="records"),
            "notebook_seconds": float(status["seconds"].sum()) if status is not None and "seconds" in status else None}
     Path(args.out).with_suffix(".json").write_text(json.dumps(doc, indent=2, default=float))

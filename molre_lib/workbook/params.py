@@ -137,6 +137,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "RANK": Param(INT, check=positive),
         "N_EXPERTS": Param(INT, check=positive),
         "SHARED_A": Param(BOOL),
+        "LORA_ALPHA": Param(FLOAT, check=positive, nullable=True),
         "ROUTER": Param(STR, choices=lambda: _train_choices("ROUTERS")),
         "TEMPERATURE": Param(FLOAT, check=positive),
         "TOP_K": Param(INT, check=positive, nullable=True),

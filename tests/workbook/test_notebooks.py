@@ -81,6 +81,21 @@ def test_check_parameters_lists_every_problem() -> None:
         assert needle in text
 
 
+def test_lora_alpha_parameter_sets_the_adapter_scaling() -> None:
+    """LORA_ALPHA of 01_train reaches every adapted layer as alpha / RANK; None keeps LoRA's 2 x RANK."""
+    from molre_lib.adapters.layer import MoLRELayer
+    from molre_lib.engine.build import build_model
+    from molre_lib.workbook.params import train_config
+
+    params = {**_parameters_cell(NOTEBOOKS / "01_train.ipynb"), "REDUCED": True, "PRETRAINED": False, "RANK": 2}
+    for alpha, scaling in ((None, 2.0), (16.0, 8.0)):
+        model = build_model(train_config(check_parameters("01_train", {**params, "LORA_ALPHA": alpha})))
+        layers = [m for m in model.modules() if isinstance(m, MoLRELayer)]
+        assert layers and {m.scaling for m in layers} == {scaling}
+    with pytest.raises(ParameterError, match="LORA_ALPHA=0"):
+        check_parameters("01_train", {**params, "LORA_ALPHA": 0})
+
+
 def _run(name: str, out_dir: Path, cwd: Path = ROOT, **params) -> Path:
     out = out_dir / f"{name}.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name=KERNEL,

@@ -154,7 +154,8 @@ ALL_ANALYSES = {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
 @pytest.mark.parametrize("name,analyses,adapters", [
     ("demo", ALL_ANALYSES, {"lora", "molre"}), ("study", ALL_ANALYSES, {"lora", "molre"}),
     ("shared_a", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre"}),
-    ("phantom_study", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre", "linear_probe"})])
+    ("phantom_study", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre", "linear_probe"}),
+    ("phantom_alpha", set(), {"molre"})])
 def test_example_sweeps_parse_and_use_registered_backbones(name, analyses, adapters):
     from molre_lib.backbones import list_backbones
 
@@ -187,3 +188,24 @@ def test_phantom_study_design():
     assert len(groups) == 6 and all("_lora_" in Path(j.parameters["RUN_DIRS"][0]).name for j in groups)
     data = cfg.prepare[0].parameters
     assert data["N_SCANS"] * data["SPLITS"][2] / sum(data["SPLITS"]) >= 1000  # ~1,000 test scans
+
+
+def test_phantom_alpha_ablation_matches_the_study():
+    """The alpha ablation trains on the study's data and cache with the study's settings; only alpha = E x 2r
+    differs from the study's MoLRE runs, and the adapter it builds has E x LoRA's per-expert scaling."""
+    from molre_lib.workbook.params import train_config
+
+    root = Path(__file__).parents[2] / "notebooks" / "sweeps"
+    study = expand_runs(SweepConfig.from_yaml(root / "phantom_study.yaml"))
+    ablation = expand_runs(SweepConfig.from_yaml(root / "phantom_alpha.yaml"))
+    assert len(ablation) == 4
+    for run in ablation:
+        twin = next(r for r in study if r.values["ADAPTER"] == "molre" and r.values["SEED"] == 0
+                    and r.values["BACKBONE"] == run.values["BACKBONE"] and r.values["SHARED_A"] == run.values["SHARED_A"])
+        differs = {k for k in {*run.parameters, *twin.parameters} if run.parameters.get(k) != twin.parameters.get(k)}
+        assert differs == {"LORA_ALPHA", "RUN_DIR", "FIGURES_DIR", "MANIFEST", "CACHE_DIR"}, differs
+        for key in ("MANIFEST", "CACHE_DIR"):  # relative paths are taken from the workbook root (the repository)
+            assert (root.parents[1] / run.parameters[key]).resolve() == Path(twin.parameters[key]).resolve()
+        p = run.parameters
+        assert p["LORA_ALPHA"] == p["N_EXPERTS"] * 2 * p["RANK"]
+        assert run.name.endswith("_alpha16_seed0") and run.name.startswith(f"{run.values['BACKBONE']}_molre_shared")
