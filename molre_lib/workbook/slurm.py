@@ -285,6 +285,10 @@ def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print) -> dict[str, An
     Finished runs are skipped, runs whose job is still queued or running keep it (never a second live job for
     a run), every other run — never submitted, failed, cancelled — is (re)submitted.
     """
+    # One function, read top to bottom, on purpose (longer than the ~60-line rule): everything from reading the
+    # queue to writing the job records is one transaction under the records lock, and each phase's job ids are
+    # the next phase's dependencies (prepare -> training -> analysis); split into helpers it would pass the
+    # lock, the queue snapshot and three id lists around.
     import submitit
 
     from molre_lib.analysis.summary import RUNS_FILE

@@ -281,30 +281,13 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     check_sweep(cfg.name, [*prepare_jobs, *train_jobs, *plan_analysis(cfg, runs)], runs if train_missing else [],
                 dry_run)
     if dry_run:
-        for job in prepare_jobs:
-            log(f"[first] {job.step} -> {job.output}  {json.dumps(job.parameters, default=str)}")
-        for run, job in zip(runs, train_jobs):
-            log(f"[{'done' if run.finished else 'todo'}] {run.name}: {job.notebook} -> {job.output}")
-            log(f"        {json.dumps(job.parameters, default=str)}")
-        for job in plan_analysis(cfg, runs):
-            log(f"[after] {job.step} for {job.key} -> {job.output}  {json.dumps(job.parameters, default=str)}")
+        _log_plan(cfg, runs, prepare_jobs, train_jobs, log)
         return []
 
     book = StatusBook(sweep_dir / STATUS_FILE)
     _write_runs_table(sweep_dir / RUNS_FILE, runs)
     retrained: set[str] = set()
-    for job in prepare_jobs:
-        if book.succeeded_before(job):
-            book.record(job, "ok", "skipped")
-            continue
-        error, seconds = _timed(job, cfg, gpus[0] if gpus else None, log)
-        book.record(job, "ok" if error is None else "failed", "ran", error or "", "", seconds)
-        if error is not None:
-            log(f"sweep {cfg.name}: preparation {job.step} failed; no run was started")
-            rows = list(book.rows.values())
-            _log_summary(rows, book.path, log)
-            return rows
-    if only_prepare:
+    if not _prepare(cfg, book, prepare_jobs, gpus, log) or only_prepare:
         rows = list(book.rows.values())
         _log_summary(rows, book.path, log)
         return rows
@@ -327,6 +310,16 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
         book.record(job, "ok" if error is None else "failed", "ran", error or "", gpu or "", seconds)
 
     run_pool([(train, job, run) for job, run in zip(train_jobs, runs)], gpus)
+    _analyse(cfg, book, runs, retrained, gpus, log)
+    rows = list(book.rows.values())
+    _log_summary(rows, book.path, log)
+    return rows
+
+
+def _analyse(cfg: SweepConfig, book: StatusBook, runs: list[Run], retrained: set[str], gpus: list[str] | None,
+             log) -> None:
+    """Every analysis step over the runs that finished, step by step; a step redone when one of its runs was
+    retrained; a run/group step whose runs failed is recorded as blocked rather than run on a subset."""
     finished = [r for r in runs if r.finished]
     failed_runs = {r.name for r in runs} - {r.name for r in finished}
 
@@ -350,9 +343,31 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
                     book.record(planned, "blocked", "not run", f"training failed for {lost}")
                     jobs = [j for j in jobs if j.key != planned.key]
         run_pool([(analyse, job) for job in jobs], gpus)
-    rows = list(book.rows.values())
-    _log_summary(rows, book.path, log)
-    return rows
+
+
+def _log_plan(cfg: SweepConfig, runs: list[Run], prepare_jobs: list[Job], train_jobs: list[Job], log) -> None:
+    """The dry run: every notebook the sweep would execute, in order, with its parameters."""
+    for job in prepare_jobs:
+        log(f"[first] {job.step} -> {job.output}  {json.dumps(job.parameters, default=str)}")
+    for run, job in zip(runs, train_jobs):
+        log(f"[{'done' if run.finished else 'todo'}] {run.name}: {job.notebook} -> {job.output}")
+        log(f"        {json.dumps(job.parameters, default=str)}")
+    for job in plan_analysis(cfg, runs):
+        log(f"[after] {job.step} for {job.key} -> {job.output}  {json.dumps(job.parameters, default=str)}")
+
+
+def _prepare(cfg: SweepConfig, book: StatusBook, jobs: list[Job], gpus: list[str] | None, log) -> bool:
+    """Run the prepare notebooks not done before, in order; False (nothing else may start) when one fails."""
+    for job in jobs:
+        if book.succeeded_before(job):
+            book.record(job, "ok", "skipped")
+            continue
+        error, seconds = _timed(job, cfg, gpus[0] if gpus else None, log)
+        book.record(job, "ok" if error is None else "failed", "ran", error or "", "", seconds)
+        if error is not None:
+            log(f"sweep {cfg.name}: preparation {job.step} failed; no run was started")
+            return False
+    return True
 
 
 def _timed(job: Job, cfg: SweepConfig, gpu: str | None, log) -> tuple[str | None, float]:
