@@ -15,7 +15,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from molre_lib.plots.paper_tables import method_name
 from molre_lib.plots.style import ADAPTER_COLOURS, CAM_CMAP, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, arm_colours
+
 
 MASK_COLOUR = "#FF00FF"  # lesion outline: magenta reads on grey and is not a colour of the jet CAM
 CAM_ALPHA = 0.5
@@ -61,7 +63,7 @@ def plot_cam_comparison(bases: Sequence[np.ndarray], masks: Sequence[np.ndarray]
                                    threshold=threshold) or im
     axes[0, 0].set_title("CT (brain window)", fontsize=7)
     for c, name in enumerate(models, start=1):
-        axes[0, c].set_title(f"{name} CAM", fontsize=7)
+        axes[0, c].set_title(f"{method_name(name)} CAM", fontsize=7)  # "lora" -> "LoRA CAM"
     fig.subplots_adjust(left=0.16, right=0.86, top=0.93 if title is None else 0.9, bottom=0.03, wspace=0.04,
                         hspace=0.08)
     if im is not None:

@@ -35,6 +35,7 @@ def test_cam_comparison_panel(tmp_path):
                                  row_labels=["a", "b"])
     axes = [a for a in fig.axes if a.get_label() != "<colorbar>"]
     assert len(fig.axes) == 7  # 2 x 3 panels + one colour bar
+    assert [ax.get_title() for ax in axes[:3]] == ["CT (brain window)", "LoRA CAM", "MoLRE CAM"]  # paper names
     # the outline is drawn on every column of the row with a mask, CAM images are masked outside the head
     assert all(len(ax.collections) > 0 for ax in axes[:3])
     cam_image = axes[1].images[1].get_array()
