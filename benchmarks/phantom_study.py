@@ -8,6 +8,8 @@ tables, 02's specialisation tests) and writes
 - ``benchmarks/results/phantom_study.json``: the same plus the answers to the study's questions (does MoLRE beat
   LoRA per backbone, is the gain larger for the general-domain backbone, do positives move from borderline to
   confident, do experts specialise) and the sweep's wall time;
+- ``benchmarks/results/phantom_study_categories.csv``: mean per-finding ΔAUC vs LoRA per category, per backbone x
+  arm, over seeds (03's paired DeLong tables);
 - ``benchmarks/results/phantom_study_alpha.csv``: the alpha = E x 2r ablation (``runs/phantom_alpha/``, seed 0)
   against the study's seed-0 LoRA and MoLRE at alpha = 2r, paired on the same test scans.
 
@@ -41,17 +43,40 @@ def arm_table(runs: pd.DataFrame, table: pd.DataFrame, reference: str = "lora") 
     return pd.DataFrame(rows)
 
 
-def regime_shift(sweep_dir: Path) -> pd.DataFrame:
-    """Positives moved from borderline (LoRA) to confident (arm) and back, summed over findings, per comparison."""
+def regime_shift(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison of an arm with LoRA (03's tables, one per backbone x seed x arm), summed over findings:
+    positives borderline (0.3-0.7) under LoRA, those moved up to confident (> 0.7) under the arm, confident positives
+    moved down to borderline, and confident positives under each."""
+    cols = ["n_pos", "borderline_a", "moved_up", "moved_down", "confident_a", "confident_b"]
+    arm_of = runs.set_index("run")[["backbone", "arm", "seed"]]
     rows = []
     for path in sorted((sweep_dir / "analysis").glob("*/compare_*_vs_*.csv")):
         df = pd.read_csv(path)
-        if not {"moved_up", "moved_down"} <= set(df.columns):
+        run = path.stem.removeprefix("compare_").split("_vs_")[0]
+        if not set(cols) <= set(df.columns) or run not in arm_of.index:
             continue
-        arm = path.stem.removeprefix("compare_").split("_vs_")[0]
-        rows.append({"group": path.parent.name, "run": arm, "moved_up": int(df["moved_up"].sum()),
-                     "moved_down": int(df["moved_down"].sum())})
+        rows.append({"group": path.parent.name, "run": run, **arm_of.loc[run].to_dict(),
+                     **{c: int(df[c].sum()) for c in cols}})
     return pd.DataFrame(rows)
+
+
+def category_deltas(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean per-finding ΔAUC (arm - LoRA, 03's DeLong tables) per category, per backbone x arm, averaged over seeds,
+    with the seeds' range."""
+    arm_of = runs.set_index("run")[["backbone", "arm", "seed"]]
+    rows = []
+    for path in sorted((sweep_dir / "analysis").glob("*/compare_*_vs_*.csv")):
+        run = path.stem.removeprefix("compare_").split("_vs_")[0]
+        df = pd.read_csv(path)
+        if run not in arm_of.index or not {"category", "delta_auc"} <= set(df.columns):
+            continue
+        for cat, g in df.dropna(subset=["delta_auc"]).groupby("category", sort=False):
+            rows.append({**arm_of.loc[run].to_dict(), "category": cat, "delta": g["delta_auc"].mean()})
+    if not rows:
+        return pd.DataFrame()
+    per_seed = pd.DataFrame(rows)
+    return (per_seed.groupby(["backbone", "arm", "category"], sort=False)["delta"]
+            .agg(mean_delta="mean", min_delta="min", max_delta="max", n_seeds="size").reset_index())
 
 
 def specialisation(sweep_dir: Path) -> pd.DataFrame:
@@ -72,9 +97,11 @@ def answers(arms: pd.DataFrame, shifts: pd.DataFrame, spec: pd.DataFrame) -> dic
             "delta": r.get("delta_vs_lora"), "ci": [lo, hi], "verdict": verdict}
     fam = arms[arms["arm"].str.startswith("molre")].groupby(["family", "arm"])["delta_vs_lora"].mean()
     out["delta_by_family"] = {f"{f} / {a}": float(v) for (f, a), v in fam.items()}
-    if len(shifts):
-        out["confidence_shift"] = {"moved_up": int(shifts["moved_up"].sum()),
-                                   "moved_down": int(shifts["moved_down"].sum())}
+    if len(shifts):  # summed over findings and seeds, per backbone and arm (vs LoRA of the same seed)
+        out["confidence_shift"] = {
+            f"{b} / {a}": {k: int(v) for k, v in g[["n_pos", "borderline_a", "moved_up", "moved_down", "confident_a",
+                                                      "confident_b"]].sum().items()}
+            for (b, a), g in shifts.groupby(["backbone", "arm"], sort=False)}
     if len(spec) and "p" in spec.columns:
         by = spec.groupby(["run", "target"])
         out["specialisation"] = {f"{run} / {target}": {"layers": int(len(g)), "layers_p<0.05": int((g["p"] < 0.05).sum())}
@@ -113,15 +140,20 @@ def main() -> int:
     for f in (runs_csv, table_csv):
         if not f.is_file():
             raise SystemExit(f"error: {f} not found: run the sweep first (make phantom-study)")
-    arms = arm_table(pd.read_csv(runs_csv), pd.read_csv(table_csv))
+    runs = pd.read_csv(runs_csv)
+    arms = arm_table(runs, pd.read_csv(table_csv))
     arms.to_csv(args.out, index=False, float_format="%.4f")
-    shifts, spec = regime_shift(sweep_dir), specialisation(sweep_dir)
+    shifts, spec = regime_shift(sweep_dir, runs), specialisation(sweep_dir)
     status = pd.read_csv(sweep_dir / "sweep_status.csv") if (sweep_dir / "sweep_status.csv").is_file() else None
     abl = ablation(sweep_dir, Path(args.ablation_dir)) if Path(args.ablation_dir).is_dir() else pd.DataFrame()
     if len(abl):
         abl.to_csv(Path(args.out).with_name("phantom_study_alpha.csv"), index=False, float_format="%.4f")
         print(abl.round(4).to_string(index=False))
+    cats = category_deltas(sweep_dir, runs)
+    if len(cats):
+        cats.to_csv(Path(args.out).with_name("phantom_study_categories.csv"), index=False, float_format="%.4f")
     doc = {"arms": arms.to_dict(orient="records"), "answers": answers(arms, shifts, spec),
+           "category_deltas": cats.to_dict(orient="records"),
            "alpha_ablation": abl.to_dict(orient="records"),
            "regime_shift": shifts.to_dict(orient="records"),
            "notebook_seconds": float(status["seconds"].sum()) if status is not None and "seconds" in status else None}
