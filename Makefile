@@ -24,7 +24,7 @@ kernel: $(STAMP)
 	$(PY) -m molre_lib.workbook.kernel --sys-prefix
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"
