@@ -219,8 +219,19 @@ def paper_table(runs: pd.DataFrame, split: str = "test", n_boot: int = 1000, see
 
 
 def long_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs as (backbone, arm, mean_auc, ci_low, ci_high) for grouped bar plots (the first seed's CI)."""
+    """Finished runs as (backbone, arm, mean_auc, ci_low, ci_high, n_seeds) for grouped bar plots.
+
+    With one seed per bar the interval is that run's 95% bootstrap CI; with several it is the range of the
+    seeds' macro AUCs (a bar is their mean, and one seed's CI would sit around another value).
+    ``attrs["interval"]`` says which, for the figure's title.
+    """
     done = runs[runs["status"] == "finished"]
-    return (done.groupby(["backbone", "arm"], sort=False)
-            .agg(mean_auc=("macro_auc", "mean"), ci_low=("ci_low", "first"), ci_high=("ci_high", "first"))
-            .reset_index())
+    table = (done.groupby(["backbone", "arm"], sort=False)
+             .agg(mean_auc=("macro_auc", "mean"), ci_low=("ci_low", "first"), ci_high=("ci_high", "first"),
+                  seed_min=("macro_auc", "min"), seed_max=("macro_auc", "max"), n_seeds=("macro_auc", "size"))
+             .reset_index())
+    several = table["n_seeds"] > 1
+    table.loc[several, "ci_low"], table.loc[several, "ci_high"] = table["seed_min"], table["seed_max"]
+    table.attrs["interval"] = ("range over seeds" if several.all() else "95% CI" if not several.any()
+                               else "95% CI of one seed, range over several")
+    return table.drop(columns=["seed_min", "seed_max"])

@@ -139,3 +139,18 @@ def test_paper_table_refuses_what_compare_runs_refuses(sweep) -> None:
         compare_runs(sweep_dir / "phantom_vit_lora", sweep_dir / "phantom_vit_molre", out_dir=sweep_dir / "cmp")
     with pytest.raises(ValueError, match=message):
         paper_table(collect_runs(sweep_dir), n_boot=0)
+
+
+def test_long_table_bars_use_seed_range_when_several_seeds() -> None:
+    """A bar is the mean over seeds; its whisker is one run's CI only when there is one run, else the seeds' range."""
+    from molre_lib.analysis.summary import long_table
+
+    runs = pd.DataFrame([{"backbone": "b", "arm": arm, "seed": s, "status": st, "macro_auc": auc, "ci_low": auc - 0.1,
+                          "ci_high": auc + 0.1}
+                         for arm, s, st, auc in (("lora", 0, "finished", 0.60), ("lora", 1, "finished", 0.70),
+                                                 ("lora", 2, "failed", np.nan), ("molre", 0, "finished", 0.65))])
+    bars = long_table(runs).set_index("arm")
+    assert bars.loc["lora", ["mean_auc", "ci_low", "ci_high", "n_seeds"]].tolist() == pytest.approx([0.65, 0.6, 0.7, 2])
+    assert bars.loc["molre", ["ci_low", "ci_high"]].tolist() == pytest.approx([0.55, 0.75])  # its own bootstrap CI
+    assert long_table(runs).attrs["interval"] == "95% CI of one seed, range over several"
+    assert long_table(runs[runs["arm"] == "molre"]).attrs["interval"] == "95% CI"
