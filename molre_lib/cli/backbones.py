@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="which demo backbone (default phantom_vit)")
     q.add_argument("--force", action="store_true", help="rebuild even if the cache exists")
     q.add_argument("--steps", type=int, help="optimiser steps (default from PretrainConfig)")
-    q.add_argument("--max-seconds", type=float, help="training time budget in seconds")
+    q.add_argument("--max-seconds", type=float,
+                   help="training time budget in seconds (default: none; with one the weights depend on the machine's speed)")
     q.add_argument("--subjects", type=int, help="phantom scans to draw slices from (phantom_vit only)")
     q.add_argument("--out", help="cache folder (default $MOLRE_CACHE_DIR/<backbone>)")
     q.set_defaults(func=_pretrain_demo)
