@@ -10,8 +10,8 @@ tables, 02's specialisation tests) and writes
   confident, do experts specialise) and the sweep's wall time;
 - ``benchmarks/results/phantom_study_categories.csv``: mean per-finding ΔAUC vs LoRA per category, per backbone x
   arm, over seeds (03's paired DeLong tables);
-- ``benchmarks/results/phantom_study_alpha.csv``: the alpha = E x 2r ablation (``runs/phantom_alpha/``, seed 0)
-  against the study's seed-0 LoRA and MoLRE at alpha = 2r, paired on the same test scans.
+- ``benchmarks/results/phantom_study_alpha.csv``: the scaling ablation (``runs/phantom_alpha/``, seed 0: MoLRE at
+  alpha = E x 2r, LoRA at alpha = r / 2) against the study's seed-0 runs at alpha = 2r, paired on the same test scans.
 
     python benchmarks/phantom_study.py [--sweep-dir runs/phantom_study] [--ablation-dir runs/phantom_alpha]
 """
@@ -110,22 +110,29 @@ def answers(arms: pd.DataFrame, shifts: pd.DataFrame, spec: pd.DataFrame) -> dic
 
 
 def ablation(sweep_dir: Path, ablation_dir: Path, n_boot: int = 1000) -> pd.DataFrame:
-    """Each alpha = E x 2r run against the study's seed-0 LoRA and the same MoLRE at alpha = 2r (same backbone,
-    seed, layout and test scans): macro ΔAUC with its paired scan-bootstrap CI."""
+    """Each run of the alpha sweep (MoLRE at alpha = E x 2r = 16, LoRA r8 at alpha = 4) against the study's seed-0
+    runs of the same backbone (LoRA, MoLRE of the same layout, at alpha = 2r): macro ΔAUC (ablation run minus
+    reference) with its paired scan-bootstrap CI, on the same test scans."""
     from molre_lib.analysis.summary import paired_macro_delta
 
     rows = []
-    for run in sorted(p for p in ablation_dir.glob("*_alpha16_seed0") if (p / "metrics.json").is_file()):
-        backbone, layout = run.name.split("_molre_")[0], run.name.split("_molre_")[1].split("_")[0]
-        for ref in (f"{backbone}_lora_shared0_seed0", f"{backbone}_molre_{layout}_seed0"):
+    for run in sorted(p for p in ablation_dir.glob("*_alpha*_seed0") if (p / "metrics.json").is_file()):
+        backbone, rest = run.name.split("_lora_" if "_lora_" in run.name else "_molre_")
+        adapter = "lora" if "_lora_" in run.name else "molre"
+        layout, alpha = rest.split("_")[0], float(rest.split("_")[1].removeprefix("alpha"))
+        refs = [f"{backbone}_lora_shared0_seed0", f"{backbone}_molre_shared0_seed0", f"{backbone}_molre_shared1_seed0"]
+        if adapter == "molre":
+            refs = [refs[0], f"{backbone}_molre_{layout}_seed0"]
+        for ref in refs:
             ref_dir = sweep_dir / ref
             if not (ref_dir / "metrics.json").is_file():
                 continue
             delta, reps = paired_macro_delta(ref_dir, run, "test", n_boot, seed=0)
             lo, hi = np.nanpercentile(reps, [2.5, 97.5])
             auc = json.loads((run / "metrics.json").read_text())["test"]["summary"]["macro_auc"]["value"]
-            rows.append({"backbone": backbone, "run": run.name, "shared_a": layout == "shared1", "alpha": 16.0,
-                         "macro_auc": auc, "reference": ref, "delta": delta, "ci_low": lo, "ci_high": hi})
+            rows.append({"backbone": backbone, "run": run.name, "adapter": adapter, "shared_a": layout == "shared1",
+                         "alpha": alpha, "macro_auc": auc, "reference": ref, "delta": delta, "ci_low": lo,
+                         "ci_high": hi})
     return pd.DataFrame(rows)
 
 

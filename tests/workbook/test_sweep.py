@@ -155,7 +155,7 @@ ALL_ANALYSES = {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
     ("demo", ALL_ANALYSES, {"lora", "molre"}), ("study", ALL_ANALYSES, {"lora", "molre"}),
     ("shared_a", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre"}),
     ("phantom_study", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre", "linear_probe"}),
-    ("phantom_alpha", set(), {"molre"})])
+    ("phantom_alpha", set(), {"lora", "molre"})])
 def test_example_sweeps_parse_and_use_registered_backbones(name, analyses, adapters):
     from molre_lib.backbones import list_backbones
 
@@ -191,21 +191,21 @@ def test_phantom_study_design():
 
 
 def test_phantom_alpha_ablation_matches_the_study():
-    """The alpha ablation trains on the study's data and cache with the study's settings; only alpha = E x 2r
-    differs from the study's MoLRE runs, and the adapter it builds has E x LoRA's per-expert scaling."""
-    from molre_lib.workbook.params import train_config
-
+    """The alpha ablation trains on the study's data and cache with the study's settings; only alpha differs from
+    the study's seed-0 runs: MoLRE at E x 2r (its experts at LoRA's scale), LoRA r8 at 4 (MoLRE's effective scale)."""
     root = Path(__file__).parents[2] / "notebooks" / "sweeps"
     study = expand_runs(SweepConfig.from_yaml(root / "phantom_study.yaml"))
     ablation = expand_runs(SweepConfig.from_yaml(root / "phantom_alpha.yaml"))
-    assert len(ablation) == 4
+    assert sorted((r.values["ADAPTER"], r.values["SHARED_A"]) for r in ablation) == \
+        [("lora", False)] * 2 + [("molre", False)] * 2 + [("molre", True)] * 2
     for run in ablation:
-        twin = next(r for r in study if r.values["ADAPTER"] == "molre" and r.values["SEED"] == 0
+        twin = next(r for r in study if r.values["ADAPTER"] == run.values["ADAPTER"] and r.values["SEED"] == 0
                     and r.values["BACKBONE"] == run.values["BACKBONE"] and r.values["SHARED_A"] == run.values["SHARED_A"])
         differs = {k for k in {*run.parameters, *twin.parameters} if run.parameters.get(k) != twin.parameters.get(k)}
         assert differs == {"LORA_ALPHA", "RUN_DIR", "FIGURES_DIR", "MANIFEST", "CACHE_DIR"}, differs
         for key in ("MANIFEST", "CACHE_DIR"):  # relative paths are taken from the workbook root (the repository)
             assert (root.parents[1] / run.parameters[key]).resolve() == Path(twin.parameters[key]).resolve()
         p = run.parameters
-        assert p["LORA_ALPHA"] == p["N_EXPERTS"] * 2 * p["RANK"]
-        assert run.name.endswith("_alpha16_seed0") and run.name.startswith(f"{run.values['BACKBONE']}_molre_shared")
+        two_r = 2 * p["RANK"]
+        assert p["LORA_ALPHA"] == (p["N_EXPERTS"] * two_r if p["ADAPTER"] == "molre" else two_r / 4)
+        assert run.name == f"{p['BACKBONE']}_{p['ADAPTER']}_shared{p['SHARED_A']:d}_alpha{p['LORA_ALPHA']:g}_seed0"
