@@ -47,7 +47,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     ("--backbone phantom_vit", "--backbone phantom_vit --no-pretrained --reduced --device cpu --eval-bootstrap 10"),
     ("--volume-shape 24 64 64", "--volume-shape 4 32 32"),
     ("--epochs 10", "--epochs 1"),
-    ("--nproc_per_node 4", "--nproc_per_node 2"),
+    ("--nproc_per_node 4", "--nproc_per_node 1"),  # the launcher path; 2-process DDP equality: tests/engine/test_train.py
     ("--bootstrap 1000", "--bootstrap 20"),
     ("[--pseudonymize --id-map ids.csv]", "--pseudonymize --id-map ids.csv"),  # optional flags: run them too
     # papermill runs of 01_train at toy size
