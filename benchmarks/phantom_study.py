@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,39 +44,38 @@ def arm_table(runs: pd.DataFrame, table: pd.DataFrame, reference: str = "lora") 
     return pd.DataFrame(rows)
 
 
-def regime_shift(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per comparison of an arm with LoRA (03's tables, one per backbone x seed x arm), summed over findings:
-    positives borderline (0.3-0.7) under LoRA, those moved up to confident (> 0.7) under the arm, confident positives
-    moved down to borderline, and confident positives under each."""
-    cols = ["n_pos", "borderline_a", "moved_up", "moved_down", "confident_a", "confident_b"]
+def comparisons(sweep_dir: Path, runs: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """03's per-finding comparison tables (one per backbone x seed x arm, against LoRA), each read once, with the
+    compared run's backbone, arm and seed from the runs table; tables of runs not in it are left out."""
     arm_of = runs.set_index("run")[["backbone", "arm", "seed"]]
-    rows = []
+    out = []
     for path in sorted((sweep_dir / "analysis").glob("*/compare_*_vs_*.csv")):
-        df = pd.read_csv(path)
         run = path.stem.removeprefix("compare_").split("_vs_")[0]
-        if not set(cols) <= set(df.columns) or run not in arm_of.index:
-            continue
-        rows.append({"group": path.parent.name, "run": run, **arm_of.loc[run].to_dict(),
-                     **{c: int(df[c].sum()) for c in cols}})
-    return pd.DataFrame(rows)
+        if run in arm_of.index:
+            out.append(({"group": path.parent.name, "run": run, **arm_of.loc[run].to_dict()}, pd.read_csv(path)))
+    return out
 
 
-def category_deltas(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+SHIFT_COLUMNS = ["n_pos", "borderline_a", "moved_up", "moved_down", "confident_a", "confident_b"]
+
+
+def regime_shift(tables: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
+    """Per comparison, summed over findings: positives borderline (0.3-0.7) under LoRA, those moved up to confident
+    (> 0.7) under the arm, confident positives moved down to borderline, and confident positives under each."""
+    return pd.DataFrame([{**meta, **{c: int(df[c].sum()) for c in SHIFT_COLUMNS}}
+                         for meta, df in tables if set(SHIFT_COLUMNS) <= set(df.columns)])
+
+
+def category_deltas(tables: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
     """Mean per-finding ΔAUC (arm - LoRA, 03's DeLong tables) per category, per backbone x arm, averaged over seeds,
     with the seeds' range."""
-    arm_of = runs.set_index("run")[["backbone", "arm", "seed"]]
-    rows = []
-    for path in sorted((sweep_dir / "analysis").glob("*/compare_*_vs_*.csv")):
-        run = path.stem.removeprefix("compare_").split("_vs_")[0]
-        df = pd.read_csv(path)
-        if run not in arm_of.index or not {"category", "delta_auc"} <= set(df.columns):
-            continue
-        for cat, g in df.dropna(subset=["delta_auc"]).groupby("category", sort=False):
-            rows.append({**arm_of.loc[run].to_dict(), "category": cat, "delta": g["delta_auc"].mean()})
+    rows = [{"backbone": meta["backbone"], "arm": meta["arm"], "seed": meta["seed"], "category": cat,
+             "delta": g["delta_auc"].mean()}
+            for meta, df in tables if {"category", "delta_auc"} <= set(df.columns)
+            for cat, g in df.dropna(subset=["delta_auc"]).groupby("category", sort=False)]
     if not rows:
         return pd.DataFrame()
-    per_seed = pd.DataFrame(rows)
-    return (per_seed.groupby(["backbone", "arm", "category"], sort=False)["delta"]
+    return (pd.DataFrame(rows).groupby(["backbone", "arm", "category"], sort=False)["delta"]
             .agg(mean_delta="mean", min_delta="min", max_delta="max", n_seeds="size").reset_index())
 
 
@@ -99,8 +99,7 @@ def answers(arms: pd.DataFrame, shifts: pd.DataFrame, spec: pd.DataFrame) -> dic
     out["delta_by_family"] = {f"{f} / {a}": float(v) for (f, a), v in fam.items()}
     if len(shifts):  # summed over findings and seeds, per backbone and arm (vs LoRA of the same seed)
         out["confidence_shift"] = {
-            f"{b} / {a}": {k: int(v) for k, v in g[["n_pos", "borderline_a", "moved_up", "moved_down", "confident_a",
-                                                      "confident_b"]].sum().items()}
+            f"{b} / {a}": {k: int(v) for k, v in g[SHIFT_COLUMNS].sum().items()}
             for (b, a), g in shifts.groupby(["backbone", "arm"], sort=False)}
     if len(spec) and "p" in spec.columns:
         by = spec.groupby(["run", "target"])
@@ -110,29 +109,30 @@ def answers(arms: pd.DataFrame, shifts: pd.DataFrame, spec: pd.DataFrame) -> dic
 
 
 def ablation(sweep_dir: Path, ablation_dir: Path, n_boot: int = 1000) -> pd.DataFrame:
-    """Each run of the alpha sweep (MoLRE at alpha = E x 2r = 16, LoRA r8 at alpha = 4) against the study's seed-0
-    runs of the same backbone (LoRA, MoLRE of the same layout, at alpha = 2r): macro ΔAUC (ablation run minus
-    reference) with its paired scan-bootstrap CI, on the same test scans."""
-    from molre_lib.analysis.summary import paired_macro_delta
+    """Each run of the alpha sweep (MoLRE at alpha = E x 2r = 16, LoRA r8 at alpha = 4) against the study's runs of
+    the same backbone and seed: its LoRA and its MoLRE of the same layout (a LoRA run: both MoLRE layouts), all at
+    alpha = 2r. Macro ΔAUC (ablation run minus reference) with its paired scan-bootstrap CI, same test scans.
+    Runs are matched through both sweeps' ``runs.csv`` (their grid values), never through run names."""
+    from molre_lib.analysis.summary import RUNS_FILE, paired_macro_delta
 
+    study, alpha = (pd.read_csv(d / RUNS_FILE) for d in (sweep_dir, ablation_dir))
     rows = []
-    for run in sorted(p for p in ablation_dir.glob("*_alpha*_seed0") if (p / "metrics.json").is_file()):
-        backbone, rest = run.name.split("_lora_" if "_lora_" in run.name else "_molre_")
-        adapter = "lora" if "_lora_" in run.name else "molre"
-        layout, alpha = rest.split("_")[0], float(rest.split("_")[1].removeprefix("alpha"))
-        refs = [f"{backbone}_lora_shared0_seed0", f"{backbone}_molre_shared0_seed0", f"{backbone}_molre_shared1_seed0"]
-        if adapter == "molre":
-            refs = [refs[0], f"{backbone}_molre_{layout}_seed0"]
-        for ref in refs:
-            ref_dir = sweep_dir / ref
-            if not (ref_dir / "metrics.json").is_file():
+    for _, r in alpha.iterrows():
+        run = Path(r["run_dir"])
+        if not (run / "metrics.json").is_file():
+            continue
+        same = study[(study["BACKBONE"] == r["BACKBONE"]) & (study["SEED"] == r["SEED"])]
+        refs = same[(same["ADAPTER"] == "lora") | (same["ADAPTER"] == "molre")
+                    & ((r["ADAPTER"] == "lora") | (same["SHARED_A"] == r["SHARED_A"]))]
+        auc = json.loads((run / "metrics.json").read_text())["test"]["summary"]["macro_auc"]["value"]
+        for _, ref in refs.iterrows():
+            if ref["run"] == r["run"] or not (Path(ref["run_dir"]) / "metrics.json").is_file():
                 continue
-            delta, reps = paired_macro_delta(ref_dir, run, "test", n_boot, seed=0)
+            delta, reps = paired_macro_delta(ref["run_dir"], run, "test", n_boot, seed=0)
             lo, hi = np.nanpercentile(reps, [2.5, 97.5])
-            auc = json.loads((run / "metrics.json").read_text())["test"]["summary"]["macro_auc"]["value"]
-            rows.append({"backbone": backbone, "run": run.name, "adapter": adapter, "shared_a": layout == "shared1",
-                         "alpha": alpha, "macro_auc": auc, "reference": ref, "delta": delta, "ci_low": lo,
-                         "ci_high": hi})
+            rows.append({"backbone": r["BACKBONE"], "run": r["run"], "adapter": r["ADAPTER"], "shared_a": r["SHARED_A"],
+                         "alpha": r["LORA_ALPHA"], "macro_auc": auc, "reference": ref["run"], "delta": delta,
+                         "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
 
 
@@ -146,17 +146,20 @@ def main() -> int:
     runs_csv, table_csv = sweep_dir / "summary_runs.csv", sweep_dir / "summary_table.csv"
     for f in (runs_csv, table_csv):
         if not f.is_file():
-            raise SystemExit(f"error: {f} not found: run the sweep first (make phantom-study)")
+            print(f"error: {f} not found: run the sweep first (make phantom-study)", file=sys.stderr)
+            return 2
     runs = pd.read_csv(runs_csv)
     arms = arm_table(runs, pd.read_csv(table_csv))
     arms.to_csv(args.out, index=False, float_format="%.4f")
-    shifts, spec = regime_shift(sweep_dir, runs), specialisation(sweep_dir)
+    tables = comparisons(sweep_dir, runs)
+    shifts, spec = regime_shift(tables), specialisation(sweep_dir)
     status = pd.read_csv(sweep_dir / "sweep_status.csv") if (sweep_dir / "sweep_status.csv").is_file() else None
-    abl = ablation(sweep_dir, Path(args.ablation_dir)) if Path(args.ablation_dir).is_dir() else pd.DataFrame()
+    abl = (ablation(sweep_dir, Path(args.ablation_dir)) if (Path(args.ablation_dir) / "runs.csv").is_file()
+           else pd.DataFrame())
     if len(abl):
         abl.to_csv(Path(args.out).with_name("phantom_study_alpha.csv"), index=False, float_format="%.4f")
         print(abl.round(4).to_string(index=False))
-    cats = category_deltas(sweep_dir, runs)
+    cats = category_deltas(tables)
     if len(cats):
         cats.to_csv(Path(args.out).with_name("phantom_study_categories.csv"), index=False, float_format="%.4f")
     doc = {"arms": arms.to_dict(orient="records"), "answers": answers(arms, shifts, spec),

@@ -56,9 +56,10 @@ def test_arms_shifts_categories_and_answers(tmp_path):
     assert natural["n_seeds"] == 2 and np.isclose(natural["mean_auc"], 0.725) and natural["delta_ci_low"] == 0.01
     assert np.isnan(arms[arms["arm"] == "lora"]["delta_vs_lora"]).all()
 
-    shifts = mod.regime_shift(sweep, runs)
+    tables = mod.comparisons(sweep, runs)
+    shifts = mod.regime_shift(tables)
     assert len(shifts) == 4 and set(shifts["arm"]) == {"molre SHARED_A=True"}
-    cats = mod.category_deltas(sweep, runs)
+    cats = mod.category_deltas(tables)
     hem = cats[(cats["backbone"] == "phantom_vit") & (cats["category"] == "hemorrhage")].iloc[0]
     assert np.isclose(hem["mean_delta"], 0.02) and hem["n_seeds"] == 2
     assert "trauma" not in set(cats["category"])  # no defined ΔAUC there
@@ -71,3 +72,38 @@ def test_arms_shifts_categories_and_answers(tmp_path):
     assert shift == {"n_pos": 60, "borderline_a": 16, "moved_up": 6, "moved_down": 2, "confident_a": 20,
                      "confident_b": 22}
     assert ans["specialisation"]["natural_vit_molre_0 / tissue"] == {"layers": 2, "layers_p<0.05": 1}
+
+
+def test_ablation_pairs_runs_by_grid_values_not_names(tmp_path):
+    """Each alpha run is paired with the study's LoRA and MoLRE of its backbone, seed (and, for MoLRE, layout),
+    found through both sweeps' runs.csv; identical predictions give Δ = 0 exactly."""
+    from molre_lib.engine.run_files import finding_keys, write_predictions
+
+    mod = _module()
+    rng = np.random.default_rng(0)
+    keys = finding_keys(3)
+    labels = (rng.random((40, 3)) < 0.4).astype(np.float32)
+    probs = rng.random((40, 3)).astype(np.float32)
+    out = {"scan_id": [f"s{i}" for i in range(40)], "probs": probs, "labels": labels, "mask": np.ones((40, 3), bool)}
+
+    def sweep(name, rows):
+        folder = tmp_path / name
+        for r in rows:
+            run_dir = folder / r["run"]
+            run_dir.mkdir(parents=True)
+            write_predictions(run_dir / "predictions_test.parquet", out, "test", keys)
+            (run_dir / "metrics.json").write_text('{"test": {"summary": {"macro_auc": {"value": 0.5}}}}')
+            r["run_dir"] = str(run_dir)
+        pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+        return folder
+
+    study = sweep("study", [{"run": f"x{i}", "BACKBONE": "b", "ADAPTER": a, "SHARED_A": s, "SEED": 0}
+                            for i, (a, s) in enumerate((("lora", False), ("molre", False), ("molre", True)))]
+                   + [{"run": "other_seed", "BACKBONE": "b", "ADAPTER": "lora", "SHARED_A": False, "SEED": 1}])
+    alpha = sweep("alpha", [{"run": "m", "BACKBONE": "b", "ADAPTER": "molre", "SHARED_A": True, "LORA_ALPHA": 16.0,
+                             "SEED": 0},
+                            {"run": "l", "BACKBONE": "b", "ADAPTER": "lora", "SHARED_A": False, "LORA_ALPHA": 4.0,
+                             "SEED": 0}])
+    abl = mod.ablation(study, alpha, n_boot=20)
+    assert sorted(zip(abl["run"], abl["reference"])) == [("l", "x0"), ("l", "x1"), ("l", "x2"), ("m", "x0"), ("m", "x2")]
+    assert (abl["delta"] == 0).all()
