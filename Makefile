@@ -51,8 +51,9 @@ rehearsal: $(STAMP)
 	nice $(PY) benchmarks/rehearsal.py
 
 # The phantom study (notebooks/sweeps/phantom_study.yaml): phantom_vit and natural_vit x linear probe / LoRA r=8 /
-# MoLRE 4x2 shared A / MoLRE 4x2 separate A x 3 seeds on ~1,000 test scans, through the notebooks; then the
-# alpha = E x 2r ablation (phantom_alpha.yaml, seed 0); then the answers -> benchmarks/results/phantom_study.{csv,json}.
+# MoLRE 4x2 shared A / MoLRE 4x2 separate A x 3 seeds on ~1,000 test scans, through the notebooks; then the scaling
+# ablation (phantom_alpha.yaml, seed 0: MoLRE at alpha = E x 2r, LoRA at r/2); then the answers ->
+# benchmarks/results/phantom_study*.{csv,json}. ~96 min on 2 CPU cores (sweep 78 min measured, ablation ~18).
 # Pretrains the two demo backbones once (cached).
 phantom-study: $(STAMP)
 	$(VENV)/bin/molre demo --sweep notebooks/sweeps/phantom_study.yaml

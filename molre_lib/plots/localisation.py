@@ -18,7 +18,6 @@ from matplotlib.lines import Line2D
 from molre_lib.plots.paper_tables import method_name
 from molre_lib.plots.style import ADAPTER_COLOURS, CAM_CMAP, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, arm_colours
 
-
 MASK_COLOUR = "#FF00FF"  # lesion outline: magenta reads on grey and is not a colour of the jet CAM
 CAM_ALPHA = 0.5
 CAM_THRESHOLD = 0.1  # CAM values at or below this are transparent, so the slice stays readable

@@ -166,8 +166,6 @@ class ExampleViews:
         return bases, masks, heads, cams
 
 
-
-
 def example_views(runs: Sequence, dataset, examples: pd.DataFrame, findings: Sequence[str],
                   method: str = "gradcam") -> ExampleViews:
     """Maps of every run for every finding on the example scans (``positive_examples`` rows), each row's slice
