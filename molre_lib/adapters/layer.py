@@ -2,10 +2,10 @@
 
 For a frozen layer ``y = W x`` the adapted layer computes
 
-    y = W x + (alpha / r) * sum_e g_e(x) * B_e A_e x
+    y = W x + s * sum_e g_e(x) * B_e A_e x,    s = alpha / r ('lora') or alpha / sqrt(r) ('rslora')
 
-with E experts of rank r. The experts are **fused**: ``A`` is one (E*r x d_in) map, ``B`` one
-(d_out x E*r) map, and the gates are broadcast over each expert's r columns, so there is no
+with E experts of rank r (``MoLREConfig.scaling``). The experts are **fused**: ``A`` is one (E*r x d_in)
+map, ``B`` one (d_out x E*r) map, and the gates are broadcast over each expert's r columns, so there is no
 Python loop over experts. With ``shared_a`` the experts share one (r x d_in) ``A`` and the same
 broadcast expands its r columns to E gated copies before ``B``. LoRA (E = 1) takes the same path
 with no router. ``B`` starts at zero, so an untrained adapter is an exact identity.
@@ -106,7 +106,7 @@ class MoLRELayer(nn.Module):
 
     def extra_repr(self) -> str:
         shared = ", shared_a=True" if self.cfg.shared_a and self.router else ""
-        return (f"r={self.r}, n_experts={self.n_experts}{shared}, scaling={self.scaling:g}, "
+        return (f"r={self.r}, n_experts={self.n_experts}{shared}, scaling={self.scaling:g} ({self.cfg.scaling_rule}), "
                 f"router={self.cfg.router if self.router else None}")
 
 

@@ -43,11 +43,11 @@ def apply_adapter(model: nn.Module, cfg: TrainConfig, default_targets: Any = Non
     from molre_lib.adapters import MoLREConfig, inject, mark_trainable
 
     targets = cfg.target_modules if cfg.target_modules is not None else default_targets
-    alpha = cfg.lora_alpha if cfg.lora_alpha is not None else 2.0 * cfg.rank
     if cfg.adapter in ("lora", "molre"):
         if targets is None:
             raise ValueError("target_modules is not set and the model has no default adapter targets")
-        common = dict(r=cfg.rank, alpha=alpha, dropout=cfg.adapter_dropout, target_modules=targets)
+        common = dict(r=cfg.rank, alpha=cfg.alpha, scaling_rule=cfg.scaling, dropout=cfg.adapter_dropout,
+                      target_modules=targets)
         acfg = (MoLREConfig(n_experts=1, **common) if cfg.adapter == "lora" else
                 MoLREConfig(n_experts=cfg.n_experts, shared_a=cfg.shared_a, router=cfg.router, temperature=cfg.temperature,
                             top_k=cfg.top_k, balance_coef=cfg.balance_coef, **common))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from molre_lib.adapters.config import ROUTERS  # the one list of router kinds (workbook.params reads it here)
+from molre_lib.adapters.config import ROUTERS, SCALING_RULES  # the one list of each (workbook.params reads them here)
 from molre_lib.common.config_keys import check_known_keys
 
 ADAPTERS = ("lora", "molre", "linear_probe", "full")
@@ -47,6 +47,8 @@ class TrainConfig:
     n_experts: int = field(default=4, metadata={"help": "Experts per MoLRE layer (LoRA uses 1)."})
     shared_a: bool = field(default=False, metadata={"help": "MoLRE experts share one down-projection A (fewer parameters)."})
     lora_alpha: Optional[float] = field(default=None, metadata={"help": "Adapter scaling numerator alpha (default 2 * rank)."})
+    scaling: str = field(default="lora", metadata={"help": "Adapter scale from alpha and rank: 'lora' (alpha / rank) or "
+                                                           "'rslora' (alpha / sqrt(rank)); docs/explanation/scaling.md."})
     adapter_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
     router: str = field(default="token", metadata={"help": f"MoLRE router: one of {ROUTERS}."})
     temperature: float = field(default=1.0, metadata={"help": "Router softmax temperature."})
@@ -76,6 +78,8 @@ class TrainConfig:
     early_stopping: int = field(default=0, metadata={"help": "Stop after N evaluations without val macro-AUC gain (0 = off)."})
     checkpoint_every: int = field(default=0, metadata={"help": "Checkpoint every N steps (0 = at every evaluation)."})
     eval_bootstrap: int = field(default=0, metadata={"help": "Bootstrap replicates for the CIs in metrics.json (0 = none)."})
+    tensorboard: bool = field(default=True, metadata={"help": "Write live TensorBoard curves to <run_dir>/tensorboard "
+                                                             "(rank 0): loss, lr, grad norm, val AUCs, MoLRE routing."})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda' or 'cuda:N'."})
 
     def __post_init__(self) -> None:
@@ -101,6 +105,10 @@ class TrainConfig:
             raise bad("batch_size", f"must be divisible by grad_accum={self.grad_accum}")
         if self.lr <= 0:
             raise bad("lr", "must be > 0")
+        if self.scaling not in SCALING_RULES:
+            raise bad("scaling", "must be " + " or ".join(repr(r) for r in SCALING_RULES))
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise bad("lora_alpha", "must be > 0 (or None: 2 * rank)")
         if self.router not in ROUTERS:
             raise bad("router", "must be " + " or ".join(repr(r) for r in ROUTERS))
         if self.fit not in ("resize", "pad_crop"):
@@ -109,6 +117,20 @@ class TrainConfig:
             raise bad("spacing", "must be [dz, dy, dx]")
         if self.volume_shape is not None and len(self.volume_shape) != 3:
             raise bad("volume_shape", "must be [D, H, W]")
+
+    @property
+    def alpha(self) -> float:
+        """The adapter's alpha: ``lora_alpha``, or 2 * rank when it is None."""
+        return float(self.lora_alpha) if self.lora_alpha is not None else 2.0 * self.rank
+
+    def effective_step(self) -> Optional[float]:
+        """``lr * s / E`` of one expert (``molre_lib.adapters.effective_step``); None without a low-rank adapter."""
+        from molre_lib.adapters.config import effective_step
+
+        if self.adapter not in ("lora", "molre"):
+            return None
+        return effective_step(self.lr, self.alpha, self.rank, self.n_experts if self.adapter == "molre" else 1,
+                              self.scaling)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -58,7 +58,7 @@ def versions() -> dict[str, Optional[str]]:
 
 def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: int) -> Path:
     """config.json: {"train": TrainConfig fields, "n_classes", "versions", "git_revision", "world_size", "device",
-    "params"}."""
+    "params", "scaling"}."""
     from molre_lib.adapters import parameter_report
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,9 +67,25 @@ def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: 
     except (ValueError, AttributeError):
         params = None
     doc = {"train": cfg.to_dict(), "n_classes": n_classes, "versions": versions(), "git_revision": _git_revision(),
-           "world_size": info.world_size, "device": str(info.device), "params": params}
+           "world_size": info.world_size, "device": str(info.device), "params": params,
+           "scaling": scaling_summary(cfg)}
     path = run_dir / "config.json"
     return atomic_write(path, json.dumps(doc, indent=2))
+
+
+def scaling_summary(cfg: Any) -> dict[str, Any]:
+    """The adapter's scale and effective step as trained (docs/explanation/scaling.md); nulls for a probe / full
+    fine-tuning, which have no low-rank update."""
+    from molre_lib.adapters.config import SCALING_RULES
+
+    low_rank = getattr(cfg, "adapter", None) in ("lora", "molre")
+    experts = (cfg.n_experts if cfg.adapter == "molre" else 1) if low_rank else None
+    return {"rule": cfg.scaling if low_rank else None, "alpha": cfg.alpha if low_rank else None,
+            "rank_per_expert": cfg.rank if low_rank else None, "n_experts": experts,
+            "scale": SCALING_RULES[cfg.scaling](cfg.alpha, cfg.rank) if low_rank else None,
+            "lr": cfg.lr, "effective_step": cfg.effective_step(),
+            "definition": "effective_step = lr * scale / n_experts; scale = alpha / r (lora) or alpha / sqrt(r) "
+                          "(rslora), r = one expert's rank"}
 
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "val_macro_auc", "elapsed_s"]

@@ -138,6 +138,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "N_EXPERTS": Param(INT, check=positive),
         "SHARED_A": Param(BOOL),
         "LORA_ALPHA": Param(FLOAT, check=positive, nullable=True),
+        "SCALING": Param(STR, choices=lambda: tuple(_train_choices("SCALING_RULES"))),
         "ROUTER": Param(STR, choices=lambda: _train_choices("ROUTERS")),
         "TEMPERATURE": Param(FLOAT, check=positive),
         "TOP_K": Param(INT, check=positive, nullable=True),
