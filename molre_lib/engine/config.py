@@ -73,6 +73,10 @@ class TrainConfig:
     pos_weight_max: float = field(default=10.0, metadata={"help": "Upper clip of the balanced positive weight."})
     # run control
     seed: int = field(default=0, metadata={"help": "Seed of model init, data order, dropout and bootstrap."})
+    threads: int = field(default=0, metadata={"help": "torch intra-op threads (0 = torch's default, one per core). The "
+                                                   "result depends on it on CPU: pin it to rerun a run bit for bit."})
+    deterministic: bool = field(default=True, metadata={"help": "torch.use_deterministic_algorithms (warn-only) and "
+                                                                "no cuDNN autotuning: reruns reproduce on one machine."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     eval_every: int = field(default=0, metadata={"help": "Evaluate on val every N steps (0 = at the end of each epoch)."})
     early_stopping: int = field(default=0, metadata={"help": "Stop after N evaluations without val macro-AUC gain (0 = off)."})
@@ -95,7 +99,7 @@ class TrainConfig:
         for name in ("rank", "n_experts", "batch_size", "grad_accum"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be >= 1")
-        for name in ("epochs", "max_steps", "warmup_steps", "eval_every", "early_stopping", "checkpoint_every",
+        for name in ("threads", "epochs", "max_steps", "warmup_steps", "eval_every", "early_stopping", "checkpoint_every",
                      "eval_bootstrap", "num_workers"):
             if int(getattr(self, name)) < 0:
                 raise bad(name, "must be >= 0")
