@@ -50,20 +50,57 @@ class RoutingLog:
         self.layout.clear()
 
 
-@contextmanager
-def routing_log(
-    model: nn.Module, to_cpu: bool = True, layers: Optional[Sequence[str] | str] = None
-) -> Iterator[RoutingLog]:
-    """Record gates of the routed layers (all, or those matching ``layers``) while the block runs."""
+class RoutingStats:
+    """Running per-layer summaries of the gates instead of the gates themselves (constant memory).
+
+    Per layer: the mean gate entropy (nats; ``log E`` is uniform routing, 0 is one expert per token) and the mean
+    gate of each expert (its usage; the usages sum to 1), over every gate vector seen (tokens, voxels or samples).
+    It is the ``record`` interface of :class:`RoutingLog`, so a training run can summarise routing over a whole
+    validation pass (``routing_stats(model)``) without keeping (N, T, E) tensors.
+    """
+
+    def __init__(self) -> None:
+        self._entropy: dict[str, torch.Tensor] = {}
+        self._usage: dict[str, torch.Tensor] = {}
+        self._count: dict[str, int] = defaultdict(int)
+
+    def record(self, name: str, gates: torch.Tensor, layout: str) -> None:
+        from .router import gate_entropy
+
+        g = gates.detach().float().reshape(-1, gates.shape[-1])  # (vectors, E)
+        ent, use = gate_entropy(g).sum(), g.sum(0)
+        if name in self._usage:
+            self._entropy[name] += ent
+            self._usage[name] += use
+        else:
+            self._entropy[name], self._usage[name] = ent, use
+        self._count[name] += g.shape[0]
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._usage)
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """``{layer: {"gate_entropy": float, "expert_usage": [float] * E, "n": vectors seen}}``."""
+        return {name: {"gate_entropy": float(self._entropy[name]) / self._count[name],
+                       "expert_usage": (self._usage[name] / self._count[name]).cpu().tolist(),
+                       "n": self._count[name]} for name in self._usage}
+
+
+def _routed(model: nn.Module, layers: Optional[Sequence[str] | str], who: str) -> list:
     routed = [m for m in adapter_layers(model) if m.router is not None]
     if layers is not None:
         routed = [m for m in routed if matches(m.layer_name, layers)]
     if not routed:
         raise ValueError(
-            "routing_log: the model has no routed MoLRE layers"
+            f"{who}: the model has no routed MoLRE layers"
             + (f" matching {layers!r}" if layers is not None else " (LoRA layers have no router)")
         )
-    log = RoutingLog(to_cpu=to_cpu)
+    return routed
+
+
+@contextmanager
+def _attached(routed: list, log) -> Iterator:
     for m in routed:
         m._routing_log = log
     try:
@@ -71,3 +108,20 @@ def routing_log(
     finally:
         for m in routed:
             m._routing_log = None
+
+
+@contextmanager
+def routing_log(
+    model: nn.Module, to_cpu: bool = True, layers: Optional[Sequence[str] | str] = None
+) -> Iterator[RoutingLog]:
+    """Record gates of the routed layers (all, or those matching ``layers``) while the block runs."""
+    with _attached(_routed(model, layers, "routing_log"), RoutingLog(to_cpu=to_cpu)) as log:
+        yield log
+
+
+@contextmanager
+def routing_stats(model: nn.Module, layers: Optional[Sequence[str] | str] = None) -> Iterator[RoutingStats]:
+    """Summarise the gates of the routed layers (entropy, expert usage) while the block runs; see
+    :class:`RoutingStats`."""
+    with _attached(_routed(model, layers, "routing_stats"), RoutingStats()) as stats:
+        yield stats

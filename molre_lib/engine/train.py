@@ -45,6 +45,7 @@ from .run_lock import RunLock
 from .preemption import Preempted, PreemptionGuard
 from .run_files import (check_run_dir, finding_keys, open_train_log, write_metrics, write_predictions,
                         write_run_config)
+from .tensorboard import TrainingBoard
 
 __all__ = ["train", "TrainState", "Trainer", "NonFiniteLossError", "seed_everything"]
 
@@ -211,6 +212,8 @@ class Trainer:
         self.model = _wrap_ddp(cfg, self.core, info)
         self.state = TrainState()
         self._log_fh, self._log = None, None  # train_log.csv (file, csv writer) on rank 0, opened by fit()
+        self.tb = TrainingBoard(run_dir, cfg, enabled=cfg.tensorboard and info.is_main)  # opened by fit()
+        self.grad_norm: Optional[torch.Tensor] = None  # of the last step, before clipping (TensorBoard)
 
     # ------------------------------------------------------------------ checkpoints
     def restore(self) -> None:
@@ -242,6 +245,7 @@ class Trainer:
         self.checkpoint()
         if self._log_fh is not None:
             self._log_fh.close()
+        self.tb.close(self.state.step)
         if self.info.is_main:
             guard.record(self.run_dir, self.state.step)
         raise Preempted(f"stopped by {guard.signal_name} after step {self.state.step}; {self.ckpt_path} holds it "
@@ -256,6 +260,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         if self.info.is_main:
             self._log_fh, self._log = open_train_log(self.run_dir, st.step if resume else None)
+        self.tb.open(st.step if resume else None)
         if not resume:
             self.checkpoint()  # step 0: a NaN on the first step still leaves a good checkpoint
         t0 = time.perf_counter() - st.elapsed
@@ -282,6 +287,7 @@ class Trainer:
         bar.close()
         if self._log_fh is not None:
             self._log_fh.close()
+        self.tb.close(st.step, st.best_auc if st.best_step >= 0 else None)
 
     def _epoch_batches(self) -> Iterator[tuple[list[dict], dict]]:
         """The rest of the current epoch: (grad_accum micro-batches, RNG state before drawing them) per step."""
@@ -324,9 +330,10 @@ class Trainer:
 
     def _optimizer_step(self) -> float:
         """Clip, step, schedule; returns the learning rate the step used."""
-        if self.cfg.max_grad_norm > 0:
+        if self.cfg.max_grad_norm > 0 or self.tb.enabled:
             self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+            # max_grad_norm 0 with TensorBoard on: the norm is measured, grads are scaled by exactly 1
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm or math.inf)
         self.scaler.step(self.opt)
         self.scaler.update()
         lr = self.opt.param_groups[0]["lr"]
@@ -350,9 +357,11 @@ class Trainer:
     def _validate(self) -> float:
         """Validation macro AUC; keeps the best step's weights and counts evaluations for early stopping."""
         cfg, st = self.cfg, self.state
-        out = predict_dataset(self.core, self.datasets[cfg.val_split], self.info,
-                              max(1, cfg.batch_size // max(1, cfg.grad_accum)), self.amp, cfg.num_workers)
+        with self.tb.routing(self.core) as routing:  # gate entropy / expert usage of MoLRE layers, or None
+            out = predict_dataset(self.core, self.datasets[cfg.val_split], self.info,
+                                  max(1, cfg.batch_size // max(1, cfg.grad_accum)), self.amp, cfg.num_workers)
         auc = per_finding_auc(out["labels"], out["probs"], out["mask"])
+        self.tb.validation(st.step, auc, self.keys, routing.summary() if routing is not None else None)
         val_auc = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
         st.last_val_auc = val_auc
         if val_auc > st.best_auc:
@@ -366,6 +375,7 @@ class Trainer:
 
     def _log_step(self, bar: Any, loss_value: float, lr: float, val_auc: Optional[float], epoch_end: bool) -> None:
         st = self.state
+        self.tb.step(st.step, loss_value, lr, self.grad_norm)
         if self._log is not None:
             self._log.writerow({"step": st.step, "epoch": st.epoch - (1 if epoch_end else 0), "loss": f"{loss_value:.6g}",
                                 "lr": f"{lr:.6g}", "val_macro_auc": "" if val_auc is None else f"{val_auc:.6f}",

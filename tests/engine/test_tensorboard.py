@@ -1,0 +1,116 @@
+"""TensorBoard curves of a training run, read back with TensorBoard's own event reader (not file existence)."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from engine_toys import ToyModel, toy_config, toy_datasets  # noqa: E402
+
+pytest.importorskip("tensorboard")
+
+
+def _events(run_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return ea
+
+
+def test_molre_run_writes_loss_lr_grad_norm_val_auc_routing_and_hparams(tmp_path):
+    from molre_lib.engine.train import seed_everything, train
+
+    seed_everything(0)
+    run = train(toy_config(adapter="molre", n_experts=3, epochs=2, eval_every=0, checkpoint_every=0), tmp_path / "r",
+                model=ToyModel(), datasets=toy_datasets())
+    ea = _events(run)
+    tags = set(ea.Tags()["scalars"])
+    log = pd.read_csv(run / "train_log.csv")
+    loss = ea.Scalars("train/loss")
+    assert [e.step for e in loss] == list(log["step"]) == list(range(1, 9))
+    np.testing.assert_allclose([e.value for e in loss], log["loss"], rtol=1e-5)
+    np.testing.assert_allclose([e.value for e in ea.Scalars("train/lr")], log["lr"], rtol=1e-5)
+    norms = [e.value for e in ea.Scalars("train/grad_norm")]
+    assert len(norms) == 8 and all(math.isfinite(v) and v > 0 for v in norms)
+    val = log.dropna(subset=["val_macro_auc"])
+    auc = ea.Scalars("val/macro_auc")
+    assert [e.step for e in auc] == list(val["step"])  # end of each epoch
+    np.testing.assert_allclose([e.value for e in auc], val["val_macro_auc"], atol=1e-6)
+    assert ea.Scalars("val/best_macro_auc")[-1].value == pytest.approx(val["val_macro_auc"].max(), abs=1e-6)
+    for layer in ("encoder.qkv", "encoder.proj"):
+        ent = ea.Scalars(f"routing/{layer}/gate_entropy")
+        assert [e.step for e in ent] == list(val["step"])
+        assert all(0 <= e.value <= math.log(3) + 1e-6 for e in ent)
+        usage = np.array([[e.value for e in ea.Scalars(f"routing/{layer}/expert_{k}")] for k in range(3)])  # (E, evals)
+        np.testing.assert_allclose(usage.sum(0), 1.0, atol=1e-5)
+    assert "routing/encoder.qkv/expert_3" not in tags and "routing/mean_gate_entropy" in tags
+    # hparams: the run's config, in the same event file, with the metrics the HPARAMS tab shows
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = ea.PluginTagToContent("hparams")
+    start = [plugin_data_pb2.HParamsPluginData.FromString(v).session_start_info for v in content.values()
+             if plugin_data_pb2.HParamsPluginData.FromString(v).HasField("session_start_info")]
+    assert start and start[0].hparams["adapter"].string_value == "molre"
+    assert start[0].hparams["rank"].number_value == 2
+
+
+def test_lora_run_has_no_routing_and_tensorboard_can_be_switched_off(tmp_path):
+    from molre_lib.engine.train import seed_everything, train
+
+    seed_everything(0)
+    run = train(toy_config(adapter="lora", epochs=1, eval_every=0, checkpoint_every=0, max_grad_norm=0.0),
+                tmp_path / "lora", model=ToyModel(), datasets=toy_datasets())
+    tags = set(_events(run).Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "val/macro_auc"} <= tags  # the norm is measured unclipped
+    assert not any(t.startswith("routing/") for t in tags)
+    seed_everything(0)
+    off = train(toy_config(adapter="lora", epochs=1, eval_every=0, checkpoint_every=0, tensorboard=False),
+                tmp_path / "off", model=ToyModel(), datasets=toy_datasets())
+    assert not (off / "tensorboard").exists()
+
+
+def test_routing_stats_agree_with_the_full_routing_log():
+    """The constant-memory summary equals entropy / usage computed from every recorded gate."""
+    from molre_lib.adapters import MoLREConfig, gate_entropy, inject, routing_log
+    from molre_lib.adapters.telemetry import routing_stats
+
+    torch.manual_seed(0)
+    model = ToyModel()
+    inject(model, MoLREConfig(r=2, n_experts=4, target_modules=["qkv", "proj"]), trainable=("head",))
+    for layer in model.modules():
+        if getattr(layer, "router", None) is not None:
+            torch.nn.init.normal_(layer.router.gate.weight, std=2.0)  # non-uniform gates
+    x = [torch.randn(3, 2, 4, 8, 8) for _ in range(2)]
+    with torch.no_grad(), routing_stats(model) as stats:
+        for xb in x:
+            model(xb)
+    with torch.no_grad(), routing_log(model) as log:
+        for xb in x:
+            model(xb)
+    summary = stats.summary()
+    assert set(summary) == set(log.layers) == {"encoder.qkv", "encoder.proj"}
+    for name in log.layers:
+        g = log.concat(name).reshape(-1, 4)
+        assert summary[name]["n"] == g.shape[0]
+        assert summary[name]["gate_entropy"] == pytest.approx(float(gate_entropy(g).mean()), rel=1e-5)
+        np.testing.assert_allclose(summary[name]["expert_usage"], g.mean(0).numpy(), rtol=1e-5)
+
+
+def test_category_aucs_are_the_mean_per_taxonomy_category():
+    from molre_lib.data.taxonomy import CATEGORY_OF, FINDING_KEYS
+    from molre_lib.engine.tensorboard import category_aucs
+
+    rng = np.random.default_rng(0)
+    auc = rng.uniform(0.4, 0.9, len(FINDING_KEYS))
+    auc[:5] = np.nan  # undefined AUCs are left out of their category's mean
+    got = category_aucs(auc, FINDING_KEYS)
+    ref = pd.DataFrame({"cat": [CATEGORY_OF[k] for k in FINDING_KEYS], "auc": auc}).groupby("cat")["auc"].mean()
+    assert got == pytest.approx(ref.to_dict())
+    assert category_aucs(auc[:3], ["finding_0", "finding_1", "finding_2"]) == {}
