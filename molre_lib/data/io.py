@@ -8,8 +8,13 @@ so that D runs inferior->superior, H anterior->posterior and W patient right->le
 
 What is read is checked, never guessed: a DICOM whose Modality is not CT, a folder holding several series
 (pick one with ``series_uid``; :func:`dicom_series_in` lists them) and NaN / inf voxels are errors naming the
-file (``allow_non_ct`` / ``nonfinite="mask"`` override, and say so in ``Volume.meta``). :func:`check_extent`
-refuses what is too short for a head CT (a single slice, a few slices).
+file (``allow_non_ct`` / ``nonfinite="mask"`` override, and say so in ``Volume.meta``). Every DICOM series
+passes :func:`molre_lib.data.dicom_series.check_series` (the one check of validate, convert pacs, the datasets
+behind preprocess / train / evaluate, and predict): localizers, screen saves, dose reports, reformats and
+bone kernels are refused by a :class:`~molre_lib.data.dicom_series.SeriesPolicy`, a gantry-tilted or oblique
+stack is resampled onto an axial grid (:mod:`molre_lib.data.dicom_geometry`), missing slices are refused
+above the policy's tolerance. :func:`check_extent` refuses what is too short for a head CT, counted along the
+series' own slice axis (a one-image lateral scout is one slice, whatever its rows).
 """
 from __future__ import annotations
 
@@ -38,12 +43,13 @@ def is_nifti(path: str | Path) -> bool:
 
 
 def load_volume(path: str | Path, series_uid: str | None = None, allow_non_ct: bool = False,
-                nonfinite: str = "error") -> Volume:
+                nonfinite: str = "error", policy=None) -> Volume:
     """Load a NIfTI file, DICOM series folder or single DICOM file as HU (D, H, W).
 
     ``series_uid`` picks one series of a folder that holds several (otherwise an error listing them);
     ``allow_non_ct`` accepts a DICOM Modality other than CT; ``nonfinite`` is ``"error"`` (NaN / inf voxels
-    refuse the file) or ``"mask"`` (they become air, counted in ``meta["masked_nonfinite"]``)."""
+    refuse the file) or ``"mask"`` (they become air, counted in ``meta["masked_nonfinite"]``); ``policy`` is the
+    :class:`~molre_lib.data.dicom_series.SeriesPolicy` a DICOM series must pass (default: its defaults)."""
     if nonfinite not in ("error", "mask"):
         raise ValueError(f"nonfinite must be 'error' or 'mask', got {nonfinite!r}")
     p = Path(path)
@@ -51,16 +57,34 @@ def load_volume(path: str | Path, series_uid: str | None = None, allow_non_ct: b
         raise VolumeReadError(f"{p}: no such file or folder")
     if p.is_dir():
         files = _folder_files(p)
-        vol = load_dicom_series(files, source=p, series_uid=series_uid, allow_non_ct=allow_non_ct)
+        if not files:
+            _only_subfolders(p)
+        vol = load_dicom_series(files, source=p, series_uid=series_uid, allow_non_ct=allow_non_ct, policy=policy)
     elif is_nifti(p):
         vol = load_nifti(p)
     else:
-        vol = load_dicom_series([p], source=p, series_uid=series_uid, allow_non_ct=allow_non_ct)
+        vol = load_dicom_series([p], source=p, series_uid=series_uid, allow_non_ct=allow_non_ct, policy=policy)
     return _check_finite(vol, p, nonfinite)
 
 
 def _folder_files(p: Path) -> list[Path]:
     return sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+
+
+def subfolders_message(p: Path) -> str | None:
+    """'X holds no files, only 5 subfolder(s): ...' for a folder of series folders (a study / patient folder)."""
+    subs = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subs:
+        return None
+    shown = ", ".join(subs[:6]) + (f" ... (+{len(subs) - 6})" if len(subs) > 6 else "")
+    return (f"{p} holds no files, only {len(subs)} subfolder(s): {shown}; give one series folder, or index the "
+            "export tree with molre convert pacs")
+
+
+def _only_subfolders(p: Path) -> None:
+    msg = subfolders_message(p)
+    if msg:
+        raise VolumeReadError(msg)
 
 
 def _check_finite(vol: Volume, where: Path, nonfinite: str) -> Volume:
@@ -78,10 +102,11 @@ def _check_finite(vol: Volume, where: Path, nonfinite: str) -> Volume:
 def check_extent(vol: Volume, min_slices: int, min_extent_mm: float) -> None:
     """Refuse a volume too short along z for a head CT (a single slice, a scout, a partial scan)."""
     where = vol.meta.get("path", "volume")
-    depth = vol.hu.shape[0]
-    extent = depth * vol.spacing[0]
+    depth = vol.meta.get("acquired_slices", vol.hu.shape[0])                   # along the series' own slice axis
+    extent = vol.meta.get("acquired_extent_mm", depth * vol.spacing[0])
+    axis = "z" if vol.meta.get("orientation", "axial") == "axial" else f"its slice axis ({vol.meta['orientation']})"
     if depth < min_slices or extent < min_extent_mm:
-        raise VolumeReadError(f"{where}: {depth} slice(s) covering {extent:.0f} mm along z; a head CT needs at "
+        raise VolumeReadError(f"{where}: {depth} slice(s) covering {extent:.0f} mm along {axis}; a head CT needs at "
                               f"least {min_slices} slices and {min_extent_mm:.0f} mm (--min-slices / "
                               "--min-extent-mm to change)")
 
@@ -133,6 +158,7 @@ def load_nifti(path: Path) -> Volume:
 
 
 def _read_dicoms(files: list[Path]):
+    """[(path, dataset)] of the DICOM files (pixel data included); non-DICOM files of a folder are skipped."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -146,8 +172,8 @@ def _read_dicoms(files: list[Path]):
             continue                                                      # DICOMDIR-less folders hold other files
         except Exception as err:  # noqa: BLE001
             raise VolumeReadError(f"{f}: unreadable DICOM ({type(err).__name__}: {err})") from err
-        if "PixelData" not in ds:
-            continue
+        if "PixelData" not in ds and "SeriesInstanceUID" not in ds:
+            continue                                                      # DICOMDIR and the like
         out.append((f, ds))
     return out
 
@@ -171,31 +197,53 @@ def _slice_hu(f: Path, ds) -> np.ndarray:
     return np.maximum(hu, AIR_HU)
 
 
+def _pick(where: Path, items: list, series_uid: str | None) -> tuple[str, list, int]:
+    """(uid, items, number of image series) of the one series to read; several without ``series_uid``: an error
+    naming each by number, description and kernel."""
+    from .dicom_series import describe_choices, describe_series
+
+    series: dict[str, list] = {}
+    for f, ds in items:
+        series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((f, ds))
+    images = {u: v for u, v in series.items() if any("PixelData" in ds for _, ds in v)}
+    if series_uid is not None:
+        if series_uid not in series:
+            found = describe_choices({u: describe_series(v) for u, v in series.items()})
+            raise VolumeReadError(f"{where}: no series {series_uid} here (found: {found})")
+        return series_uid, series[series_uid], len(images)
+    candidates = images or series                    # stray SR / presentation states beside one image series
+    if len(candidates) > 1:
+        listed = describe_choices({u: describe_series(v) for u, v in candidates.items()})
+        raise VolumeReadError(f"{where}: holds {len(candidates)} DICOM series, expected one: {listed}; pick one "
+                              "with the manifest's series_uid column (molre convert pacs writes it) or put each series "
+                              "in its own folder (molre predict gives one row per series)")
+    uid = next(iter(candidates))
+    return uid, candidates[uid], len(images)
+
+
 def load_dicom_series(files: list[Path], source: Path | None = None, series_uid: str | None = None,
-                      allow_non_ct: bool = False) -> Volume:
-    """One DICOM series as HU (D, H, W); files of several series need ``series_uid`` to pick one."""
+                      allow_non_ct: bool = False, policy=None) -> Volume:
+    """One DICOM series as HU (D, H, W), checked by :func:`~molre_lib.data.dicom_series.check_series`;
+    files of several series need ``series_uid`` to pick one."""
+    from dataclasses import replace
+
+    from .dicom_geometry import fill_gaps, resample_axial
+    from .dicom_series import SeriesPolicy, check_series, describe_series
+
     where = source or (files[0] if files else Path("."))
     items = _read_dicoms(files)
     if not items:
         raise VolumeReadError(f"{where}: no DICOM image files found")
-    series: dict[str, list] = {}
-    for f, ds in items:
-        series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((f, ds))
-    if series_uid is not None:
-        if series_uid not in series:
-            raise VolumeReadError(f"{where}: no series {series_uid} here (found: {', '.join(series)})")
-        uid, items = series_uid, series[series_uid]
-    elif len(series) > 1:
-        listed = "; ".join(f"{u} ({len(v)} files)" for u, v in sorted(series.items(), key=lambda kv: -len(kv[1])))
-        raise VolumeReadError(f"{where}: holds {len(series)} DICOM series, expected one: {listed}; put each series "
-                              "in its own folder (molre predict gives one row per series)")
-    else:
-        uid, items = next(iter(series.items()))
+    uid, items, n_image_series = _pick(where, items, series_uid)
     ds0 = items[0][1]
     modality = str(getattr(ds0, "Modality", "") or "")
-    if modality and modality != "CT" and not allow_non_ct:
-        raise VolumeReadError(f"{where}: Modality is {modality}, not CT; the models here read head CT "
-                              "(molre predict --allow-non-ct forces it)")
+    policy = policy or SeriesPolicy()
+    if allow_non_ct:
+        policy = replace(policy, allow_non_ct=True)
+    info = describe_series(items)
+    verdict = check_series(info, policy)
+    if not verdict.ok:
+        raise VolumeReadError(f"{where}: {verdict.reason}")
     try:
         iop = np.asarray([float(v) for v in ds0.ImageOrientationPatient], np.float64)
         row, col = iop[:3], iop[3:]
@@ -210,7 +258,7 @@ def load_dicom_series(files: list[Path], source: Path | None = None, series_uid:
     pos = [pos[i] for i in order]
     shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in items}
     if len(shapes) > 1:
-        raise VolumeReadError(f"{where}: slices of series {uid} have different sizes {sorted(shapes)}")
+        raise VolumeReadError(f"{where}: {info.label()}: slices have different sizes {sorted(shapes)}")
     stack = np.stack([_slice_hu(f, ds) for f, ds in items])            # (k, rows, cols)
     if len(items) > 1:
         steps = np.array([(b - a) @ normal for a, b in zip(pos[:-1], pos[1:])])
@@ -220,14 +268,29 @@ def load_dicom_series(files: list[Path], source: Path | None = None, series_uid:
         step = normal * float(getattr(ds0, "SliceThickness", 1.0) or 1.0)
         uneven = False
     if len(items) > 1 and np.linalg.norm(step) < 1e-3:
-        raise VolumeReadError(f"{where}: all slices of series {uid} share one position (duplicates?)")
+        raise VolumeReadError(f"{where}: {info.label()}: all slices share one position (duplicates?)")
+    if verdict.fill_gaps:                                              # tolerated missing slices: uniform positions
+        direction = (pos[-1] - pos[0]) / np.linalg.norm(pos[-1] - pos[0])
+        stack, offsets = fill_gaps(stack, np.array([(p - pos[0]) @ direction for p in pos]), info.spacing_mm)
+        step, uneven = direction * info.spacing_mm, False
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dc, col * dr, step, pos[0]
+    corrected = ""
+    if verdict.resample:                                               # gantry tilt / oblique: onto an axial grid
+        grid, origin = resample_axial(stack, lps, (float(np.linalg.norm(step)), dr, dc))   # (D, H, W)
+        lps = np.diag([dc, dr, float(np.linalg.norm(step)), 1.0])
+        lps[:3, 3] = origin
+        stack = grid                                                   # (D, H, W) = (k, rows, cols), axis-aligned
+        corrected = "gantry tilt" if info.tilt_deg > policy.max_angle_deg else "oblique"
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     hu, spacing, aff = _to_dhw(stack.transpose(2, 1, 0), ras)         # (cols, rows, k) = (i, j, k)
     meta = {"path": str(where), "format": "dicom", "series_uid": uid, "n_files": len(items), "modality": modality,
             "transfer_syntax": str(getattr(getattr(ds0, "file_meta", None), "TransferSyntaxUID", "")),
-            "uneven_slice_spacing": uneven, "other_series": len(series) - 1, "affine_ras": aff}
+            "uneven_slice_spacing": uneven, "other_series": max(n_image_series - 1, 0), "affine_ras": aff,
+            "series_number": info.series_number, "series_description": info.description, "kernel": info.kernel,
+            "kernel_class": info.kernel_class, "orientation": info.orientation, "tilt_deg": info.tilt_deg,
+            "acquired_slices": info.n_images, "acquired_extent_mm": info.extent_mm,
+            "series_warnings": list(verdict.warnings), "corrected": corrected}
     return Volume(hu, spacing, meta)
 
 
