@@ -1,4 +1,4 @@
-"""``molre sweep SWEEP.yaml [--gpus 0,1] [--dry-run] [--executor slurm ...] [--status]``: run a notebook sweep here
+"""``molre sweep SWEEP.yaml [--gpus 0,1] [--dry-run] [--tune-only | --skip-tune] [--executor slurm ...] [--status]``: run a notebook sweep here
 (molre_lib.workbook.sweep) or as SLURM jobs (molre_lib.workbook.slurm), or show where it stands."""
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated GPU ids, one notebook per GPU at a time (CUDA_VISIBLE_DEVICES); "
                         "default: sequentially on the default device")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and parameters, execute nothing")
+    tune = parser.add_mutually_exclusive_group()
+    tune.add_argument("--tune-only", dest="tune", action="store_const", const="only", default="all",
+                      help="with a tune: section, run the tuning trials (and the prepare notebooks) and stop; "
+                      "writes runs/<sweep>/tune/trials.csv and selected.csv")
+    tune.add_argument("--skip-tune", dest="tune", action="store_const", const="skip",
+                      help="run no tuning trial: train the final runs of the arms tuned before, list the others")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local",
                         help="local: run the notebooks here; slurm: submit them as SLURM jobs with submitit and return")
     parser.add_argument("--status", action="store_true",
@@ -66,7 +72,10 @@ def _handle(args: argparse.Namespace) -> int:
         cfg = SweepConfig.from_yaml(args.sweep_file)
         if args.status or args.executor == "slurm":
             return _cluster(cfg, args)
-        rows = run_sweep(cfg, gpus=gpus, dry_run=args.dry_run)
+        if args.tune != "all" and not cfg.tune:
+            flag = {"only": "--tune-only", "skip": "--skip-tune"}[args.tune]
+            raise ValueError(f"{args.sweep_file}: {flag} needs a tune: section in the sweep file")
+        rows = run_sweep(cfg, gpus=gpus, dry_run=args.dry_run, tune=args.tune)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}")
         return 2

@@ -86,6 +86,9 @@ class SweepConfig:
     execution_timeout: int | None = field(default=None, metadata={"help": "seconds per cell before papermill gives up"})
     slurm: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "job options for --executor slurm: partition, gpus_per_run, time, ... (molre_lib.workbook.slurm.SlurmConfig)"})
+    tune: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "tune every arm on the validation split first, then train the grid's seeds with each arm's best "
+                "trial (molre_lib.workbook.tune.TuneConfig; docs/how-to/tune-and-compare.md)"})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SweepConfig":
@@ -104,6 +107,10 @@ class SweepConfig:
         for key in ("name", "grid"):
             if key not in raw:
                 raise ValueError(f"{where}: missing required key {key!r}")
+        if raw.get("tune"):
+            from .tune import prepare_grid
+
+            raw = prepare_grid(raw, where)  # the seed key joins the grid; tuning and final seeds kept apart
         steps: dict[str, list[AnalysisStep]] = {"prepare": [], "analysis": []}
         for part in steps:
             for i, step in enumerate(raw.get(part) or []):
@@ -169,28 +176,39 @@ def expand_runs(cfg: SweepConfig) -> list[Run]:
         if any(all(values.get(k) == v for k, v in ex.items()) for ex in cfg.exclude):
             continue
         for setting in settings:
-            params = dict(cfg.parameters)
-            for key, value in values.items():
-                params.update(cfg.overrides.get(key, {}).get(value, {}) or {})
-            params.update(values)
-            full = dict(values)
-            if setting is not None:
-                params.update({k: v for k, v in setting.items() if k != "name"})
-                full["setting"] = setting["name"]
+            full = dict(values) if setting is None else {**values, "setting": setting["name"]}
             name = _run_name(cfg, full)
             if name in seen:
                 raise ValueError(f"sweep {cfg.name}: runs {seen[name]} and {full} both get the name {name!r}; set run_name")
             seen[name] = full
-            run_dir = (sweep_dir / name).resolve()
-            context = {"sweep": cfg.name, "sweep_dir": str(sweep_dir.resolve()), "run": name, "run_dir": str(run_dir),
-                       "figures_dir": str((Path(cfg.figures_dir) / cfg.name).resolve()), **full}
-            params = {k: _fill(v, context, []) for k, v in params.items()}
-            if cfg.run_dir_param:
-                params[cfg.run_dir_param] = str(run_dir)
-            runs.append(Run(name, full, params, run_dir))
+            runs.append(make_run(cfg, name, full, run_parameters(cfg, full), (sweep_dir / name).resolve()))
     if not runs:
         raise ValueError(f"sweep {cfg.name}: the grid minus exclusions is empty")
     return runs
+
+
+def run_parameters(cfg: SweepConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """Shared parameters, then the overrides of each grid value, the grid values and the setting's parameters."""
+    params = dict(cfg.parameters)
+    grid_values = {k: v for k, v in values.items() if k != "setting"}
+    for key, value in grid_values.items():
+        params.update(cfg.overrides.get(key, {}).get(value, {}) or {})
+    params.update(grid_values)
+    if "setting" in values:
+        setting = next(s for s in cfg.settings if s["name"] == values["setting"])
+        params.update({k: v for k, v in setting.items() if k != "name"})
+    return params
+
+
+def make_run(cfg: SweepConfig, name: str, values: dict[str, Any], params: dict[str, Any], run_dir: Path) -> Run:
+    """A run named ``name`` in ``run_dir`` with its placeholders filled (also the tuning trials, tune.py)."""
+    sweep_dir = Path(cfg.runs_dir) / cfg.name
+    context = {"sweep": cfg.name, "sweep_dir": str(sweep_dir.resolve()), "run": name, "run_dir": str(run_dir),
+               "figures_dir": str((Path(cfg.figures_dir) / cfg.name).resolve()), **values}
+    params = {k: _fill(v, context, []) for k, v in params.items()}
+    if cfg.run_dir_param:
+        params[cfg.run_dir_param] = str(run_dir)
+    return Run(name, values, params, run_dir)
 
 
 def _run_name(cfg: SweepConfig, values: dict[str, Any]) -> str:
@@ -253,12 +271,14 @@ def missing_notebooks(cfg: SweepConfig) -> list[str]:
 
 
 def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = False, log=print,
-              train_missing: bool = True, only_prepare: bool = False) -> list[dict[str, Any]]:
+              train_missing: bool = True, only_prepare: bool = False, tune: str = "all") -> list[dict[str, Any]]:
     """Execute (or with ``dry_run`` only print) the sweep; returns the status rows.
 
     Training runs first (skipping finished ones), then every analysis step over the runs that finished.
     ``train_missing=False`` trains nothing and lists unfinished runs as failed (the SLURM analysis job: the
     runs trained in their own jobs); ``only_prepare`` stops after the prepare notebooks (the SLURM prepare job).
+    With a ``tune:`` section the trials run after the prepare notebooks (``tune="only"``: and nothing else;
+    ``"skip"``: none) and each run trains with its arm's chosen parameters (tune.py).
     """
     runs = expand_runs(cfg)
     sweep_dir = (Path(cfg.runs_dir) / cfg.name).resolve()
@@ -287,7 +307,8 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     book = StatusBook(sweep_dir / STATUS_FILE)
     _write_runs_table(sweep_dir / RUNS_FILE, runs)
     retrained: set[str] = set()
-    if not _prepare(cfg, book, prepare_jobs, gpus, log) or only_prepare:
+    if not _prepare(cfg, book, prepare_jobs, gpus, log) or only_prepare or (
+            cfg.tune and not _tune_stage(cfg, book, runs, train_jobs, tune if train_missing else "skip", gpus, log)):
         rows = list(book.rows.values())
         _log_summary(rows, book.path, log)
         return rows
@@ -309,7 +330,8 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
         retrained.add(run.name)
         book.record(job, "ok" if error is None else "failed", "ran", error or "", gpu or "", seconds)
 
-    run_pool([(train, job, run) for job, run in zip(train_jobs, runs)], gpus)
+    blocked = {k for k, row in book.rows.items() if row["status"] == "blocked"}  # arms not tuned yet
+    run_pool([(train, job, run) for job, run in zip(train_jobs, runs) if (job.step, job.key) not in blocked], gpus)
     _analyse(cfg, book, runs, retrained, gpus, log)
     rows = list(book.rows.values())
     _log_summary(rows, book.path, log)
@@ -343,6 +365,25 @@ def _analyse(cfg: SweepConfig, book: StatusBook, runs: list[Run], retrained: set
                     book.record(planned, "blocked", "not run", f"training failed for {lost}")
                     jobs = [j for j in jobs if j.key != planned.key]
         run_pool([(analyse, job) for job in jobs], gpus)
+
+
+def _tune_stage(cfg: SweepConfig, book: StatusBook, runs: list[Run], train_jobs: list[Job], tune: str,
+                gpus: list[str] | None, log) -> bool:
+    """Tune the arms (unless ``tune == "skip"``), then give each run its arm's chosen parameters; a run of an
+    arm without a selection is recorded as blocked and not trained. False: stop here (``tune == "only"``)."""
+    from .tune import apply_selection
+    from .tune_trials import run_tuning
+
+    if tune != "skip":
+        run_tuning(cfg, gpus[0] if gpus else None, log)
+    if tune == "only":
+        return False
+    blocked = apply_selection(cfg, runs)
+    for job, run in zip(train_jobs, runs):
+        job.parameters.update(run.parameters)
+        if run.name in blocked:
+            book.record(job, "blocked", "not run", blocked[run.name])
+    return True
 
 
 def _log_plan(cfg: SweepConfig, runs: list[Run], prepare_jobs: list[Job], train_jobs: list[Job], log) -> None:

@@ -1,0 +1,208 @@
+"""Running the tuning trials: one at a time here (SQLite), or as SLURM array tasks sharing one Optuna journal.
+
+Bookkeeping, so that a trial is never lost and never counted twice:
+
+* A trial is *asked* (Optuna state RUNNING) before its notebook starts; its number names its run folder and the
+  process that runs it is stored with it (``owner``: host, pid, SLURM job).
+* It is *told* once, from its ``metrics.json``: COMPLETE with the validation macro AUC, or FAIL.
+* A RUNNING trial whose owner is gone (``kill -9``, a lost node) is **resumed** under the same number: its
+  run folder has a checkpoint and ``01_train`` continues from it (or, when ``metrics.json`` was already
+  written, the trial is only told). A trial whose folder a live process still holds is left alone.
+* A FAILED trial does not count towards ``n_trials``; its parameters are enqueued once more (``retry_of``), and
+  the arm stops after ``max_failed`` failures.
+* Rerunning a sweep loads its studies (``load_if_exists``) and only runs what is missing.
+
+Storage (Optuna FAQ: SQLite is not safe for concurrent writers, above all on network file systems): a local
+sweep runs its trials one after another on ``tune/studies.db``; a SLURM sweep's tasks share
+``tune/studies.journal`` through ``JournalFileBackend`` with ``JournalFileOpenLock`` (an ``open(O_CREAT|O_EXCL)``
+lock file, which works on NFS where symlink or ``flock`` locks may not).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from .tune import (JOURNAL_FILE, SQLITE_FILE, Arm, arms, read_objective, trial_run, tune_config, tune_dir,
+                   without_test, write_tables)
+
+STUDY_DIRECTION = "maximize"  # validation macro AUC
+
+
+def storage_for(cfg: Any, executor: str = "local") -> Any:
+    """The sweep's Optuna storage: ``tune.storage``, or for ``auto`` SQLite locally and the journal on SLURM
+    (an existing file of the other kind is continued rather than forked)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    tcfg = tune_config(cfg)
+    folder = tune_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = tcfg.storage
+    if kind == "auto":
+        kind = "journal" if executor == "slurm" or (folder / JOURNAL_FILE).is_file() else "sqlite"
+        if executor == "slurm" and (folder / SQLITE_FILE).is_file() and not (folder / JOURNAL_FILE).is_file():
+            raise ValueError(f"{folder / SQLITE_FILE}: this sweep was tuned locally (SQLite, one writer); SLURM "
+                             "tasks write at once and need the journal: set tune.storage: sqlite to continue it "
+                             "with one task at a time (slurm.array_parallelism: 1) or move the file away")
+    if kind == "journal":
+        path = str(folder / JOURNAL_FILE)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return optuna.storages.RDBStorage(f"sqlite:///{folder / SQLITE_FILE}",
+                                      engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def open_study(cfg: Any, arm: Arm, storage: Any) -> Any:
+    """The arm's study, created or continued, with a sampler seeded by ``sampler_seed`` + the trials it holds
+    (a restarted sweep does not replay the first random suggestions)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=arm.name, storage=storage, direction=STUDY_DIRECTION, load_if_exists=True)
+    study.sampler = make_sampler(cfg, arm, len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def make_sampler(cfg: Any, arm: Arm, n_existing: int) -> Any:
+    import optuna
+
+    tcfg = tune_config(cfg)
+    seed = tcfg.sampler_seed + n_existing
+    grid = {n: p.choices for n, p in arm.space.items()} if all(p.choices for p in arm.space.values()) else None
+    kind = tcfg.sampler
+    if kind == "auto":
+        size = 1
+        for values in (grid or {}).values():
+            size *= len(values)
+        kind = "grid" if grid and size <= tcfg.n_trials else "tpe"
+    if kind == "grid":
+        if grid is None:
+            raise ValueError(f"sweep {cfg.name}: tune.sampler grid needs choices for every parameter of arm {arm.name}")
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = tcfg.n_startup_trials if tcfg.n_startup_trials is not None else max(2, tcfg.n_trials // 3)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+# ---------------------------------------------------------------------------------------------- one trial
+
+
+def owner_here(job: str = "") -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job": job}
+
+
+def owner_gone(owner: dict[str, Any] | None, live_jobs: set[str] | None = None) -> bool:
+    """True when the process that asked a RUNNING trial cannot be running it any more."""
+    if not owner:
+        return True
+    if owner.get("job"):
+        return live_jobs is not None and owner["job"].split("_")[0] not in live_jobs
+    if owner.get("host") != socket.gethostname():
+        return False  # another machine's process: we cannot tell, so never take its trial
+    return not Path(f"/proc/{owner.get('pid')}").exists()
+
+
+def ask(study: Any, cfg: Any, arm: Arm, owner: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A new trial (an enqueued retry first, Optuna's rule): (number, its search-space values)."""
+    from .tune import suggested_parameters
+
+    trial = study.ask()
+    tuned = suggested_parameters(arm, trial)
+    trial.set_user_attr("owner", owner)
+    trial.set_user_attr("run_dir", str(trial_run(cfg, arm, trial.number, tuned).run_dir))
+    return trial.number, tuned
+
+
+def finish(study: Any, number: int, run_dir: Path, error: str | None) -> str:
+    """Tell the study trial ``number``'s outcome from its run folder (once); returns the state told."""
+    import optuna
+
+    value, facts = (None, {}) if error else read_objective(run_dir)
+    trial = _trial(study, number)
+    for key, item in facts.items():
+        trial.set_user_attr(key, item)
+    if value is None:
+        trial.set_user_attr("error", (error or f"no validation macro AUC in {run_dir}/metrics.json")[:300])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if "retry_of" not in study.trials[number].user_attrs:  # a failed retry is not retried again
+            study.enqueue_trial(study.trials[number].params, user_attrs={"retry_of": number}, skip_if_exists=False)
+        return "FAIL"
+    study.tell(trial, value)
+    return "COMPLETE"
+
+
+def _trial(study: Any, number: int) -> Any:
+    """A live ``optuna.Trial`` handle on trial ``number`` of ``study`` (also one asked by another process)."""
+    import optuna
+
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)  # no public lookup
+    return optuna.trial.Trial(study, trial_id)
+
+
+def execute_trial(cfg: Any, arm: Arm, number: int, tuned: dict[str, Any], run_fn: Any, log=print) -> str | None:
+    """Run trial ``number``'s notebook through ``run_fn(job) -> error | None``; None on success."""
+    from .runner import Job
+
+    run = trial_run(cfg, arm, number, tuned)
+    without_test(cfg, run)
+    if run.finished:  # killed after its notebook finished but before the trial was told
+        return None
+    nb = Path(cfg.notebooks_dir) / cfg.train_notebook
+    job = Job(nb.stem, run.name, nb, run.run_dir / nb.name, run.parameters, [run.name])
+    start = time.time()
+    log(f"run  tune {arm.name} trial {number} {tuned}")
+    error = run_fn(job)
+    if error is None and not run.finished:
+        error = f"notebook finished but wrote no metrics.json in {run.run_dir}"
+    log(f"{'ok  ' if error is None else 'FAIL'} tune {arm.name} trial {number} ({time.time() - start:.0f} s)"
+        + (f": {error}" if error else ""))
+    return error
+
+
+# ---------------------------------------------------------------------------------------------- local
+
+
+def run_tuning(cfg: Any, gpu: str | None = None, log=print) -> dict[str, Any]:
+    """Every arm's missing trials here, one at a time (SQLite); writes the tables; returns arm -> study."""
+    from .runner import execute_notebook
+    from .sweep_checks import in_use
+
+    tcfg = tune_config(cfg)
+    storage = storage_for(cfg, "local")
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    studies = {}
+    for arm in arms(cfg):
+        study = studies[arm.name] = open_study(cfg, arm, storage)
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            states = [t.state.name for t in trials]
+            if states.count("FAIL") >= (tcfg.max_failed or tcfg.n_trials):
+                log(f"tune {arm.name}: {states.count('FAIL')} failed trials, the arm stops (tune.max_failed)")
+                break
+            orphan = next((t for t in trials if t.state.name == "RUNNING" and owner_gone(t.user_attrs.get("owner"))), None)
+            if orphan is not None:
+                number, tuned = orphan.number, dict(orphan.params)
+                run = trial_run(cfg, arm, number, tuned)
+                if (holder := in_use(run)) is not None:
+                    raise ValueError(f"sweep {cfg.name}: tune trial {number} of {arm.name}: {holder}; wait for it "
+                                     "or stop it")
+                log(f"tune {arm.name}: resuming trial {number} (its process is gone)")
+            elif states.count("COMPLETE") + states.count("RUNNING") >= tcfg.n_trials:
+                break
+            else:
+                study.sampler = make_sampler(cfg, arm, len(trials))
+                number, tuned = ask(study, cfg, arm, owner_here())
+            error = execute_trial(cfg, arm, number, tuned,
+                                  lambda job: execute_notebook(job, cfg.kernel, cfg.cwd, env, cfg.execution_timeout), log)
+            finish(study, number, trial_run(cfg, arm, number, tuned).run_dir, error)
+            write_tables(cfg, studies)
+        running = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        if running:
+            log(f"tune {arm.name}: trials {running} are held by another process; the arm is selected once they end")
+    write_tables(cfg, studies)
+    return studies

@@ -1,0 +1,130 @@
+"""Tuning as a sweep stage (molre_lib.workbook.tune): tiny throwaway notebooks stand in for 01_train, so the
+bookkeeping is tested in seconds — every arm gets its trials on train + val only, the best trial's parameters reach
+the final seeds, a rerun continues the studies, and a ``kill -9`` mid-trial is resumed, counted once."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from molre_lib.cli import main
+from molre_lib.workbook.sweep import SweepConfig, expand_runs
+from molre_lib.workbook.tune import TuneConfig, read_selected, read_trials
+
+# val AUC peaks at LR = 1e-2; MoLRE a little higher; the test AUC exists only when the test split is predicted
+TRAIN_SRC = """
+import csv, json, math, pathlib, time
+from molre_lib.engine.run_lock import RunLock
+run = pathlib.Path(RUN_DIR)
+lock = RunLock(RUN_DIR).acquire()
+with open(LOG, "a") as fh:
+    fh.write(f"{run.parent.name}/{run.name} {SEED} {LR:.6g} {TEST_SPLIT!r} {pathlib.Path(MANIFEST).name}\\n")
+while HOLD and pathlib.Path(HOLD).exists():
+    time.sleep(0.2)
+rows = list(csv.DictReader(open(MANIFEST)))
+splits = {r["split"] for r in rows}
+assert "test" not in splits or TEST_SPLIT == "test", "a tuning trial was given test rows"
+val = 0.9 - 0.1 * (math.log10(LR) + 2) ** 2 + 0.02 * (ADAPTER == "molre")
+metrics = {"steps": 7, "val": {"summary": {"macro_auc": {"value": val, "ci_low": val, "ci_high": val}}}}
+if TEST_SPLIT:
+    t = val - 0.01 * SEED
+    metrics["test"] = {"summary": {"macro_auc": {"value": t, "ci_low": t, "ci_high": t}}}
+(run / "metrics.json").write_text(json.dumps(metrics))
+lock.release()
+"""
+PARAMS = ('BACKBONE = "x"\nADAPTER = "lora"\nSEED = 0\nLR = 0.001\nLORA_ALPHA = None\nRANK = 4\nRUN_DIR = ""\n'
+          'MANIFEST = ""\nDATA_ROOT = ""\nTEST_SPLIT = "test"\nLOG = ""\nHOLD = ""')
+
+
+def _notebook(path: Path, params: str, body: str, kernel: str = "python3") -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    nbformat.write(nb, path)
+
+
+def _manifest(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [("s0", "p0", "train"), ("s1", "p1", "val"), ("s2", "p2", "test"), ("s3", "p3", "test")]
+    path.write_text("scan_id,patient_id,split,path,ich\n" + "".join(f"{s},{p},{sp},{s}.nii.gz,1\n" for s, p, sp in rows))
+
+
+def _sweep(tmp_path: Path, n_trials: int = 2, arms=("lora", "molre"), hold: str = "", **tune) -> Path:
+    nbs = tmp_path / "nbs"
+    nbs.mkdir(exist_ok=True)
+    _notebook(nbs / "01_train.ipynb", PARAMS, TRAIN_SRC)
+    _manifest(tmp_path / "data" / "manifest.csv")
+    cfg = {"name": "t", "notebooks_dir": str(nbs), "kernel": "python3", "cwd": str(tmp_path), "device_param": None,
+           "runs_dir": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "figures"),
+           "grid": {"ADAPTER": list(arms), "SEED": [0, 1]},
+           "parameters": {"MANIFEST": str(tmp_path / "data" / "manifest.csv"), "LOG": str(tmp_path / "exec.log"),
+                          "HOLD": hold},
+           "tune": {"n_trials": n_trials, "space": {"LR": {"low": "1e-4", "high": 1.0, "log": True}}, **tune}}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _executions(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "exec.log"
+    return [line.split() for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def test_tune_section_is_checked_and_adds_the_final_seeds():
+    with pytest.raises(ValueError, match="Unknown TuneConfig key: 'trials'"):
+        TuneConfig.from_dict({"trials": 3, "space": {"LR": {"low": 1e-4, "high": 1e-1}}})
+    with pytest.raises(ValueError, match="log: true needs low > 0"):
+        TuneConfig.from_dict({"space": {"LR": {"low": 0, "high": 1e-1, "log": True}}})
+    with pytest.raises(ValueError, match="trial_seed 3 is also a final seed"):
+        SweepConfig.from_dict({"name": "x", "grid": {"SEED": [2, 3]}, "tune": {"trial_seed": 3, "space": {"LR": {"low": 1e-4, "high": 1e-1}}}})
+    cfg = SweepConfig.from_dict({"name": "x", "grid": {"ADAPTER": ["lora"]},
+                                 "tune": {"final_seeds": 3, "space": {"LR": {"low": "1e-4", "high": 1e-1, "log": True}}}})
+    assert [r.name for r in expand_runs(cfg)] == ["lora_seed0", "lora_seed1", "lora_seed2"]
+
+
+@pytest.mark.slow
+def test_tuned_sweep_runs_end_to_end_and_a_rerun_continues(tmp_path):
+    path = _sweep(tmp_path)
+    assert main(["sweep", str(path), "--skip-tune"]) == 1  # nothing tuned yet: the final runs are blocked, listed
+    assert _executions(tmp_path) == []
+    assert main(["sweep", str(path)]) == 0
+    sweep_dir = tmp_path / "runs" / "t"
+    trials, selected = read_trials(sweep_dir), read_selected(sweep_dir)
+    assert sorted(trials.groupby("arm").size().items()) == [("lora", 2), ("molre", 2)]
+    assert set(trials["state"]) == {"COMPLETE"} and set(trials["steps"]) == {7}
+    for arm, group in trials.groupby("arm"):
+        best = group.loc[group["val_auc"].idxmax()]
+        row = selected.set_index("arm").loc[arm]
+        assert row["best_trial"] == best["trial"] and row["best_val_auc"] == pytest.approx(best["val_auc"])
+        assert row["n_trials"] == 2 and row["param_LR"] == pytest.approx(best["param_LR"])
+    runs = {e[0]: e for e in _executions(tmp_path)}
+    # trials: the tuning seed, no test split, the manifest view; final runs: their own seeds, the chosen LR, test
+    trial_runs = [e for name, e in runs.items() if "trial" in name]
+    assert len(trial_runs) == 4 and {e[1] for e in trial_runs} == {"1000"} and {e[3] for e in trial_runs} == {"''"}
+    assert all(e[4].startswith("manifest_no_test_") for e in trial_runs)
+    view = next((sweep_dir / "tune").glob("manifest_no_test_*.csv"))
+    assert {r["split"] for r in csv.DictReader(open(view))} == {"train", "val"}
+    for arm in ("lora", "molre"):
+        chosen = float(selected.set_index("arm").loc[arm, "param_LR"])
+        for seed in (0, 1):
+            name = f"t/{arm}_seed{seed}"
+            lr = runs[name][2]
+            assert float(lr) == pytest.approx(chosen, rel=1e-5) and runs[name][3] == "'test'"
+    with open(sweep_dir / "runs.csv") as fh:
+        assert [(r["run"], r["SEED"]) for r in csv.DictReader(fh)] == [
+            ("lora_seed0", "0"), ("lora_seed1", "1"), ("molre_seed0", "0"), ("molre_seed1", "1")]
+    n = len(_executions(tmp_path))
+    assert main(["sweep", str(path)]) == 0  # a rerun: studies loaded, nothing executed again
+    assert len(_executions(tmp_path)) == n
+    path = _sweep(tmp_path, n_trials=3)  # a larger budget continues each study with one trial more
+    assert main(["sweep", str(path), "--tune-only"]) == 0
+    assert len(_executions(tmp_path)) == n + 2 and len(read_trials(sweep_dir)) == 6
