@@ -44,7 +44,9 @@ def test_package_data_ships_the_findings_table() -> None:
 
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["molre_lib"]
     shipped = [p for g in globs for p in (ROOT / "molre_lib").glob(g) if p.is_file()]
-    assert [p.name for p in shipped] == ["findings.csv"]
-    table = (ROOT / "data_manifests" / "findings.csv").read_text(encoding="utf-8")
-    assert shipped[0].read_text(encoding="utf-8") == table
-    assert resources.files("molre_lib").joinpath("resources/findings.csv").read_text(encoding="utf-8") == table
+    names = [p.name for p in shipped]
+    assert "findings.csv" in names and "report_phrases.yaml" in names   # the taxonomy, the report labeller's phrases
+    for p in shipped:                          # each resource is data_manifests/<name>, read through the package
+        table = (ROOT / "data_manifests" / p.name).read_text(encoding="utf-8")
+        assert p.read_text(encoding="utf-8") == table
+        assert resources.files("molre_lib").joinpath(f"resources/{p.name}").read_text(encoding="utf-8") == table
