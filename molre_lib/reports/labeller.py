@@ -13,6 +13,7 @@ with ConText-style triggers and scopes (Harkema et al. 2009), all phrases read f
    negated too ("the previously seen hematoma has resolved" is 0: absent now).
 4. Negation and uncertainty: the nearest trigger whose scope covers the mention decides (0 or -1), else 1.
 5. A finding's mentions: IMPRESSION wins over FINDINGS; within a section positive > uncertain > negative.
+   A group phrase ("extra-axial collection", "herniation") names several findings: negated, it negates each.
 6. Whole-report statements ("no acute intracranial abnormality") fill negatives the report does not set otherwise;
    a negated parent negates its unset subtypes; a positive (uncertain) subtype makes its parent positive
    (uncertain): ``subdural_hematoma`` and ``intracranial_hemorrhage`` follow the taxonomy's ``PARENTS``.
@@ -97,11 +98,13 @@ class Labeller:
     # --- one clause -------------------------------------------------------------------------------------------
     def _targets(self, text: str) -> list[tuple[int, int, str]]:
         cands = []
-        for key, rules in self.phrases.findings.items():
-            if rules.match is None:
+        every = [(k, r.match, r.ignore) for k, r in self.phrases.findings.items()]
+        every += [(k, rx, None) for k, (rx, _) in self.phrases.groups.items()]
+        for key, match, ignore in every:
+            if match is None:
                 continue
-            ignored = [m.span() for m in rules.ignore.finditer(text)] if rules.ignore is not None else []
-            for m in rules.match.finditer(text):
+            ignored = [m.span() for m in ignore.finditer(text)] if ignore is not None else []
+            for m in match.finditer(text):
                 if not any(a <= m.start() and m.end() <= b for a, b in ignored):
                     cands.append((m.start(), m.end(), key))
         kept: list[tuple[int, int, str]] = []
@@ -162,11 +165,18 @@ class Labeller:
         return out
 
     def _decide(self, key: str, s: int, e: int, clause: Span, near: dict) -> list[Mention]:
-        rules = self.phrases.findings[key]
         mk = lambda k, v, rule, trig="": Mention(k, v, clause.start + s, clause.start + e, clause.text[s:e],  # noqa
                                                  clause, rule, trig)
+        if key in self.phrases.groups:                # "no extra-axial collection": each member is negated
+            polar = [(near[p][0], p) for p in ("negated", "uncertain") if p in near]
+            if polar and min(polar)[1] == "negated":
+                trig = near["negated"][1].text
+                return [mk(k, 0, f"negated (group {key})", trig) for k in self.phrases.groups[key][1]]
+            return [mk(key, None, "group mention: names no single finding", "")]
+        rules = self.phrases.findings[key]
         ages = [a for a in AGES if a in near]
-        if "acute" in ages and "chronic" in ages and near["acute"][1] is near["chronic"][1]:
+        same = lambda a, b: (near[a][1].start, near[a][1].end) == (near[b][1].start, near[b][1].end)  # noqa: E731
+        if "acute" in ages and "chronic" in ages and same("acute", "chronic"):
             pass                                                  # "acute on chronic": both
         elif len(ages) > 1:
             ages = [min(ages, key=lambda a: near[a][0])]
@@ -213,7 +223,7 @@ class Labeller:
         labels: dict[str, int | None] = {k: None for k in FINDING_KEYS}
         chosen: dict[str, Mention] = {}
         for m in mentions:
-            if m.value is None:
+            if m.value is None or m.key not in labels:
                 continue
             best = chosen.get(m.key)
             score = (_SECTION_RANK.get(m.sentence.section, 0), _RANK[m.value])

@@ -19,7 +19,7 @@ from molre_lib.data.taxonomy import FINDING_KEYS
 
 MODIFIERS = ("negated", "uncertain", "historical", "acute", "subacute", "chronic")
 AGES = ("acute", "subacute", "chronic")
-_TOP_KEYS = {"version", "spellings", "sections", "modifiers", "implied", "findings"}
+_TOP_KEYS = {"version", "spellings", "sections", "modifiers", "implied", "groups", "findings"}
 _MOD_KEYS = set(MODIFIERS) | {"pseudo", "terminate"}
 _FINDING_KEYS = {"match", "ignore", "acute", "age"}
 _SECTION_KEYS = {"findings", "impression", "ignored"}
@@ -57,6 +57,7 @@ class Phrases:
     headers: dict[str, str]                              # header text (lower case) -> findings|impression|ignored
     header_regex: re.Pattern
     implied: list[tuple[str, re.Pattern, list[str]]]     # (phrase, regex, findings it negates)
+    groups: dict[str, tuple[re.Pattern, list[str]]] = field(default_factory=dict)  # name -> (regex, members)
 
 
 def compile_phrase(phrase: str, spellings: dict[str, str] | None = None) -> re.Pattern:
@@ -159,6 +160,17 @@ def parse_phrases(data: dict, source: str = "report_phrases.yaml") -> Phrases:
         for p in _phrase_list(source, f"implied item {i}.match", item.get("match")):
             implied.append((p, comp(p), negative))
 
+    groups = {}
+    for name, item in (data.get("groups") or {}).items():
+        _check_keys(source, f"groups.{name}", item, {"match", "members"})
+        members = _phrase_list(source, f"groups.{name}.members", item.get("members"))
+        for key in members:
+            if key not in FINDING_KEYS:
+                _fail(source, f"groups.{name}.members", f"{key!r} is not a finding key of findings.csv")
+        rx = _alternation(_phrase_list(source, f"groups.{name}.match", item.get("match")), spellings)
+        if rx is not None and members:
+            groups[f"group:{name}"] = (rx, members)
+
     found = data.get("findings") or {}
     if not isinstance(found, dict):
         _fail(source, "findings", "must be a mapping finding key -> {match, ignore, acute, age}")
@@ -183,7 +195,7 @@ def parse_phrases(data: dict, source: str = "report_phrases.yaml") -> Phrases:
     if missing:
         _fail(source, "findings", f"{len(missing)} finding key(s) of findings.csv missing, e.g. {missing[:3]} "
                                   "(list each key, with an empty match list if it is never labelled from text)")
-    return Phrases(source, rules, triggers, windows, headers, header_regex, implied)
+    return Phrases(source, rules, triggers, windows, headers, header_regex, implied, groups)
 
 
 def load_phrases(path: str | Path | None = None) -> Phrases:
