@@ -46,6 +46,9 @@ class MAEConfig:
         "help": "normalise each target patch (MAE's norm_pix_loss; absolute intensity is covered by the band "
                 "targets). Off probed worse (benchmarks/phantom_vit_probe.py)"})
     seed: int = field(default=0, metadata={"help": "torch / numpy seed"})
+    threads: int = field(default=2, metadata={
+        "help": "torch threads while pretraining, pinned: the weights depend on the thread count (1 vs 2 threads "
+                "differ, benchmarks/determinism.py), so a fixed count gives the same backbone on any core count"})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', ..."})
 
 
@@ -129,7 +132,21 @@ def pretrain_mae(vit: nn.Module, sample: Sampler, n_bands: int, cfg: MAEConfig, 
 
     The caller seeds torch before building ``vit``; the decoder is initialised here from the same stream.
     """
+    from molre_lib.common.determinism import set_determinism
+
     device = resolve_device(cfg.device)
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    set_determinism(cfg.threads)
+    try:
+        return _pretrain_steps(vit, sample, n_bands, cfg, name, log, device)
+    finally:  # the caller's process keeps its own settings
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+
+
+def _pretrain_steps(vit: nn.Module, sample: Sampler, n_bands: int, cfg: MAEConfig, name: str,
+                    log: Callable[[str], None], device: torch.device) -> tuple[int, list[dict[str, float]]]:
     model = MAEPretrainer(vit, cfg.decoder_dim, n_bands=n_bands, norm_pix=cfg.norm_pix).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     warm = max(1, cfg.steps // 20)

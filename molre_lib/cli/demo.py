@@ -14,6 +14,8 @@ DEFAULT_SWEEP = "notebooks/sweeps/demo.yaml"
 # Demo backbones built on this machine the first time a sweep needs them: (module, pretraining function).
 DEMO_PRETRAINING = {"phantom_vit": ("molre_lib.backbones.phantom_pretrain", "pretrain_phantom_vit"),
                     "natural_vit": ("molre_lib.backbones.natural_vit", "pretrain_natural_vit")}
+# sha256 of model.safetensors as pretrained where the documented demo numbers were measured (2 pinned threads)
+REFERENCE_CHECKSUMS: dict[str, tuple[str, str]] = {}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,12 +64,31 @@ def ensure_demo_backbone(name: str) -> None:
 
     if name not in DEMO_PRETRAINING:
         return
-    if find_local_weights(get_spec(name)) is not None:
+    folder = find_local_weights(get_spec(name))
+    if folder is not None:
         print(f"[demo] demo backbone {name} found in the cache", flush=True)
-        return
-    print(f"[demo] pretraining the demo backbone {name} (label-free, cached for next time) ...", flush=True)
-    module, function = DEMO_PRETRAINING[name]
-    getattr(importlib.import_module(module), function)()
+    else:
+        print(f"[demo] pretraining the demo backbone {name} (label-free, cached for next time) ...", flush=True)
+        module, function = DEMO_PRETRAINING[name]
+        folder = getattr(importlib.import_module(module), function)()
+    print(checksum_line(name, Path(folder) / "model.safetensors"), flush=True)
+
+
+def checksum_line(name: str, weights: Path) -> str:
+    """The sha256 of a demo backbone's weights, and whether it is the one the documented numbers came from."""
+    import hashlib
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    ref = REFERENCE_CHECKSUMS.get(name)
+    if ref is None:
+        verdict = "no reference checksum recorded"
+    elif digest == ref[0]:
+        verdict = f"the reference backbone of docs/explanation/reproducibility.md ({ref[1]})"
+    else:
+        verdict = (f"differs from the reference ({ref[1]}: {ref[0][:12]}...): another CPU instruction set, torch "
+                   "version or device gives other weights, and AUCs that move within the seed spread stated in "
+                   "docs/explanation/reproducibility.md")
+    return f"[demo] {name} sha256 {digest}: {verdict}"
 
 
 def print_explanations(sweep_dir: Path) -> None:

@@ -58,8 +58,9 @@ def versions() -> dict[str, Optional[str]]:
 
 def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: int) -> Path:
     """config.json: {"train": TrainConfig fields, "n_classes", "versions", "git_revision", "world_size", "device",
-    "params", "scaling"}."""
+    "params", "scaling", "determinism"}."""
     from molre_lib.adapters import parameter_report
+    from molre_lib.common.determinism import determinism_state
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -68,7 +69,7 @@ def write_run_config(run_dir: Path, cfg: Any, info: Any, model: Any, n_classes: 
         params = None
     doc = {"train": cfg.to_dict(), "n_classes": n_classes, "versions": versions(), "git_revision": _git_revision(),
            "world_size": info.world_size, "device": str(info.device), "params": params,
-           "scaling": scaling_summary(cfg)}
+           "scaling": scaling_summary(cfg), "determinism": determinism_state()}
     path = run_dir / "config.json"
     return atomic_write(path, json.dumps(doc, indent=2))
 

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from molre_lib.adapters import balance_loss
 from molre_lib.common.config_keys import check_known_keys
+from molre_lib.common.determinism import set_determinism
 from molre_lib.stats.auroc import per_finding_auc
 from . import distributed as D
 from .build import apply_adapter, build_model, new_modules, seed_everything
@@ -161,6 +162,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
            datasets: Optional[dict[str, Dataset]], callbacks: Sequence[Callable[[dict], None]], info: D.DistInfo,
            restart: bool = False) -> Path:
     resume = check_run_dir(cfg, run_dir, resume, restart)
+    set_determinism(cfg.threads, cfg.deterministic)  # before any tensor work: config.json records what is in effect
     D.barrier(info)  # every rank has checked the run dir before rank 0 writes into it
     if datasets is None:
         from molre_lib.backbones import get_spec
