@@ -324,7 +324,7 @@ def series_of(files: list[Path], table: str | None = None) -> dict[str, SeriesIn
 def describe_choices(series: dict[str, SeriesInfo]) -> str:
     """'series 2 "HEAD 5mm" (kernel H30s, 24 images); series 3 ...' for a folder holding several series."""
     ordered = sorted(series.values(), key=lambda s: (_num(s.series_number), s.series_uid))
-    return "; ".join(f"{s.label()[:-1] + ', ' if s.kernel else s.label() + ' ('}{s.n_images} images) uid {s.series_uid}"
+    return "; ".join(f"{s.label()[:-1] + ', ' if s.kernel else s.label() + ' ('}{s.n_images} image(s)) uid {s.series_uid}"
                      for s in ordered)
 
 
