@@ -298,8 +298,11 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     for job in prepare_jobs:
         job.output = sweep_dir / "prepare" / job.notebook.name
     # every notebook's parameters and every run folder's lock, before anything runs (sweep_checks.py)
-    check_sweep(cfg.name, [*prepare_jobs, *train_jobs, *plan_analysis(cfg, runs)], runs if train_missing else [],
-                dry_run)
+    from .tune_trials import planned_trials, tune_stage
+
+    trials = planned_trials(cfg, log if dry_run else None) if cfg.tune else []
+    check_sweep(cfg.name, [*prepare_jobs, *trials, *train_jobs, *plan_analysis(cfg, runs)],
+                runs if train_missing else [], dry_run)
     if dry_run:
         _log_plan(cfg, runs, prepare_jobs, train_jobs, log)
         return []
@@ -308,7 +311,7 @@ def run_sweep(cfg: SweepConfig, gpus: list[str] | None = None, dry_run: bool = F
     _write_runs_table(sweep_dir / RUNS_FILE, runs)
     retrained: set[str] = set()
     if not _prepare(cfg, book, prepare_jobs, gpus, log) or only_prepare or (
-            cfg.tune and not _tune_stage(cfg, book, runs, train_jobs, tune if train_missing else "skip", gpus, log)):
+            cfg.tune and not tune_stage(cfg, book, runs, train_jobs, tune if train_missing else "skip", gpus, log)):
         rows = list(book.rows.values())
         _log_summary(rows, book.path, log)
         return rows
@@ -365,25 +368,6 @@ def _analyse(cfg: SweepConfig, book: StatusBook, runs: list[Run], retrained: set
                     book.record(planned, "blocked", "not run", f"training failed for {lost}")
                     jobs = [j for j in jobs if j.key != planned.key]
         run_pool([(analyse, job) for job in jobs], gpus)
-
-
-def _tune_stage(cfg: SweepConfig, book: StatusBook, runs: list[Run], train_jobs: list[Job], tune: str,
-                gpus: list[str] | None, log) -> bool:
-    """Tune the arms (unless ``tune == "skip"``), then give each run its arm's chosen parameters; a run of an
-    arm without a selection is recorded as blocked and not trained. False: stop here (``tune == "only"``)."""
-    from .tune import apply_selection
-    from .tune_trials import run_tuning
-
-    if tune != "skip":
-        run_tuning(cfg, gpus[0] if gpus else None, log)
-    if tune == "only":
-        return False
-    blocked = apply_selection(cfg, runs)
-    for job, run in zip(train_jobs, runs):
-        job.parameters.update(run.parameters)
-        if run.name in blocked:
-            book.record(job, "blocked", "not run", blocked[run.name])
-    return True
 
 
 def _log_plan(cfg: SweepConfig, runs: list[Run], prepare_jobs: list[Job], train_jobs: list[Job], log) -> None:

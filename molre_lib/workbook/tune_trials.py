@@ -165,6 +165,44 @@ def execute_trial(cfg: Any, arm: Arm, number: int, tuned: dict[str, Any], run_fn
 # ---------------------------------------------------------------------------------------------- local
 
 
+def planned_trials(cfg: Any, log=None) -> list[Any]:
+    """One representative trial job per arm (its space's lower ends), so the sweep's parameter check covers the
+    tuned names and types before anything runs; with ``log``, the tuning plan is printed (the dry run)."""
+    from .runner import Job
+
+    tcfg = tune_config(cfg)
+    nb = Path(cfg.notebooks_dir) / cfg.train_notebook
+    jobs = []
+    for arm in arms(cfg):
+        example = {n: p.choices[0] if p.choices else p.low for n, p in arm.space.items()}
+        run = trial_run(cfg, arm, 0, example)
+        jobs.append(Job(nb.stem, run.name, nb, run.run_dir / nb.name, run.parameters, [run.name]))
+        if log is not None:
+            space = {n: p.choices or [p.low, p.high] + (["log"] if p.log else []) for n, p in arm.space.items()}
+            log(f"[tune] {arm.name}: {tcfg.n_trials} trials at seed {tcfg.trial_seed} over {space} -> "
+                f"{tune_dir(cfg) / arm.name}/trialNNN (val only)")
+    return jobs
+
+
+def tune_stage(cfg: Any, book: Any, runs: list[Any], train_jobs: list[Any], tune: str, gpus: list[str] | None,
+               log) -> bool:
+    """Tune the arms (unless ``tune == "skip"``), then give each run its arm's chosen parameters; a run of an
+    arm without a selection is recorded as blocked and not trained. False: stop here (``tune == "only"``)."""
+    from .tune import apply_selection
+
+    if tune != "skip":
+        run_tuning(cfg, gpus[0] if gpus else None, log)
+    if tune == "only":
+        return False
+    blocked = apply_selection(cfg, runs)
+    for job, run in zip(train_jobs, runs):
+        job.parameters.update(run.parameters)
+        if run.name in blocked:
+            book.record(job, "blocked", "not run", blocked[run.name])
+    return True
+
+
+
 def run_tuning(cfg: Any, gpu: str | None = None, log=print) -> dict[str, Any]:
     """Every arm's missing trials here, one at a time (SQLite); writes the tables; returns arm -> study."""
     from .runner import execute_notebook

@@ -128,3 +128,47 @@ def test_tuned_sweep_runs_end_to_end_and_a_rerun_continues(tmp_path):
     path = _sweep(tmp_path, n_trials=3)  # a larger budget continues each study with one trial more
     assert main(["sweep", str(path), "--tune-only"]) == 0
     assert len(_executions(tmp_path)) == n + 2 and len(read_trials(sweep_dir)) == 6
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    end = time.time() + timeout
+    while not predicate():
+        if time.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_then_rerun_counts_every_trial_once(tmp_path):
+    from molre_lib.engine.run_lock import lock_path, read_holder
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    path = _sweep(tmp_path, arms=("lora",), hold=str(hold))
+    trial0 = tmp_path / "runs" / "t" / "tune" / "lora" / "trial000"
+    first = subprocess.Popen([sys.executable, "-c", "import sys; from molre_lib.cli import main; sys.exit(main(sys.argv[1:]))",
+                              "sweep", str(path), "--tune-only"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: read_holder(trial0) is not None, 120, "trial 0's notebook to lock its run folder")
+        kernel = int(lock_path(trial0).read_text().split()[0].split("=")[1])
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        _wait(lambda: not _alive(kernel), 60, "the trial's kernel to die with the killed sweep")
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    hold.unlink()
+    assert main(["sweep", str(path), "--tune-only"]) == 0
+    trials = read_trials(tmp_path / "runs" / "t")
+    assert list(trials["trial"]) == [0, 1] and set(trials["state"]) == {"COMPLETE"}  # resumed, not a third trial
+    started = [e[0] for e in _executions(tmp_path)]
+    assert started == ["lora/trial000", "lora/trial000", "lora/trial001"]
+    assert len(read_selected(tmp_path / "runs" / "t")) == 1
