@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine with only Python 3.11:
 #   make demo   - the whole notebook series on the synthetic head-CT phantom
-#   make test   - the test suite (unit, CLI end-to-end, notebooks under papermill)
+#   make test   - the test suite (unit, CLI end-to-end, notebooks under papermill, the docs' examples and site)
+# The documentation: make docs (build + serve on http://127.0.0.1:8000), make docs-build (site/, --strict).
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.molre-installed
 
-.PHONY: demo test test-fast install kernel bench gallery gpu-check rehearsal phantom-study
+.PHONY: demo test test-fast install kernel bench gallery gpu-check rehearsal phantom-study docs docs-build docs-figures
 
 # The venv is rebuilt when pyproject.toml changes; the kernel is registered as part of set-up,
 # because papermill and JupyterLab both look for a kernel named "molre".
@@ -59,3 +60,16 @@ phantom-study: $(STAMP)
 	$(VENV)/bin/molre demo --sweep notebooks/sweeps/phantom_study.yaml
 	$(VENV)/bin/molre sweep notebooks/sweeps/phantom_alpha.yaml
 	$(PY) benchmarks/phantom_study.py --sweep-dir runs/phantom_study --ablation-dir runs/phantom_alpha
+
+# The documentation site (docs/, mkdocs.yml): the CLI, notebook-parameter and findings reference pages are
+# generated at build time from the code (docs/gen_reference.py); the API pages from the docstrings.
+DOCS_ENV := DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1
+docs: $(STAMP)
+	$(DOCS_ENV) $(VENV)/bin/mkdocs serve
+
+docs-build: $(STAMP)
+	$(DOCS_ENV) $(VENV)/bin/mkdocs build --strict
+
+# The site's figures, drawn by code (docs/assets/*.png; committed): re-run when the phantom changes.
+docs-figures: $(STAMP)
+	$(PY) docs/figures.py

@@ -168,10 +168,11 @@ def test_backbone_registry_is_a_leaf():
     assert graph["molre_lib.backbones.registry"] == set()
 
 
-def test_readme_layout_lists_every_package():
-    """The README's repository layout has one line per folder of molre_lib, in the order of the layers."""
-    readme = (PKG.parent / "README.md").read_text()
-    section = readme[readme.index("## Repository layout"):]
+def test_docs_layout_lists_every_package():
+    """The docs' repository layout (docs/reference/layout.md) has one line per folder of molre_lib, in the order
+    of the layers."""
+    page = (PKG.parent / "docs" / "reference" / "layout.md").read_text()
+    section = page[page.index("## Library layers"):]
     listed = [line.split("/")[0] for line in section.splitlines() if line and line.split("/")[0].isidentifier()
               and "/ " in line and (PKG / line.split("/")[0]).is_dir()]
     folders = sorted(p.name for p in PKG.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
