@@ -1,0 +1,93 @@
+"""Comparisons of a sweep's arms over paired seeds (the tuned comparison's answer; statistics in
+:mod:`molre_lib.stats.seeds`).
+
+Within each backbone, every pair of arms (or every arm against ``baseline``) is compared on the seeds both
+finished: per-seed Δ of test macro AUC, the exact paired sign-flip p, P(A > B) across seeds and the
+hierarchical bootstrap CI (seeds, then the same test scans for both arms).
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from molre_lib.engine.run_files import read_predictions
+from molre_lib.stats.seeds import compare_seeds
+
+COMPARISON_COLUMNS = ["backbone", "arm_a", "arm_b", "n_seeds", "mean_auc_a", "mean_auc_b", "mean_delta",
+                      "delta_ci_low", "delta_ci_high", "sign_flip_p", "p_better", "wins", "min_delta", "max_delta",
+                      "n_scans", "note"]
+
+
+def _aligned(run_dirs: list[str], split: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(labels, mask, probs per run) of runs scored on the same scans, in scan_id order (so the bootstrap does not
+    depend on the files' row order)."""
+    first, keys, p0, y0, m0 = read_predictions(Path(run_dirs[0]) / f"predictions_{split}.parquet")
+    sort = np.argsort(first["scan_id"].astype(str).to_numpy(), kind="stable")
+    first, p0, y0, m0 = first.iloc[sort].reset_index(drop=True), p0[sort], y0[sort], m0[sort]
+    order = {s: i for i, s in enumerate(first["scan_id"])}
+    probs = [p0]
+    for run_dir in run_dirs[1:]:
+        df, keys_i, p, y, m = read_predictions(Path(run_dir) / f"predictions_{split}.parquet")
+        idx = np.array([order.get(s, -1) for s in df["scan_id"]])
+        if keys_i != keys or len(df) != len(first) or (idx < 0).any():
+            raise ValueError(f"{run_dir} and {run_dirs[0]} were not scored on the same {split} scans and findings")
+        back = np.empty_like(idx)
+        back[idx] = np.arange(len(idx))  # row of each of the first run's scans in this run's file
+        if not (np.array_equal(y[back] * m[back], y0 * m0) and np.array_equal(m[back], m0)):
+            raise ValueError(f"labels differ between {run_dir} and {run_dirs[0]}: not the same {split} set")
+        probs.append(p[back])
+    return y0, m0, probs
+
+
+def seed_comparisons(runs: pd.DataFrame, split: str = "test", n_boot: int = 2000, seed: int = 0,
+                     baseline: Optional[str] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per comparison, one row per comparison x seed) from a ``collect_runs`` table.
+
+    Args:
+        runs: ``molre_lib.analysis.summary.collect_runs(sweep_dir)`` (columns backbone, arm, seed, status, run_dir).
+        baseline: an arm name; every other arm is compared with it (default: every pair, in table order).
+    Returns:
+        summary with :data:`COMPARISON_COLUMNS` (Δ = A - B); per-seed rows backbone, arm_a, arm_b, seed, auc_a,
+        auc_b, delta. A pair with fewer than 2 shared seeds is listed with a note and no statistics.
+    """
+    finished = runs[runs["status"] == "finished"]
+    rows, per_seed = [], []
+    for backbone, group in finished.groupby("backbone", sort=False):
+        arms = list(dict.fromkeys(group["arm"]))
+        pairs = [(a, baseline) for a in arms if a != baseline] if baseline in arms else list(itertools.combinations(arms, 2))
+        for a, b in pairs:
+            ra = group[group["arm"] == a].set_index("seed")["run_dir"]
+            rb = group[group["arm"] == b].set_index("seed")["run_dir"]
+            seeds = sorted(set(ra.index) & set(rb.index))
+            base = {"backbone": backbone, "arm_a": a, "arm_b": b, "n_seeds": len(seeds)}
+            if len(seeds) < 2:
+                rows.append({**base, "note": f"{len(seeds)} paired seed(s): no seed-level statistics"})
+                continue
+            labels, mask, probs = _aligned([ra[s] for s in seeds] + [rb[s] for s in seeds], split)
+            res = compare_seeds(labels, probs[:len(seeds)], probs[len(seeds):], mask, n_boot=n_boot, seed=seed)
+            rows.append({**base, **res.row(), "n_scans": len(labels), "note": ""})
+            per_seed += [{"backbone": backbone, "arm_a": a, "arm_b": b, "seed": s, "auc_a": x, "auc_b": y, "delta": x - y}
+                         for s, x, y in zip(seeds, res.auc_a, res.auc_b)]
+    return (pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS),
+            pd.DataFrame(per_seed, columns=["backbone", "arm_a", "arm_b", "seed", "auc_a", "auc_b", "delta"]))
+
+
+def arm_summary(selected: pd.DataFrame, runs: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per tuned arm (``tune/selected.csv``): trials used, chosen parameters, effective step, and its final runs'
+    seeds with their mean / min / max macro AUC on ``split`` (the runs joined on the grid keys both tables hold)."""
+    keys = [c for c in selected.columns if c.isupper() and c in runs.columns and c != "SEED"]
+    finished = runs[runs["status"] == "finished"]
+    out = []
+    for _, row in selected.iterrows():
+        match = np.ones(len(finished), dtype=bool)
+        for key in keys:
+            match &= finished[key].astype(str).to_numpy() == str(row[key])
+        aucs = finished.loc[match, "macro_auc"].astype(float)
+        out.append({**row.to_dict(), "n_seeds": int(aucs.size), f"mean_{split}_auc": aucs.mean() if aucs.size else np.nan,
+                    f"min_{split}_auc": aucs.min() if aucs.size else np.nan,
+                    f"max_{split}_auc": aucs.max() if aucs.size else np.nan})
+    return pd.DataFrame(out)

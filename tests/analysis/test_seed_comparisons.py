@@ -1,0 +1,73 @@
+"""A sweep's arms compared over paired seeds from their prediction files (molre_lib.analysis.seeds), the per-arm
+table of a tuned sweep, and the tuning figures drawn from those tables."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from molre_lib.analysis.seeds import arm_summary, seed_comparisons
+from molre_lib.engine.run_files import write_predictions
+from molre_lib.stats.seeds import compare_seeds
+
+KEYS = ["ich", "sah", "fracture"]
+
+
+def _runs(tmp_path, n_seeds=3, n_scans=80):
+    rng = np.random.default_rng(0)
+    labels = (rng.random((n_scans, len(KEYS))) < 0.4).astype(float)
+    mask = np.ones_like(labels)
+    scan_ids = [f"s{i:03d}" for i in range(n_scans)]
+    rows, probs = [], {}
+    for arm, gap in (("lora", 0.2), ("molre", 0.4)):
+        for seed in range(n_seeds):
+            p = labels * gap + rng.random(labels.shape)
+            order = rng.permutation(n_scans) if arm == "molre" else np.arange(n_scans)  # files in any scan order
+            run_dir = tmp_path / f"{arm}_seed{seed}"
+            run_dir.mkdir()
+            write_predictions(run_dir / "predictions_test.parquet", {"scan_id": [scan_ids[i] for i in order],
+                              "probs": p[order], "labels": labels[order], "mask": mask[order]}, "test", KEYS)
+            probs[arm, seed] = p
+            rows.append({"run": run_dir.name, "run_dir": str(run_dir), "status": "finished", "backbone": "b",
+                         "arm": arm, "seed": seed, "ADAPTER": arm, "macro_auc": 0.6 + gap / 10 + seed / 100})
+    rows.append({"run": "molre_seed9", "run_dir": str(tmp_path / "x"), "status": "failed", "backbone": "b",
+                 "arm": "molre", "seed": 9, "ADAPTER": "molre", "macro_auc": np.nan})
+    return pd.DataFrame(rows), labels, mask, probs
+
+
+def test_seed_comparisons_pair_runs_by_seed_on_the_same_scans(tmp_path):
+    runs, labels, mask, probs = _runs(tmp_path)
+    summary, per_seed = seed_comparisons(runs, n_boot=200, baseline="lora")
+    assert len(summary) == 1 and (summary.loc[0, "arm_a"], summary.loc[0, "arm_b"]) == ("molre", "lora")
+    direct = compare_seeds(labels, [probs["molre", s] for s in range(3)], [probs["lora", s] for s in range(3)],
+                           mask, n_boot=200)
+    assert summary.loc[0, "mean_delta"] == pytest.approx(direct.mean_delta)
+    assert summary.loc[0, "delta_ci_low"] == pytest.approx(direct.ci_low)  # the failed seed 9 is not paired
+    assert summary.loc[0, "sign_flip_p"] == pytest.approx(direct.sign_flip_p) and summary.loc[0, "n_seeds"] == 3
+    np.testing.assert_allclose(per_seed["delta"], direct.deltas, atol=1e-6)
+
+
+def test_arm_summary_joins_the_selection_to_its_final_runs(tmp_path):
+    runs, *_ = _runs(tmp_path)
+    selected = pd.DataFrame([{"ADAPTER": "lora", "arm": "lora", "n_trials": 4, "param_LR": 0.01},
+                             {"ADAPTER": "molre", "arm": "molre", "n_trials": 4, "param_LR": 0.003}])
+    table = arm_summary(selected, runs).set_index("arm")
+    assert table.loc["lora", "n_seeds"] == 3 and table.loc["molre", "n_seeds"] == 3  # the failed run left out
+    assert table.loc["molre", "mean_test_auc"] == pytest.approx(np.mean([0.64, 0.65, 0.66]))
+
+
+def test_tuning_figures_from_the_tables(tmp_path):
+    from molre_lib.plots.tuning import plot_optimisation_history, plot_seed_comparison, plot_slices
+
+    trials = pd.DataFrame({"arm": ["lora"] * 3 + ["molre"] * 3, "trial": [0, 1, 2] * 2,
+                           "state": ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE"],
+                           "val_auc": [0.6, np.nan, 0.7, 0.65, 0.62, 0.71],
+                           "param_LR": [1e-4, 1e-3, 1e-2, 1e-4, 1e-3, 1e-1], "param_LORA_ALPHA": [1, 2, 4, 8, 16, 32]})
+    fig = plot_optimisation_history(trials)
+    best = {line.get_label(): line.get_ydata()[-1] for line in fig.axes[0].get_lines()}
+    assert best == {"lora": 0.7, "molre": 0.71}  # best so far over the completed trials
+    fig = plot_slices(trials)
+    assert len(fig.axes) == 4 and fig.axes[0].get_xscale() == "log"
+    runs, *_ = _runs(tmp_path)
+    fig = plot_seed_comparison(seed_comparisons(runs, n_boot=20)[1])
+    assert len(fig.axes[0].get_lines()) == 3  # one paired line per seed
