@@ -23,6 +23,11 @@ _TOP_KEYS = {"version", "spellings", "sections", "modifiers", "implied", "groups
 _MOD_KEYS = set(MODIFIERS) | {"pseudo", "terminate"}
 _FINDING_KEYS = {"match", "ignore", "acute", "age"}
 _SECTION_KEYS = {"findings", "impression", "ignored"}
+# Between the words of a phrase, one side or size word may stand ("acute left subdural", "blood in the right
+# maxillary sinus"), so the phrase file need not list every laterality.
+FILLER_WORDS = ("left", "right", "bilateral", "both", "small", "large", "tiny", "mild", "moderate", "marked",
+                "severe", "minimal", "trace")
+_FILLER = r"(?:(?:" + "|".join(FILLER_WORDS) + r")[\s\-]+)?"
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ class Phrases:
 
 
 def compile_phrase(phrase: str, spellings: dict[str, str] | None = None) -> re.Pattern:
-    """One phrase -> a case-insensitive regex (word boundaries, flexible spaces / hyphens, plural, ``*`` suffix).
+    """One phrase -> a case-insensitive regex (word boundaries, flexible spaces / hyphens, plural, ``*`` suffix,
+    one optional FILLER_WORDS word between two words).
 
     >>> bool(compile_phrase("mass effect").search("Mild mass-effect."))
     True
@@ -81,7 +87,7 @@ def compile_phrase(phrase: str, spellings: dict[str, str] | None = None) -> re.P
         elif i == len(words) - 1 and word[-1:].isalpha():
             body += r"(?:e?s)?"
         parts.append(body)
-    pattern = r"[\s\-]+".join(parts)
+    pattern = (r"[\s\-]+" + _FILLER).join(parts)
     left = r"(?<!\w)" if re.match(r"\w", words[0]) else ""
     right = r"(?!\w)" if re.search(r"[\w*]$", words[-1]) else ""
     return re.compile(left + pattern + right, re.IGNORECASE)
