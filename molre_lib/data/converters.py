@@ -136,23 +136,28 @@ def _series_folders(patient_dir: Path) -> list[Path]:
 
 
 def _pick_series(folders: list[Path], policy: str) -> list[Path]:
-    """Series to keep: 'plain' = one non-bone series with thickness closest to 5 mm, 'thin' = thinnest, 'all'."""
-    import pydicom
+    """Series to keep: 'plain' = the acceptable soft-tissue series with thickness closest to 5 mm, 'thin' = the
+    thinnest acceptable one, 'all' = every folder. Acceptable = passes the loaders' series check
+    (:func:`~molre_lib.data.dicom_series.check_series`: no scout, dose report, reformat or bone kernel); a missing
+    SliceThickness ranks last instead of counting as 5 mm."""
+    from .dicom_series import check_series, series_of
 
     if policy == "all":
         return folders
+    if policy not in ("plain", "thin"):
+        raise ValueError(f"series policy must be plain, thin or all, got {policy!r}")
     info = []
     for d in folders:
-        first = sorted(f for f in d.iterdir() if f.is_file())[0]
-        ds = pydicom.dcmread(str(first), stop_before_pixels=True)
-        text = f"{d.name} {getattr(ds, 'SeriesDescription', '')} {getattr(ds, 'ConvolutionKernel', '')}".lower()
-        info.append((d, float(getattr(ds, "SliceThickness", 5.0) or 5.0), "bone" in text))
-    soft = [t for t in info if not t[2]] or info
+        for s in series_of(sorted(f for f in d.iterdir() if f.is_file())).values():
+            if check_series(s).ok and s.n_images > 1:
+                t = s.thickness_mm if s.thickness_mm is not None else s.spacing_mm
+                info.append((d, float("inf") if t is None else t, s.kernel_class != "soft"))
+    soft = sorted(info, key=lambda t: t[2])
+    if not soft:
+        return []
     if policy == "thin":
-        return [min(soft, key=lambda t: t[1])[0]]
-    if policy == "plain":
-        return [min(soft, key=lambda t: abs(t[1] - 5.0))[0]]
-    raise ValueError(f"series policy must be plain, thin or all, got {policy!r}")
+        return [min(soft, key=lambda t: (t[2], t[1]))[0]]
+    return [min(soft, key=lambda t: (t[2], abs(t[1] - 5.0)))[0]]
 
 
 def _patient_dir(src: Path, name: str) -> Path | None:

@@ -2,8 +2,14 @@
 
 Columns: ``scan_id``, ``patient_id``, ``split`` (train / val / test), ``path`` (relative to the
 root: a NIfTI file or a DICOM series folder), then one column per taxonomy finding key holding
-1, 0 or empty (unknown). Other columns are kept; name them ``meta_*`` when they hold only 0/1,
+1, 0 or empty (unknown). Optional ``series_uid`` picks one series of a folder holding several (``molre convert
+pacs`` writes it; every loader honours it). Other columns are kept; name them ``meta_*`` when they hold only 0/1,
 otherwise they are taken for a misspelt finding. The root defaults to the manifest's folder.
+
+With ``check_files``, every DICOM path passes the same series check as the loaders
+(:func:`molre_lib.data.dicom_series.check_series`, headers only): a folder holding several series without a
+``series_uid``, a scout, a dose report, a reformat or a bone-kernel series is an error naming the series by
+number, description and kernel, before any training step.
 """
 from __future__ import annotations
 
@@ -15,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import is_nifti
+from .io import is_nifti, subfolders_message
 from .taxonomy import FINDING_KEYS
 
 REQUIRED = ("scan_id", "patient_id", "split", "path")
+OPTIONAL = ("series_uid",)
 SPLITS = ("train", "val", "test")
 POSITIVE, NEGATIVE, UNKNOWN = ("1", "1.0"), ("0", "0.0"), ("",)
 
@@ -104,38 +111,72 @@ def resolve(root: Path, rel: str) -> Path:
     return Path(os.path.normpath(root / rel))
 
 
-def _check_path(root: Path, rel: str) -> str | None:
-    """Why ``rel`` is not a usable scan path, or None."""
+def _check_path(root: Path, rel: str, series_uid: str = "", policy=None) -> tuple[str | None, list[str]]:
+    """(why ``rel`` is not a usable scan path or None, warnings of its series)."""
     if not rel.strip():
-        return "missing path"
+        return "missing path", []
+    if os.path.isabs(rel):
+        return (f"path {rel!r} is absolute; write paths relative to one root folder and pass that folder "
+                "(molre validate --root FOLDER, molre train --data-root FOLDER)"), []
     p = resolve(root, rel)
-    if os.path.isabs(rel) or (p != root and root not in p.parents):
-        return f"path {rel!r} escapes the root {root}"
+    if p != root and root not in p.parents:
+        return f"path {rel!r} escapes the root {root} (pass the folder above it with --root / --data-root)", []
     if not p.exists():
-        return f"{p} does not exist"
+        return f"{p} does not exist", []
     if not os.access(p, os.R_OK):
-        return f"{p} is not readable (permissions)"
+        return f"{p} is not readable (permissions)", []
     try:
         if p.is_dir():
             files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
             if not files:
-                return f"{p} is an empty folder (expected a DICOM series)"
-            _sniff_dicom(sorted(files)[0])
-        elif is_nifti(p):
+                return subfolders_message(p) or f"{p} is an empty folder (expected a DICOM series)", []
+            return _check_series_files(p, sorted(files), series_uid, policy)
+        if is_nifti(p):
             import nibabel as nib
 
             nib.load(str(p))                                         # header only
-        else:
-            _sniff_dicom(p)
+            return None, []
+        return _check_series_files(p, [p], series_uid, policy)
     except Exception as err:  # noqa: BLE001 - report whatever the reader says
-        return f"{p} is unreadable ({type(err).__name__}: {err})"
-    return None
+        return f"{p} is unreadable ({type(err).__name__}: {err})", []
 
 
 def _sniff_dicom(f: Path) -> None:
     import pydicom
 
     pydicom.dcmread(str(f), stop_before_pixels=True)
+
+
+_SERIES_MEMO: dict = {}
+
+
+def _check_series_files(p: Path, files: list[Path], series_uid: str, policy) -> tuple[str | None, list[str]]:
+    """The loaders' series check on headers: one series (or the one ``series_uid`` names) that passes."""
+    from dataclasses import replace
+
+    from .dicom_series import SeriesPolicy, check_series, describe_choices, series_of
+    from .io import file_signature
+
+    key = (str(p), tuple(file_signature(p)))
+    series = _SERIES_MEMO.get(key)
+    if series is None:
+        _sniff_dicom(files[0])                                          # a non-DICOM file: its reader's message
+        series = _SERIES_MEMO.setdefault(key, series_of(files))
+    if not series:
+        return f"{p}: no DICOM files found", []
+    if series_uid:
+        if series_uid not in series:
+            return f"{p}: no series {series_uid} here (found: {describe_choices(series)})", []
+        info = series[series_uid]
+    else:
+        images = {u: i for u, i in series.items() if i.orientation} or series
+        if len(images) > 1:
+            return (f"{p} holds {len(images)} DICOM series: {describe_choices(images)}; add a series_uid column "
+                    "naming the one to read (molre convert pacs writes it)"), []
+        info = next(iter(images.values()))
+    policy = policy or SeriesPolicy()
+    verdict = check_series(info, replace(policy, min_images=max(policy.min_images, 2)))
+    return (None if verdict.ok else f"{p}: {verdict.reason}"), [f"{p}: {w}" for w in verdict.warnings]
 
 
 class _Sheet:
@@ -158,8 +199,9 @@ class _Sheet:
 
 
 def validate_manifest(path: str | Path, root: str | Path | None = None, required_splits=SPLITS,
-                      check_files: bool = True) -> list[Problem]:
-    """Every problem of a manifest (errors and warnings); an empty error list means it is valid."""
+                      check_files: bool = True, policy=None) -> list[Problem]:
+    """Every problem of a manifest (errors and warnings); an empty error list means it is valid. ``policy``: the
+    :class:`~molre_lib.data.dicom_series.SeriesPolicy` DICOM paths are checked with (default: its defaults)."""
     path = Path(path)
     root = Path(root).resolve() if root is not None else path.resolve().parent
     try:
@@ -177,7 +219,7 @@ def validate_manifest(path: str | Path, root: str | Path | None = None, required
                                  "'CSV UTF-8 (comma delimited)')")]
     sheet = _Sheet([h.strip() for h in header], rows)
     _check_columns(sheet)
-    split_rows = _check_rows(sheet, root, check_files)
+    split_rows = _check_rows(sheet, root, check_files, policy)
     if "split" in sheet.idx:
         _check_splits(sheet, split_rows, required_splits)
     return sheet.problems
@@ -195,7 +237,7 @@ def _check_columns(sheet: _Sheet) -> None:
         if len(r) != len(header):
             sheet.err(f"has {len(r)} fields, header has {len(header)}", row=n)
     for h in header:  # unknown finding columns
-        if h in REQUIRED or h in FINDING_KEYS or h.startswith("meta_") or not h:
+        if h in REQUIRED or h in OPTIONAL or h in FINDING_KEYS or h.startswith("meta_") or not h:
             continue
         close = difflib.get_close_matches(h, FINDING_KEYS, n=1, cutoff=0.8)
         values = {sheet.cell(r, h) for r in rows}
@@ -212,7 +254,7 @@ def _check_columns(sheet: _Sheet) -> None:
         sheet.warn("no finding columns at all: every label is unknown")
 
 
-def _check_rows(sheet: _Sheet, root: Path, check_files: bool) -> dict[str, list[int]]:
+def _check_rows(sheet: _Sheet, root: Path, check_files: bool, policy=None) -> dict[str, list[int]]:
     """Per row: scan id, split, patient (one split per patient), path and labels; returns the rows of each split."""
     first_scan: dict[str, int] = {}
     patient_split: dict[str, tuple[str, int]] = {}
@@ -243,9 +285,12 @@ def _check_rows(sheet: _Sheet, root: Path, check_files: bool) -> dict[str, list[
                     sheet.err(f"patient {pid!r} is in split {split!r} here but in {seen[0]!r} in row {seen[1]} "
                               "(splits must be by patient)", n, "split")
         if "path" in idx and check_files:
-            why = _check_path(root, cell(r, "path"))
+            uid = cell(r, "series_uid") if "series_uid" in idx else ""
+            why, warnings = _check_path(root, cell(r, "path"), uid, policy)
             if why:
                 sheet.err(why, n, "path")
+            for w in warnings:
+                sheet.warn(w, n, "path")
         _check_labels(sheet, r, n)
     return split_rows
 
@@ -281,11 +326,11 @@ def _check_splits(sheet: _Sheet, split_rows: dict[str, list[int]], required_spli
 
 
 def read_manifest(path: str | Path, root: str | Path | None = None, required_splits=SPLITS,
-                  check_files: bool = True):
+                  check_files: bool = True, policy=None):
     """The manifest as a pandas DataFrame of strings (extra columns kept); raises ManifestError on any error."""
     import pandas as pd
 
-    problems = validate_manifest(path, root, required_splits, check_files)
+    problems = validate_manifest(path, root, required_splits, check_files, policy)
     if any(p.level == "error" for p in problems):
         raise ManifestError(path, problems)
     df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
