@@ -7,6 +7,9 @@ One rule for the viewer, the overlays and the paper panel (04_gradcam):
    the vertex must not pick that slice);
 3. otherwise the middle slice.
 
+``cam_location`` says, for a shown slice, what share of a CAM volume's mass lies on it and where its peak slice
+is, so a panel cell that looks empty can say where the model looked.
+
 ``head_mask`` finds the head in HU or in a windowed view: voxels above ``threshold`` (HU > -500 = anything
 denser than fat-and-air mixtures; for a window in [0, 1], any value above the window's floor), holes filled
 per slice (ventricles, sinuses), and only the largest 3D connected component kept (drops the table,
@@ -77,3 +80,28 @@ def pick_slice(mask: Optional[np.ndarray] = None, cam: Optional[np.ndarray] = No
     if depth is None:
         raise ValueError("pick_slice needs a mask, a CAM, a head mask or the depth")
     return int(depth // 2)
+
+
+def cam_location(cam: np.ndarray, head: Optional[np.ndarray], shown: int) -> dict:
+    """Where a CAM volume lies relative to the shown slice, for the CAM panel's caption of each cell.
+
+    Args:
+        cam: (D, H, W) map, non-negative where it matters (negative values count as 0).
+        head: (D, H, W) head mask or None (whole volume); mass on the air does not count.
+        shown: the slice index the figure shows.
+
+    Returns:
+        dict with ``shown`` (the slice), ``shown_share`` (share of the volume's in-head CAM mass on it, NaN when
+        the volume has none), ``shown_peak`` (the slice's in-head maximum over the volume's, 0..1),
+        ``peak_slice`` (the slice with the most mass) and ``peak_share`` (its share).
+    """
+    mass = slice_scores(None, cam, head)  # (D,) in-head mass per slice, None when the map is empty
+    cam = np.nan_to_num(np.asarray(cam, dtype=np.float64)).clip(min=0)
+    inside = cam * np.asarray(head, dtype=bool) if head is not None else cam
+    top = float(inside.max())
+    if mass is None or top <= 0:
+        return {"shown": int(shown), "shown_share": float("nan"), "shown_peak": 0.0, "peak_slice": int(shown),
+                "peak_share": float("nan")}
+    share = mass / mass.sum()
+    return {"shown": int(shown), "shown_share": float(share[shown]), "shown_peak": float(inside[shown].max() / top),
+            "peak_slice": int(share.argmax()), "peak_share": float(share.max())}

@@ -10,6 +10,7 @@ Modules: ``style`` (rcParams, category colours, export), ``tables`` (tables, ide
 ``latex`` (:class:`PaperTable`: journal-ready LaTeX + machine-named CSV) and ``paper_tables`` (the main,
 per-category and top-findings tables).
 """
+from molre_lib.plots import names  # noqa: F401 - plots.names.finding_name
 from molre_lib.plots.latex import Column, PaperTable, save_paper_table
 from molre_lib.plots.paper_tables import category_table, findings_table, main_table, method_name
 from molre_lib.plots.data import cooccurrence_matrix, plot_cooccurrence, plot_prevalence, prevalence_table
@@ -42,6 +43,7 @@ from molre_lib.plots.routing import (
 )
 from molre_lib.plots.style import (
     CATEGORY_COLOURS,
+    MIN_POSITIVES,
     PAPER_RC,
     category_colour,
     paper_style,

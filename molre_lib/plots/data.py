@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from molre_lib.plots.names import finding_names
 from molre_lib.plots.style import (
     DOUBLE_COLUMN_IN,
     SEQUENTIAL_CMAP,
@@ -70,7 +71,7 @@ def plot_prevalence(table: pd.DataFrame, by: str = "finding", value: str = "prev
         xlabel = f"mean {value} per finding"
     else:
         data = _order_by_category(table).rename(columns={value: "value"})
-        names, cats = list(data["finding"]), list(data["category"])
+        names, cats = finding_names(data["finding"], short=True), list(data["category"])
         height = 0.12 * len(names) + 0.8  # 75 rows stay readable at 7 pt
         xlabel = value
     fig, ax = plt.subplots(figsize=(DOUBLE_COLUMN_IN / 2 + 0.5, height))
@@ -80,7 +81,7 @@ def plot_prevalence(table: pd.DataFrame, by: str = "finding", value: str = "prev
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_ylim(len(names) - 0.5, -0.5)
-    category_legend(ax, cats, loc="lower right")
+    category_legend(ax, cats, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the bars
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -141,8 +142,8 @@ def plot_cooccurrence(
     data = np.ma.masked_invalid(matrix.to_numpy(dtype=float))
     im = ax.imshow(data, cmap=SEQUENTIAL_CMAP, aspect="equal")
     fs = 4.5 if n > 40 else 6
-    ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=fs)
-    ax.set_yticks(range(n), matrix.index, fontsize=fs)
+    ax.set_xticks(range(n), finding_names(matrix.columns, short=True), rotation=90, fontsize=fs)
+    ax.set_yticks(range(n), finding_names(matrix.index, short=True), fontsize=fs)
     for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
         for tick, cat in zip(ticks, cats):
             tick.set_color(category_colour(cat))

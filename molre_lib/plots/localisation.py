@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from molre_lib.plots.names import finding_name
 from molre_lib.plots.paper_tables import method_name
 from molre_lib.plots.style import ADAPTER_COLOURS, CAM_CMAP, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, arm_colours
 
@@ -42,37 +43,79 @@ def show_cam_on_slice(ax, base: np.ndarray, cam: np.ndarray | None = None, mask:
     return im
 
 
+CAM_SCALES = ("volume", "slice")
+
+
+def cam_caption(location: Mapping | None) -> str:
+    """A CAM cell's caption from ``analysis.slices.cam_location``: the share of the volume's CAM mass on the shown
+    slice and, when the peak lies elsewhere, the peak slice and its share ("3% of its mass here / most on slice 6
+    (41%)"); empty without a location."""
+    if not location:
+        return ""
+    share = location.get("shown_share", float("nan"))
+    if not np.isfinite(share):
+        return "no CAM mass in the head"
+    if location["peak_slice"] == location["shown"]:
+        return f"{share:.0%} of its mass here\n(its peak slice)"
+    return f"{share:.0%} of its mass here\nmost on slice {location['peak_slice']} ({location['peak_share']:.0%})"
+
+
+def _slice_scaled(cam: np.ndarray, head: np.ndarray | None) -> np.ndarray:
+    inside = np.asarray(cam, float) * (np.asarray(head, bool) if head is not None else 1.0)
+    top = float(np.nanmax(inside)) if np.size(inside) else 0.0
+    return np.asarray(cam, float) / top if top > 0 else np.asarray(cam, float)
+
+
 def plot_cam_comparison(bases: Sequence[np.ndarray], masks: Sequence[np.ndarray], heads: Sequence[np.ndarray],
                         cams: Mapping[str, Sequence[np.ndarray]], row_labels: Sequence[str] | None = None,
-                        title: str | None = None, alpha: float = CAM_ALPHA, threshold: float = CAM_THRESHOLD) -> Figure:
+                        title: str | None = None, alpha: float = CAM_ALPHA, threshold: float = CAM_THRESHOLD,
+                        locations: Mapping[str, Sequence[Mapping]] | None = None, scale: str = "volume") -> Figure:
     """Paper panel: one row per finding (its largest lesion slice), columns CT then each model's CAM on that
-    slice, lesion outlined in every column, one colour bar for all CAMs. ``cams``: model -> list aligned with
-    ``bases`` (each (H, W) in [0, 1])."""
+    slice, lesion outlined in every column, one colour bar for all CAMs.
+
+    Args:
+        cams: model -> list aligned with ``bases`` (each (H, W) in [0, 1], scaled to its volume's maximum).
+        locations: model -> per row ``analysis.slices.cam_location`` (``ExampleViews.locations``): each CAM cell is
+            captioned with the share of its volume's CAM mass on the shown slice and, when the peak lies
+            elsewhere, that slice, so an empty-looking cell says where the model looked.
+        scale: ``"volume"`` (default: one scale for every cell, comparable across models and slices; a model
+            looking elsewhere shows little here) or ``"slice"`` (each cell scaled to its own in-head maximum: the
+            pattern on the slice is visible, its strength is not comparable).
+    """
+    if scale not in CAM_SCALES:
+        raise ValueError(f"scale must be one of {CAM_SCALES}, got {scale!r}")
     models = list(cams)
     rows, cols = len(bases), 1 + len(models)
     cell = min(1.45, (DOUBLE_COLUMN_IN - 0.9) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 0.9, cell * rows + 0.35), squeeze=False)
+    caption_h = 0.24 if locations else 0.0  # two 6-pt lines under each CAM cell
+    head_h, foot_h = (0.25 if title is None else 0.4), 0.3
+    height = (cell + caption_h) * rows + head_h + foot_h
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 0.9, height), squeeze=False)
     im = None
     for r in range(rows):
         show_cam_on_slice(axes[r, 0], bases[r], None, masks[r])
         if row_labels is not None:
             axes[r, 0].set_ylabel(row_labels[r], fontsize=6)
         for c, name in enumerate(models, start=1):
-            im = show_cam_on_slice(axes[r, c], bases[r], cams[name][r], masks[r], heads[r], alpha=alpha,
+            cam = cams[name][r] if scale == "volume" else _slice_scaled(cams[name][r], heads[r])
+            im = show_cam_on_slice(axes[r, c], bases[r], cam, masks[r], heads[r], alpha=alpha,
                                    threshold=threshold) or im
+            if locations:
+                axes[r, c].set_xlabel(cam_caption(locations[name][r]), fontsize=6, labelpad=1.5)
     axes[0, 0].set_title("CT (brain window)", fontsize=7)
     for c, name in enumerate(models, start=1):
         axes[0, c].set_title(f"{method_name(name)} CAM", fontsize=7)  # "lora" -> "LoRA CAM"
-    fig.subplots_adjust(left=0.16, right=0.86, top=0.93 if title is None else 0.9, bottom=0.03, wspace=0.04,
-                        hspace=0.08)
+    fig.subplots_adjust(left=0.16, right=0.86, top=1 - head_h / height, bottom=foot_h / height, wspace=0.04,
+                        hspace=caption_h / cell + 0.08)
     if im is not None:
         cax = fig.add_axes((0.88, 0.2, 0.02, 0.6))
         bar = fig.colorbar(im, cax=cax)
         bar.solids.set_alpha(1.0)
-        bar.set_label(f"CAM (scaled to its volume's maximum; ≤ {threshold:g} not drawn)", fontsize=6)
+        scaled = "its volume's maximum" if scale == "volume" else "its slice's maximum"
+        bar.set_label(f"CAM, scaled to {scaled}\n(≤ {threshold:g} not drawn)", fontsize=6)
         bar.ax.tick_params(labelsize=6)
-    fig.legend(handles=[Line2D([], [], color=MASK_COLOUR, lw=1.0, label="lesion mask")], loc="lower right",
-               fontsize=6, frameon=False, bbox_to_anchor=(0.99, 0.0))
+    fig.legend(handles=[Line2D([], [], color=MASK_COLOUR, lw=1.0, label="lesion mask")], loc="lower left",
+               fontsize=6, frameon=False, bbox_to_anchor=(0.01, 0.0))
     if title:
         fig.suptitle(title, fontsize=8)
     return fig
@@ -108,8 +151,8 @@ def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("h
         ax.set_xlim(0, 1)
         ax.set_xlabel(METRIC_LABELS.get(m, m), fontsize=7)
         ax.grid(axis="x", lw=0.3, color="0.85")
-    axes[0, 0].set_yticks(y0, [f"{f} (n={int(summary[summary[finding] == f]['n_scans'].max())})" for f in findings],
-                          fontsize=6)
+    axes[0, 0].set_yticks(y0, [f"{finding_name(f, short=True)} (n={int(summary[summary[finding] == f]['n_scans'].max())})"
+                               for f in findings], fontsize=6)
     height = fig.get_size_inches()[1]
     top = 1 - 0.45 / height  # legend and title take a fixed 0.45 in above the panels
     fig.legend(loc="lower center", ncol=len(models) + 1, fontsize=6, frameon=False, bbox_to_anchor=(0.55, top))
@@ -138,11 +181,12 @@ def plot_specialisation_tests(table: pd.DataFrame, title: str | None = None) -> 
                label="null (mean–95%)")
         ax.plot(x, t["v"], "o-", color="#0072B2", ms=4, lw=0.8, label="observed")
         for xi, v, p in zip(x, t["v"], t["p"]):
-            ax.annotate(f"p={p:.3g}", (xi, v), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=5.5)
+            ax.annotate(f"p={p:.3g}", (xi, v), textcoords="offset points", xytext=(0, 4), ha="center", va="bottom",
+                        rotation=90, fontsize=5.5)  # upright labels collide on 8+ neighbouring layers
         ax.set_xticks(x, [str(i) for i in x])
         ax.set_xlabel("routed layer", fontsize=7)
         ax.set_title(f"expert vs {target}", fontsize=7)
-        ax.set_ylim(0, max(0.1, float(np.nanmax(t[["v", "v_null_95"]].to_numpy())) * 1.3))
+        ax.set_ylim(0, max(0.1, float(np.nanmax(t[["v", "v_null_95"]].to_numpy())) * 1.6))  # room for the p labels
     axes[0, 0].set_ylabel("Cramér's V", fontsize=7)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=6, frameon=False, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))

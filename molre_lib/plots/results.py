@@ -8,12 +8,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
+from matplotlib.transforms import blended_transform_factory
 
 from molre_lib.plots.data import _order_by_category
+from molre_lib.plots.names import finding_names
 from molre_lib.plots.paper_tables import method_name
 from molre_lib.plots.style import (
     ADAPTER_COLOURS,
     DOUBLE_COLUMN_IN,
+    MIN_POSITIVES,
     SINGLE_COLUMN_IN,
     arm_colours,
     category_colour,
@@ -60,7 +65,7 @@ def plot_training_curves(
             ax.plot(part[x], part[col], marker=marker, markersize=2.5, label=col)
         ax.set_xlabel(x)
         ax.set_ylabel(ylabel)
-        ax.legend()
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), borderaxespad=0.0)  # above the axes, off the curves
         if ylabel == "AUC":
             ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
     if title:
@@ -98,37 +103,76 @@ def _panel_layout(table: pd.DataFrame, panels: int | None, width: float):
 
 
 def _legend_below(fig: Figure, categories=None, handles=None, ncol: int | None = None) -> None:
-    """One legend under all panels (a patch per category by default), inside the figure so a print-size page
-    keeps it; the axes move up to make room."""
+    """One legend under all panels (a patch per category by default, then any ``handles``), inside the figure so
+    a print-size page keeps it; the axes move up to make room."""
     from matplotlib.patches import Patch
 
-    if handles is None:
-        handles = [Patch(color=category_colour(c), label=c) for c in dict.fromkeys(categories)]
+    handles = [*([Patch(color=category_colour(c), label=str(c).capitalize()) for c in dict.fromkeys(categories)]
+                 if categories is not None else []), *(handles or [])]
     ncol = ncol or min(len(handles), 6 if fig.get_figwidth() >= 6 else 3)
-    rows = -(-len(handles) // max(ncol, 1))
     fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    while True:  # as many columns as fit the page width
+        legend = fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=small_font(6),
+                            bbox_to_anchor=(0.5, 0.0), handlelength=1.0, columnspacing=1.0)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width * 0.98:
+            break
+        legend.remove()
+        ncol -= 1
+    rows = -(-len(handles) // max(ncol, 1))
     extra = (0.16 * rows + 0.05) / fig.get_figheight()  # inches of legend as a figure fraction
     fig.subplots_adjust(bottom=fig.subplotpars.bottom + extra)
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=small_font(6), bbox_to_anchor=(0.5, 0.0),
-               handlelength=1.0, columnspacing=1.0)
 
 
 def _finding_ticks(ax, part: pd.DataFrame, y: np.ndarray, colours) -> None:
-    ax.set_yticks(y, part["finding"], fontsize=small_font(5.5))
+    """Row labels: the finding's name (findings.csv), coloured by category."""
+    ax.set_yticks(y, finding_names(part["finding"], short=True), fontsize=small_font(5.5))
     for tick, colour in zip(ax.get_yticklabels(), colours):
         tick.set_color(colour)
     ax.set_ylim(max(len(part), 1) - 0.5, -0.5)
 
 
+def _positives_column(ax, part: pd.DataFrame, y: np.ndarray) -> None:
+    """The number of test positives of each row, in a column right of the axes under the header "n+"."""
+    if "n_pos" not in part:
+        return
+    right = blended_transform_factory(ax.transAxes, ax.transData)
+    for yi, n in zip(y, part["n_pos"].to_numpy(dtype=float)):
+        ax.text(1.02, yi, "" if np.isnan(n) else f"{int(n)}", transform=right, ha="left", va="center",
+                fontsize=small_font(5.5), color="0.25")
+    ax.text(1.02, 1.0, "n+", transform=ax.transAxes, ha="left", va="bottom", fontsize=small_font(5.5), color="0.25")
+
+
+def _rare(part: pd.DataFrame, min_positives: int) -> np.ndarray:
+    """Rows with fewer than ``min_positives`` test positives (no usable interval); none without an n_pos column."""
+    if "n_pos" not in part:
+        return np.zeros(len(part), bool)
+    return part["n_pos"].to_numpy(dtype=float) < min_positives
+
+
+def _marker_handles(min_positives: int, rare: bool, missing: bool, interval: str) -> list:
+    handles = [Line2D([], [], color="0.3", marker="o", ms=3, lw=0.8, label=interval)]
+    if rare:
+        handles.append(Line2D([], [], color="0.3", marker="o", ms=3, ls="", markerfacecolor="none",
+                              label=f"< {min_positives} positives: point only, too few for an interval"))
+    if missing:
+        handles.append(Line2D([], [], color="0.5", marker="o", ms=3, ls="", markerfacecolor="none",
+                              label="no AUC (no positives or no negatives), drawn at 0.5"))
+    handles.append(Line2D([], [], ls="", label="n+: positives in the test split"))
+    return handles
+
+
 def plot_forest(
     table: pd.DataFrame, auc: str = "auc", lo: str = "ci_low", hi: str = "ci_high", finding: str = "finding",
     categories: Mapping[str, str] | None = None, label: str | None = None, title: str | None = None,
-    panels: int | None = None,
+    panels: int | None = None, min_positives: int = MIN_POSITIVES,
 ) -> Figure:
-    """Forest plot: per-finding AUC with CI, rows grouped by category (75 rows stay readable).
+    """Forest plot: per-finding AUC with CI, rows grouped by category (75 rows stay readable), finding names.
 
-    table columns: finding, auc, ci_low, ci_high and optionally category (else from the taxonomy).
-    Findings with NaN AUC (no positives in the test set) are listed with an open marker at 0.5.
+    table columns: finding, auc, ci_low, ci_high and optionally n_pos (shown as a column "n+") and category
+    (else from the taxonomy). Findings with fewer than ``min_positives`` test positives are drawn hollow without
+    an interval (a scan bootstrap cannot estimate one from so few); findings with NaN AUC (one class only) get an
+    open grey marker at 0.5. The legend says both.
     ``panels``: side-by-side panels of whole categories (default 2 when sized for a double column, else 1).
     """
     _require(table, [finding, auc, lo, hi], "forest table")
@@ -139,24 +183,33 @@ def plot_forest(
     vals_all = table[auc].to_numpy(dtype=float)
     mean = np.nanmean(vals_all) if (~np.isnan(vals_all)).any() else np.nan
     parts, fig, axes = _panel_layout(table, panels, SINGLE_COLUMN_IN + 0.6)
+    any_rare = any_missing = False
     for ax, part in zip(axes, parts):
         y = np.arange(len(part))
-        colours = [category_colour(c) for c in part["category"]]
+        colours = np.array([category_colour(c) for c in part["category"]])
         vals = part[auc].to_numpy(dtype=float)
         ok = ~np.isnan(vals)
-        ax.hlines(y[ok], part[lo].to_numpy(dtype=float)[ok], part[hi].to_numpy(dtype=float)[ok],
-                  colors=np.array(colours)[ok], lw=0.8)
-        ax.scatter(vals[ok], y[ok], c=np.array(colours)[ok], s=9, zorder=3, label=label)
+        rare = ok & _rare(part, min_positives)
+        full = ok & ~rare
+        any_rare |= bool(rare.any())
+        any_missing |= bool((~ok).any())
+        ax.hlines(y[full], part[lo].to_numpy(dtype=float)[full], part[hi].to_numpy(dtype=float)[full],
+                  colors=colours[full], lw=0.8)
+        ax.scatter(vals[full], y[full], c=colours[full], s=9, zorder=3, label=label)
+        if rare.any():
+            ax.scatter(vals[rare], y[rare], facecolors="none", edgecolors=colours[rare], s=11, lw=0.8, zorder=3)
         if (~ok).any():
             ax.scatter(np.full((~ok).sum(), 0.5), y[~ok], facecolors="none", edgecolors="0.5", s=9, zorder=3)
         ax.axvline(0.5, color="0.6", lw=0.6, ls=":")
         if np.isfinite(mean):
             ax.axvline(mean, color="0.3", lw=0.6, ls="--")
         _finding_ticks(ax, part, y, colours)
+        _positives_column(ax, part, y)
         ax.set_xlabel(f"AUC (mean {mean:.3f})" if np.isfinite(mean) else "AUC")
     if title:
         (fig.suptitle(title) if len(axes) > 1 else axes[0].set_title(title))
-    _legend_below(fig, table["category"])
+    _legend_below(fig, table["category"],
+                  _marker_handles(min_positives, any_rare, any_missing, "AUC, 95% CI (scan bootstrap)"))
     return fig
 
 
@@ -167,43 +220,61 @@ def significance_mark(p: float) -> str:
     return "***" if p < 1e-3 else "**" if p < 1e-2 else "*" if p < 0.05 else ""
 
 
+def delta_axis_limits(table: pd.DataFrame, delta: str, lo: str, hi: str, rare: np.ndarray) -> tuple[float, float]:
+    """x limits of a ΔAUC plot: the drawn intervals and points (rare rows: points only), 0 included, with room for
+    the significance stars right of the widest interval."""
+    lows = np.concatenate([table[lo].to_numpy(dtype=float)[~rare], table[delta].to_numpy(dtype=float)])
+    highs = np.concatenate([table[hi].to_numpy(dtype=float)[~rare], table[delta].to_numpy(dtype=float)])
+    left, right = np.nanmin([*lows, 0.0]), np.nanmax([*highs, 0.0])
+    span = max(right - left, 0.05)
+    return left - 0.05 * span, right + 0.16 * span
+
+
 def plot_delta_auc(
     table: pd.DataFrame, delta: str = "delta_auc", lo: str = "ci_low", hi: str = "ci_high", p: str = "p_holm",
     finding: str = "finding", categories: Mapping[str, str] | None = None, title: str | None = None,
-    xlabel: str = "ΔAUC (MoLRE − LoRA)", panels: int | None = None,
+    xlabel: str = "ΔAUC (MoLRE − LoRA)", panels: int | None = None, min_positives: int = MIN_POSITIVES,
 ) -> Figure:
-    """Per-finding ΔAUC with CI, grouped by category, with significance stars from corrected p-values.
+    """Per-finding ΔAUC with CI, grouped by category, finding names, significance stars beside each row's interval.
 
-    table: ``stats.paired_delong`` output (finding, delta_auc, ci_low, ci_high, p_holm); NaN rows are left out.
-    ``panels``: side-by-side panels of whole categories (default 2 when sized for a double column, else 1).
+    table: ``stats.paired_delong`` output (finding, n_pos, delta_auc, ci_low, ci_high, p_holm); NaN rows are left
+    out. Rows with fewer than ``min_positives`` test positives are drawn hollow, without interval or star.
+    The axis spans what is drawn. ``panels``: side-by-side panels of whole categories (default 2 when sized for a
+    double column, else 1).
     """
     _require(table, [finding, delta, lo, hi, p], "ΔAUC table")
     table = table.copy()
     if "category" not in table.columns:
         table["category"] = finding_categories(table[finding], categories)
     table = _order_by_category(table.rename(columns={finding: "finding"}).dropna(subset=[delta]))
-    xmax = np.nanmax(np.abs(table[[lo, hi]].to_numpy(dtype=float))) if len(table) else 1.0
-    xmax = xmax if np.isfinite(xmax) and xmax > 0 else 1.0
+    rare_all = _rare(table, min_positives)
+    xlim = delta_axis_limits(table, delta, lo, hi, rare_all) if len(table) else (-1.0, 1.0)
+    pad = 0.01 * (xlim[1] - xlim[0])
     parts, fig, axes = _panel_layout(table, panels, SINGLE_COLUMN_IN + 0.8)
     for ax, part in zip(axes, parts):
         y = np.arange(len(part))
         colours = np.array([category_colour(c) for c in part["category"]])
         d = part[delta].to_numpy(dtype=float)
-        ax.hlines(y, part[lo].to_numpy(dtype=float), part[hi].to_numpy(dtype=float), colors=colours, lw=0.8)
-        ax.scatter(d, y, c=colours, s=9, zorder=3)
+        rare = _rare(part, min_positives)
+        highs = part[hi].to_numpy(dtype=float)
+        ax.hlines(y[~rare], part[lo].to_numpy(dtype=float)[~rare], highs[~rare], colors=colours[~rare], lw=0.8)
+        ax.scatter(d[~rare], y[~rare], c=colours[~rare], s=9, zorder=3)
+        if rare.any():
+            ax.scatter(d[rare], y[rare], facecolors="none", edgecolors=colours[rare], s=11, lw=0.8, zorder=3)
         ax.axvline(0.0, color="0.4", lw=0.6)
-        for yi, pv in zip(y, part[p].to_numpy(dtype=float)):
-            mark = significance_mark(pv)
-            if mark:
-                ax.text(xmax * 1.08, yi, mark, va="center", ha="left", fontsize=small_font(6))
-        ax.set_xlim(-xmax * 1.1, xmax * 1.3)
+        for yi, pv, end, r in zip(y, part[p].to_numpy(dtype=float), highs, rare):
+            mark = "" if r else significance_mark(pv)
+            if mark:  # just right of the row's interval
+                ax.text(end + pad, yi, mark, va="center", ha="left", fontsize=small_font(6))
+        ax.set_xlim(*xlim)
         _finding_ticks(ax, part, y, colours)
+        _positives_column(ax, part, y)
         ax.set_xlabel(xlabel)
-    axes[-1].text(1.0, 1.0, "* p<.05  ** p<.01  *** p<.001 (corrected)", transform=axes[-1].transAxes, ha="right",
-                  va="bottom", fontsize=small_font(5.5))
     if title:
         axes[0].set_title(title, loc="left")
-    _legend_below(fig, table["category"])
+    handles = _marker_handles(min_positives, bool(rare_all.any()), False, "ΔAUC, 95% CI (DeLong)")
+    handles.insert(1, Line2D([], [], ls="", label="* p<.05  ** p<.01  *** p<.001 (Holm)"))
+    _legend_below(fig, table["category"], handles)
     return fig
 
 
@@ -236,6 +307,7 @@ def plot_reliability(
         hax.hist(pf, bins=n_bins, range=(0, 1), histtype="step", color=colour, log=True)
     ax.set_ylabel("observed frequency")
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), borderaxespad=0.0)  # above the axes, off the curves
+    hax.yaxis.set_minor_formatter(NullFormatter())  # log axis: minor labels (6x10^1 ...) collide at 7 pt
     hax.set_xlabel("predicted probability")
     hax.set_ylabel("count")
     if title:

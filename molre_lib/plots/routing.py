@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from molre_lib.plots.data import _order_by_category
 from molre_lib.plots.images import expert_colormap
 from molre_lib.plots.results import _require
+from molre_lib.plots.names import finding_name, finding_names
 from molre_lib.plots.style import DIVERGING_CMAP, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, category_colour, finding_categories
 
 
@@ -101,7 +103,7 @@ def plot_gates_by_finding(
         ax.scatter(x, part["neg_mean"], facecolors="white", edgecolors=colours, s=14, zorder=3, label="without")
         ax.set_xticks(x, [f"E{e}" for e in part["expert"]], fontsize=6)
         ax.set_xlim(-0.6, len(part) - 0.4)
-        ax.set_title(name, fontsize=6.5)
+        ax.set_title(textwrap.fill(finding_name(name, short=True), 26), fontsize=6.5)  # 1.75-in panels
     for ax in axes.flat[len(findings):]:
         ax.axis("off")
     axes[0, 0].set_ylabel("mean gate")
@@ -136,7 +138,7 @@ def plot_expert_specialisation(
     fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN * 0.6 + 0.25 * matrix.shape[1], 0.11 * len(matrix) + 0.9))
     im = ax.imshow(np.ma.masked_invalid(values), cmap=DIVERGING_CMAP, vmin=-vmax, vmax=vmax, aspect="auto")
     ax.set_xticks(range(matrix.shape[1]), [f"E{c}" for c in matrix.columns])
-    ax.set_yticks(range(len(matrix)), matrix.index, fontsize=5)
+    ax.set_yticks(range(len(matrix)), finding_names(matrix.index, short=True), fontsize=5)
     for tick, cat in zip(ax.get_yticklabels(), cats):
         tick.set_color(category_colour(cat))
     ax.spines[:].set_visible(False)

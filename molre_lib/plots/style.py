@@ -50,6 +50,9 @@ DOUBLE_COLUMN_IN = 7.2
 # its fonts are the 7-9 pt set here.
 COLUMN_WIDTHS_IN: dict[str, float] = {"single": 3.5, "double": 7.0}
 MIN_FONT_PT = 7.0
+# Rare findings: below this many test positives a scan bootstrap (or DeLong) cannot give a usable interval, so
+# forest plots draw the point hollow without one and tables print no CI (03's MIN_POSITIVES parameter).
+MIN_POSITIVES = 5
 
 PAPER_RC: dict[str, object] = {
     "font.family": "sans-serif",

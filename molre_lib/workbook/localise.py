@@ -165,6 +165,15 @@ class ExampleViews:
         cams = {m: [self.cams[m][r.index][r.finding][r.slice] for r in t.itertuples()] for m in self.cams}
         return bases, masks, heads, cams
 
+    def locations(self, table: pd.DataFrame | None = None) -> dict:
+        """model -> per row of ``table`` (default all): ``analysis.slices.cam_location`` of the row's CAM volume at
+        its shown slice (share of the CAM mass there, peak slice), for the captions of the CAM panel."""
+        from molre_lib.analysis.slices import cam_location
+
+        t = self.table if table is None else table
+        return {m: [cam_location(self.cams[m][r.index][r.finding], self.heads[r.index], r.slice) for r in t.itertuples()]
+                for m in self.cams}
+
 
 def example_views(runs: Sequence, dataset, examples: pd.DataFrame, findings: Sequence[str],
                   method: str = "gradcam") -> ExampleViews:

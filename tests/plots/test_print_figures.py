@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from molre_lib import plots  # noqa: E402
+from molre_lib.plots.names import finding_name  # noqa: E402
 from molre_lib.data.taxonomy import FINDING_KEYS  # noqa: E402
 from molre_lib.plots.style import COLUMN_WIDTHS_IN, paper_style, print_column  # noqa: E402
 from molre_lib.stats.calibration import confidence_regime_shift  # noqa: E402
@@ -97,7 +98,7 @@ def test_forest_splits_75_rows_by_category_at_double_width():
     panels = [ax for ax in fig.axes if ax.get_yticklabels()]
     assert len(panels) == 2
     ticks = [[t.get_text() for t in ax.get_yticklabels()] for ax in panels]
-    assert sum(map(len, ticks)) == 75 and ticks[0][0] == FINDING_KEYS[0]
+    assert sum(map(len, ticks)) == 75 and ticks[0][0] == finding_name(FINDING_KEYS[0], short=True)
     assert fig.get_size_inches()[1] < 9  # fits a page; one panel of 75 rows would not at 7 pt
     with paper_style("single"):
         assert len([ax for ax in make().axes if ax.get_yticklabels()]) == 1
