@@ -220,6 +220,14 @@ class Labeller:
                         implied.extend((k, sent, phrase) for k in negative)
                 for clause in clauses(sent):
                     mentions.extend(self._clause(clause))
+        return self.aggregate(mentions, implied, report_id)
+
+    def aggregate(self, mentions: list[Mention], implied: list[tuple[str, Span, str]], report_id: str = ""
+                  ) -> ReportLabels:
+        """Mentions -> labels: IMPRESSION wins, positive > uncertain > negative, implied negatives, parents.
+
+        Public so another mention finder (benchmarks/report_labeller_libraries.py: medspaCy's ConText) can be
+        compared with the same aggregation."""
         labels: dict[str, int | None] = {k: None for k in FINDING_KEYS}
         chosen: dict[str, Mention] = {}
         for m in mentions:
