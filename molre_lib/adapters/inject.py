@@ -130,7 +130,30 @@ def mark_trainable(model: nn.Module, trainable: Sequence[str] = ("head",)) -> li
 
 
 def inject(model: nn.Module, cfg: MoLREConfig, trainable: Sequence[str] = ("head",)) -> InjectionReport:
-    """Wrap every module matched by ``cfg.target_modules`` in place and freeze the rest of the model."""
+    """Wrap every module matched by ``cfg.target_modules`` in place and freeze the rest of the model.
+
+    Each matched ``nn.Linear`` / ``nn.Conv2d`` / ``nn.Conv3d`` is replaced by a MoLRE layer that keeps it as
+    ``base_layer`` (frozen); B starts at zero, so the injected model computes exactly what it did before.
+
+    Args:
+        model: any PyTorch model, e.g. a :class:`~molre_lib.backbones.model.HeadCTModel` from ``create_model``.
+        cfg: the adapter settings; ``cfg.target_modules`` is a regex matched against the *full* module name, or a
+            list of exact names / name suffixes (as in PEFT); ``cfg.exclude_modules`` wins over it.
+        trainable: names (or name prefixes) of modules that stay trainable beside the adapters, e.g. the head.
+
+    Returns:
+        The report: the adapted module names and the parameter counts of backbone, adapters, routers and head
+        (``print(report)`` shows them).
+
+    Raises:
+        ValueError: the model already holds adapters, the targets match no module (the message lists some
+            module names), or a target is a module type MoLRE cannot adapt.
+
+    Example:
+        ```python
+        report = inject(model, MoLREConfig(r=4, n_experts=4, target_modules=r"encoder\.blocks\.\d+\.attn\.qkv"))
+        ```
+    """
     if adapter_layers(model):
         raise ValueError(f"{type(model).__name__} already holds MoLRE/LoRA layers; inject into a fresh model")
     names = []
@@ -171,7 +194,11 @@ def inject(model: nn.Module, cfg: MoLREConfig, trainable: Sequence[str] = ("head
 
 
 def merge(model: nn.Module) -> None:
-    """Fold every LoRA update into its base weight (raises for MoLRE layers with E > 1)."""
+    """Fold every LoRA update into its base weight, exactly (``unmerge`` restores it).
+
+    Raises:
+        ValueError: a MoLRE layer with E > 1, whose update depends on the input through its router.
+    """
     for layer in adapter_layers(model):
         layer.merge()
 
