@@ -42,7 +42,17 @@ def adapter_state_dict(model: nn.Module, extra: Sequence[str] = ("head",)) -> di
 
 def save_adapter(model: nn.Module, path: str | Path, extra: Sequence[str] = ("head",),
                  metadata: Optional[dict[str, str]] = None) -> Path:
-    """Write adapters + routers + ``extra`` modules to ``path`` (safetensors); returns the path."""
+    """Write adapters + routers + ``extra`` modules to ``path`` (safetensors); the frozen backbone is left out.
+
+    Args:
+        model: an injected model.
+        path: the ``.safetensors`` file to write (its folder is made).
+        extra: modules saved beside the adapters, by name prefix (the classifier head by default).
+        metadata: extra string key / values stored in the file's metadata beside the adapter config.
+
+    Returns:
+        ``path``, as a ``Path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = _config_of(model)
@@ -78,10 +88,19 @@ def read_adapter_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_adapter(model: nn.Module, path: str | Path, strict_config: bool = True) -> list[str]:
-    """Load an adapter checkpoint into an injected model; returns the loaded tensor names.
+    """Load an adapter checkpoint written by :func:`save_adapter` into an injected model.
 
-    Raises ``ValueError`` naming the first difference: config field, adapted layer, missing or
-    unexpected tensor, or shape.
+    Args:
+        model: a model injected with the same config (same targets, rank, experts, shared A or not).
+        path: the ``.safetensors`` file.
+        strict_config: refuse a checkpoint whose stored config differs from the model's.
+
+    Returns:
+        The names of the loaded tensors.
+
+    Raises:
+        ValueError: naming the first difference: config field, adapted layer, missing or unexpected tensor,
+            or shape.
     """
     path = Path(path)
     if not path.is_file():

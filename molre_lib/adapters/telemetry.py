@@ -41,6 +41,11 @@ class RoutingLog:
         return list(self.gates)
 
     def concat(self, name: str) -> torch.Tensor:
+        """The gates layer ``name`` recorded, concatenated over forward passes: ``(N, T, E)`` or ``(N, E)``.
+
+        Raises:
+            KeyError: nothing was recorded for ``name`` (the message lists the recorded layers).
+        """
         if name not in self.gates:
             raise KeyError(f"no gates recorded for layer {name!r}; recorded: {self.layers}")
         return torch.cat(self.gates[name], dim=0)
@@ -114,7 +119,28 @@ def _attached(routed: list, log) -> Iterator:
 def routing_log(
     model: nn.Module, to_cpu: bool = True, layers: Optional[Sequence[str] | str] = None
 ) -> Iterator[RoutingLog]:
-    """Record gates of the routed layers (all, or those matching ``layers``) while the block runs."""
+    """Record the gates of the routed layers while the ``with`` block runs: telemetry without hooks in your code.
+
+    Args:
+        model: a model with MoLRE layers (``inject`` with ``n_experts > 1``).
+        to_cpu: keep the gates detached on the CPU in float32 (else where they were computed).
+        layers: only the routed layers matching this (a regex or a list of names / suffixes, as ``target_modules``).
+
+    Yields:
+        A :class:`RoutingLog`; ``log.concat(layer_name)`` gives that layer's gates of every forward pass in the
+        block: ``(N, T, E)`` for a token router (N inputs, or slices for a 2D backbone; T tokens; E experts),
+        ``(N, E)`` for a sample router.
+
+    Raises:
+        ValueError: the model has no routed layer (LoRA layers have no router), or none matches ``layers``.
+
+    Example:
+        ```python
+        with routing_log(model) as log:
+            model(x)                                         # x: (B, C, D, H, W)
+        gates = log.concat("encoder.blocks.3.attn.qkv")      # (N, T, E)
+        ```
+    """
     with _attached(_routed(model, layers, "routing_log"), RoutingLog(to_cpu=to_cpu)) as log:
         yield log
 
