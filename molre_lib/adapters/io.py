@@ -51,7 +51,10 @@ def save_adapter(model: nn.Module, path: str | Path, extra: Sequence[str] = ("he
         metadata: extra string key / values stored in the file's metadata beside the adapter config.
 
     Returns:
-        ``path``, as a ``Path``.
+        ``path``, as a ``Path`` (written atomically).
+
+    Raises:
+        ValueError: the model has no adapters and no module matching ``extra``: nothing to save.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
