@@ -78,6 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="CSV path, checked before inference (default: print to stdout).")
     p.add_argument("--device", default="auto")
     _add_check_flags(p)
+    from molre_lib.cli.data import _add_series_policy
+
+    _add_series_policy(p)
     p.add_argument("--pseudonymize", action="store_true",
                    help="write input_id (input-0001, ...) instead of the path, which may carry patient names or MRNs")
     p.add_argument("--id-map", default=None,
@@ -160,7 +163,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.id_map and not args.pseudonymize:
         raise ValueError("--id-map needs --pseudonymize")
     checks = PredictChecks(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PredictChecks)})
-    df = predict(args.run, args.inputs, device=args.device, checks=checks, pseudonymize=args.pseudonymize)
+    from molre_lib.cli.data import series_policy
+
+    df = predict(args.run, args.inputs, device=args.device, checks=checks, pseudonymize=args.pseudonymize,
+                 policy=series_policy(args.series_policy))
     if args.id_map:
         import pandas as pd
 

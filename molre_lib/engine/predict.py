@@ -2,8 +2,10 @@
 
 Every input is checked before the model sees it (see :mod:`molre_lib.data.io`): DICOM Modality must be CT, a
 head CT needs a minimum number of slices and z-extent, NaN / inf voxels are an error (or masked as air), and a
-folder holding several series becomes one row per series. A bad input gives a row with ``status=error`` and
-its reason; the other rows are still predicted. ``pseudonymize`` writes ``input-0001``… instead of the path
+folder holding several series becomes one row per series, named by series number, description and kernel.
+Every DICOM series passes the loaders' series check (:func:`molre_lib.data.dicom_series.check_series`: scouts,
+dose reports, reformats and bone kernels refused, gantry tilt corrected). A bad input gives a row with
+``status=error`` and its reason; the other rows are still predicted. ``pseudonymize`` writes ``input-0001``… instead of the path
 (folder names often carry patient names or MRNs).
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-INFO_COLUMNS = ("input", "series_uid", "status", "warning", "error")
+INFO_COLUMNS = ("input", "series_uid", "status", "warning", "error", "series_number", "series_description", "kernel")
 
 
 @dataclass
@@ -43,16 +45,25 @@ def check_output_path(out: str | Path) -> Path:
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[int, Path, Optional[str]]]:
     """(input index, path, series uid or None): a DICOM folder with several series gives one item per series."""
-    from molre_lib.data.io import dicom_series_in, is_nifti
+    return [(i, path, uid) for i, path, uid, _ in expand_series(inputs)]
+
+
+def expand_series(inputs: Sequence[str | Path]) -> list[tuple[int, Path, Optional[str], Optional[object]]]:
+    """(input index, path, series uid or None, SeriesInfo or None): a DICOM folder with several series gives one
+    item per series (largest first), each described by its headers."""
+    from molre_lib.data.dicom_series import series_of
+    from molre_lib.data.io import is_nifti
 
     items = []
     for i, raw in enumerate(inputs):
         path = Path(raw)
-        series = dicom_series_in(path) if path.is_dir() and not is_nifti(path) else {}
+        series = {}
+        if path.is_dir() and not is_nifti(path):
+            series = series_of(sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")))
         if len(series) > 1:
-            items += [(i, path, uid) for uid in sorted(series, key=lambda u: -len(series[u]))]
+            items += [(i, path, uid, series[uid]) for uid in sorted(series, key=lambda u: -series[u].n_images)]
         else:
-            items.append((i, path, None))
+            items.append((i, path, None, next(iter(series.values()), None)))
     return items
 
 
@@ -64,23 +75,28 @@ def _warnings(meta: dict, checks: PredictChecks, n_series: int) -> list[str]:
         out.append(f"{meta['masked_nonfinite']} NaN/inf voxels masked as air (--mask-nonfinite)")
     if meta.get("uneven_slice_spacing"):
         out.append("uneven slice spacing")
+    out += meta.get("series_warnings", [])
     if n_series > 1:
         out.append(f"folder holds {n_series} series; this row is one of them")
-    return out
+    return list(dict.fromkeys(out))
 
 
 def predict(run_dir: str | Path, inputs: Sequence[str | Path], device: str = "auto",
             checks: Optional[PredictChecks] = None, pseudonymize: bool = False,
-            progress=None) -> pd.DataFrame:
+            progress=None, policy=None) -> pd.DataFrame:
     """Probabilities (one column per finding) for NIfTI files, DICOM series folders or single DICOM files,
     preprocessed exactly as in training. Columns: ``input`` (or ``input_id``), ``series_uid``, ``status``
-    (ok | error), ``warning``, ``error``, then one per finding (empty when status is error).
+    (ok | error), ``warning``, ``error``, ``series_number``, ``series_description``, ``kernel``, then one per
+    finding (empty when status is error). ``policy``: the SeriesPolicy DICOM inputs are checked with.
     ``df.attrs["id_map"]`` maps pseudonymous ids to paths when ``pseudonymize``."""
     import torch
 
     from molre_lib.backbones import get_spec
     from molre_lib.common.device import resolve_device
     from molre_lib.data.dataset import preprocess_volume
+    from dataclasses import replace
+
+    from molre_lib.data.dicom_series import SeriesPolicy
     from molre_lib.data.io import VolumeReadError, check_extent, load_volume
 
     from .evaluate import load_run_model
@@ -88,23 +104,28 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], device: str = "au
     from .run_files import finding_keys
 
     checks = checks or PredictChecks()
+    policy = replace(policy or SeriesPolicy(), min_images=1)                # slices are counted by check_extent
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, str(dev))
     pre = preprocess_config(cfg, get_spec(cfg.backbone))
     keys = finding_keys(model.num_classes)
-    items = expand_inputs(inputs)
-    per_input = pd.Series([i for i, _, _ in items]).value_counts().to_dict()
+    items = expand_series(inputs)
+    per_input = pd.Series([i for i, *_ in items]).value_counts().to_dict()
     rows, id_map = [], {}
-    for i, path, uid in items:
+    for i, path, uid, info in items:
         name = f"input-{i + 1:04d}" + (f"-s{sum(1 for r in rows if r['_i'] == i) + 1}" if per_input[i] > 1 else "")
         id_map[name] = str(path)
         row = {"_i": i, "input": name if pseudonymize else str(path), "series_uid": uid or "", "status": "ok",
-               "warning": "", "error": ""}
+               "warning": "", "error": "", "series_number": getattr(info, "series_number", ""),
+               "series_description": getattr(info, "description", ""), "kernel": getattr(info, "kernel", "")}
         try:
             vol = load_volume(path, series_uid=uid, allow_non_ct=checks.allow_non_ct,
-                              nonfinite="mask" if checks.mask_nonfinite else "error")
+                              nonfinite="mask" if checks.mask_nonfinite else "error", policy=policy)
             check_extent(vol, checks.min_slices, checks.min_extent_mm)
             row["series_uid"] = vol.meta.get("series_uid", row["series_uid"])
+            for col, key in (("series_number", "series_number"), ("series_description", "series_description"),
+                             ("kernel", "kernel")):
+                row[col] = vol.meta.get(key, row[col])
             row["warning"] = "; ".join(_warnings(vol.meta, checks, per_input[i]))
             image = torch.as_tensor(preprocess_volume(vol, pre))[None].to(dev)  # (1, C, D, H, W)
             with torch.no_grad():

@@ -248,7 +248,8 @@ def check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, restart: bool =
                                     "the run over with --restart")
         changed = TrainConfig.load(run_dir / "config.json").diff(cfg)
         if changed:
-            raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}")
+            raise ValueError(f"cannot resume {run_dir}: config differs from config.json in {changed}; resume with "
+                             "the run's own config (no other flags), or start it over with --restart")
     elif started:
         raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume), start it over (--restart) or "
                               "choose another run dir")
