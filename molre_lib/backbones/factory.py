@@ -38,13 +38,38 @@ def create_model(
     reduced: bool = False,
     **overrides: Any,
 ) -> HeadCTModel:
-    """Build backbone ``name`` with a classifier head -> :class:`HeadCTModel` (logits (B, num_classes)).
+    """Build backbone ``name`` of the registry with a classifier head -> :class:`HeadCTModel`.
 
-    ``weights``: a local file or folder in the official format (implies pretrained). ``pretrained=True`` without
-    ``weights`` looks in the Hugging Face cache (offline) and then ``$MOLRE_WEIGHTS_DIR/<name>/``, and raises
-    :class:`MissingWeightsError` saying what to put where. ``reduced`` builds a toy-size copy for tests.
-    Overrides: ``aggregator``, ``chunk_size``, ``image_size``, ``checkpoint``, ``agg_heads``, ``agg_layers`` (2D
-    wrapper), ``head_dropout``; anything else goes to the entry function (e.g. ``in_chans``, ``drop_path_rate``).
+    The model maps an image ``(B, C, D, H, W)`` to logits ``(B, num_classes)``; ``.encoder`` is the foundation
+    model (where adapters go), ``.head`` the classifier, ``.spec`` the :class:`BackboneSpec`. Nothing is ever
+    downloaded.
+
+    Args:
+        name: a registry name (``molre backbones`` lists them), e.g. ``"dinov3_vitb16"``, ``"phantom_vit"``.
+        num_classes: outputs of the head (the 75 findings by default).
+        weights: a local file or folder in the official format (implies ``pretrained``).
+        pretrained: without ``weights``, look in the Hugging Face cache (offline), then
+            ``$MOLRE_WEIGHTS_DIR/<name>/`` (and, for the demo backbones, ``$MOLRE_CACHE_DIR/<name>/``);
+            ``False`` gives random initialisation.
+        reduced: a toy-size copy for tests (a few narrow blocks, small input).
+        **overrides: ``aggregator`` (``mean`` / ``max`` / ``attention`` / ``transformer`` over slices),
+            ``chunk_size``, ``image_size``, ``checkpoint``, ``agg_heads``, ``agg_layers`` (2D wrapper),
+            ``head_dropout``; anything else goes to the entry function (e.g. ``in_chans``, ``drop_path_rate``).
+
+    Returns:
+        The model, on the CPU.
+
+    Raises:
+        MissingWeightsError: ``pretrained=True`` and no weights were found; the message names the files, the
+            hub id to fetch them from on a connected machine and the folder to copy them to.
+        KeyError: ``name`` is not registered (the message lists the registered names).
+        ValueError: a 2D-wrapper option (``aggregator``, ``chunk_size``, ...) given for a 3D backbone.
+
+    Example:
+        ```python
+        model = create_model("phantom_vit")                     # random init
+        logits = model(torch.rand(2, 3, 4, 64, 64))              # (2, 75)
+        ```
     """
     spec = get_spec(name)
     wrapper_keys = {"aggregator", "chunk_size", "image_size", "head_dropout", "agg_heads", "agg_layers", "checkpoint"}
