@@ -33,6 +33,8 @@ class VolumeReadError(ValueError):
 
 @dataclass
 class Volume:
+    """A CT volume in Hounsfield units, as :func:`load_volume` returns it."""
+
     hu: np.ndarray                        # (D, H, W) float32 Hounsfield units
     spacing: tuple[float, float, float]   # (dz, dy, dx) mm
     meta: dict = field(default_factory=dict)
@@ -44,12 +46,34 @@ def is_nifti(path: str | Path) -> bool:
 
 def load_volume(path: str | Path, series_uid: str | None = None, allow_non_ct: bool = False,
                 nonfinite: str = "error", policy=None) -> Volume:
-    """Load a NIfTI file, DICOM series folder or single DICOM file as HU (D, H, W).
+    """Load a NIfTI file, DICOM series folder or single DICOM file as HU ``(D, H, W)``.
 
-    ``series_uid`` picks one series of a folder that holds several (otherwise an error listing them);
-    ``allow_non_ct`` accepts a DICOM Modality other than CT; ``nonfinite`` is ``"error"`` (NaN / inf voxels
-    refuse the file) or ``"mask"`` (they become air, counted in ``meta["masked_nonfinite"]``); ``policy`` is the
-    :class:`~molre_lib.data.dicom_series.SeriesPolicy` a DICOM series must pass (default: its defaults)."""
+    Axes are normalised whatever the file's orientation: D inferior -> superior, H anterior -> posterior,
+    W patient right -> left. DICOM slices are sorted along the slice normal, HU = stored x RescaleSlope +
+    RescaleIntercept per slice, and ``PixelPaddingValue`` voxels become -1024.
+
+    Args:
+        path: a ``.nii`` / ``.nii.gz`` file, a folder of one DICOM series, or one DICOM file.
+        series_uid: the series to read from a folder that holds several (otherwise an error listing them).
+        allow_non_ct: accept a DICOM Modality other than CT.
+        nonfinite: ``"error"`` (NaN / inf voxels refuse the file) or ``"mask"`` (they become air, counted in
+            ``meta["masked_nonfinite"]``).
+        policy: the ``molre_lib.data.dicom_series.SeriesPolicy`` a DICOM series must pass (default: its
+            defaults).
+
+    Returns:
+        A ``Volume``: ``hu`` (D, H, W) float32 HU, ``spacing`` (dz, dy, dx) in mm, ``meta``.
+
+    Raises:
+        VolumeReadError: a ``ValueError`` naming the file and the reason (unreadable, not CT, several series,
+            NaN / inf voxels, ...).
+
+    Example:
+        ```python
+        vol = load_volume("scan1.nii.gz")
+        vol.hu.shape, vol.spacing            # (D, H, W), (dz, dy, dx)
+        ```
+    """
     if nonfinite not in ("error", "mask"):
         raise ValueError(f"nonfinite must be 'error' or 'mask', got {nonfinite!r}")
     p = Path(path)

@@ -108,9 +108,22 @@ def make_subject(seed: int, cfg: PhantomConfig | None = None, present: dict[str,
                  side: dict[str, str | int] | None = None, patient_seed: int | None = None) -> PhantomSubject:
     """Render one phantom scan, deterministic in (seed, patient_seed, cfg, present, side).
 
-    present: force findings on (True) or off (False) -- everything else stays identical.
-    side: put a lateralised finding on the patient's "left" or "right".
-    patient_seed: anatomy seed (defaults to ``seed``); scans of one patient share it.
+    Args:
+        seed: the scan's seed (findings, noise, scanner).
+        cfg: shape, spacing, noise, label noise, ... (default ``PhantomConfig()``).
+        present: force findings on (True) or off (False) by key; everything else stays identical.
+        side: put a lateralised finding on the patient's ``"left"`` or ``"right"``.
+        patient_seed: anatomy seed (defaults to ``seed``); scans of one patient share it.
+
+    Returns:
+        A :class:`PhantomSubject`: ``hu`` (D, H, W) float32 HU, ``spacing`` (dz, dy, dx) mm, true ``labels``,
+        ``reported`` labels (noisy, None = unknown), ``masks`` (key -> (D, H, W) bool for every present finding).
+
+    Example:
+        ```python
+        s = make_subject(42, PhantomConfig(shape=(24, 64, 64)))
+        left = make_subject(42, present={"epidural_hematoma": True}, side={"epidural_hematoma": "left"})
+        ```
     """
     # ~70 lines in sections (grid, findings, slabs, scanner) that share the same arrays; kept as one function so
     # the generators' draws stay in one visible order, which defines every seed's phantom.
@@ -193,7 +206,11 @@ def report_labels(labels: dict[str, int], cfg: PhantomConfig, seed: int) -> dict
 
 def counterfactual(seed: int, key: str, cfg: PhantomConfig | None = None,
                    side: str | None = None) -> tuple[PhantomSubject, PhantomSubject]:
-    """The same subject with ``key`` forced present (optionally on ``side``) and with it removed."""
+    """The same subject with finding ``key`` forced present (optionally on ``side``) and with it removed.
+
+    Returns:
+        ``(with_finding, without)``: two :class:`PhantomSubject` that differ only by the finding.
+    """
     sides = {key: side} if side else None
     return (make_subject(seed, cfg, present={key: True}, side=sides),
             make_subject(seed, cfg, present={key: False}))
