@@ -38,22 +38,17 @@ def hu_bands(hu: np.ndarray) -> np.ndarray:
 def fit_mask(mask: np.ndarray, spacing: tuple[float, float, float], cfg: PreprocessConfig) -> np.ndarray:
     """Bool (D, H, W) on the scan's grid -> bool (D', H', W') on the model grid, nearest-neighbour."""
     import torch
-    import torch.nn.functional as F
-    from monai.transforms import ResizeWithPadOrCrop
+
+    from .resize import pad_or_crop, resize
 
     x = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None]  # (1, D, H, W)
-
-    def resize(t, size):
-        if list(t.shape[1:]) == list(size):
-            return t
-        return F.interpolate(t[None], size=tuple(size), mode="nearest-exact")[0]
-
     if cfg.spacing is not None:
-        x = resize(x, [max(1, int(round(n * s / t))) for n, s, t in zip(x.shape[1:], spacing, cfg.spacing)])
+        x = resize(x, [max(1, int(round(n * s / t))) for n, s, t in zip(x.shape[1:], spacing, cfg.spacing)],
+                   "nearest-exact")
     if cfg.fit == "resize":
-        x = resize(x, list(cfg.shape))
+        x = resize(x, list(cfg.shape), "nearest-exact")
     else:
-        x = ResizeWithPadOrCrop(cfg.shape, mode="constant", value=0.0)(x)
+        x = pad_or_crop(x, cfg.shape, value=0.0)
     out = np.asarray(x[0]) > 0.5
     return out[slice_indices(out.shape[0], cfg.n_slices)]
 
