@@ -29,7 +29,21 @@ def evaluate_run(run_dir: str | Path, split: str = "test", bootstrap: int = 1000
     """AUROC with bootstrap CIs, ECE and operating points of one split of a finished run.
 
     Writes ``per_finding_auc.csv`` (``per_finding_auc_<split>.csv`` for other splits), the same for
-    ``operating_points``, and updates the ``<split>`` section of ``metrics.json``. Returns that section.
+    ``operating_points``, and updates the ``<split>`` section of ``metrics.json``.
+
+    Args:
+        run_dir: a finished run of ``molre train`` / ``01_train`` (it holds ``predictions_<split>.parquet``).
+        split: ``"test"`` or ``"val"``.
+        bootstrap: replicates of the scan bootstrap for the 95% CIs (0: no CIs).
+        seed: the bootstrap's seed.
+        out_dir: where the tables go (default ``run_dir``).
+
+    Returns:
+        The ``<split>`` section of ``metrics.json``: macro / micro / category AUCs with CIs, per-finding AUC,
+        n_pos, ECE.
+
+    Raises:
+        FileNotFoundError: the run has no ``predictions_<split>.parquet``.
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
@@ -68,6 +82,23 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out_dir: Optional[str | P
     (default ``<run_b>/compare_<run_a name>``). The category summary is in ``df.attrs["categories"]``.
     Both CSVs carry ``n_scans_a``, ``n_scans_b`` and ``n_shared``; fewer shared scans than ``min_shared`` of the
     larger run raise (a silent subset would report AUCs on other scans than each run's own).
+
+    Args:
+        run_a: the reference run (e.g. LoRA).
+        run_b: the run compared with it (e.g. MoLRE); scans are paired by ``scan_id``.
+        out_dir: where the two CSVs go (default ``<run_b>/compare_<run_a name>``).
+        split: ``"test"`` or ``"val"``.
+        band: the borderline probability band of the confidence-regime shift.
+        alpha: significance level of the per-category counts of findings better under each run (Holm / BH
+            adjusted p < alpha).
+        min_shared: the smallest share of the larger run's scans both runs must have.
+
+    Returns:
+        One row per finding, as above; ``df.attrs["categories"]`` holds the per-category summary.
+
+    Raises:
+        ValueError: fewer shared scans than ``min_shared`` (the message says how many each run has and the
+            ``--min-shared`` value that would compare on the shared ones).
     """
     run_a, run_b = Path(run_a), Path(run_b)
     pair = paired_predictions(run_a, run_b, split)
