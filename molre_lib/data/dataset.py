@@ -60,6 +60,15 @@ class PreprocessConfig:
 
 
 # ----------------------------------------------------------------------------- transforms
+def load_scan(path: Path, series_uid: str | None = None) -> Volume:
+    """A manifest row's volume as training, evaluation and preprocessing read it: the row's ``series_uid`` picks
+    the series of a flat folder, and the loaders' series check refuses a single image as well as scouts, dose
+    reports, reformats and bone kernels (:func:`molre_lib.data.dicom_series.check_series`)."""
+    from .dicom_series import SeriesPolicy
+
+    return load_volume(path, series_uid=series_uid or None, policy=SeriesPolicy(min_images=2))
+
+
 def fit_volume(vol: Volume, cfg: PreprocessConfig) -> np.ndarray:
     """HU (D, H, W) resampled / resized / padded to ``cfg.shape``, rounded to int16."""
     import torch
@@ -125,20 +134,21 @@ class VolumeCache:
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def key(self, path: Path, cfg: PreprocessConfig) -> str:
-        blob = json.dumps({"path": str(Path(path).resolve()), "files": file_signature(path), **cfg.fit_key()},
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    def key(self, path: Path, cfg: PreprocessConfig, series_uid: str | None = None) -> str:
+        doc = {"path": str(Path(path).resolve()), "files": file_signature(path), **cfg.fit_key()}
+        if series_uid:                              # one series of a flat folder (keys without one are unchanged)
+            doc["series_uid"] = series_uid
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
-    def get(self, path: Path, cfg: PreprocessConfig) -> tuple[np.ndarray, bool]:
+    def get(self, path: Path, cfg: PreprocessConfig, series_uid: str | None = None) -> tuple[np.ndarray, bool]:
         """(fitted volume, was_cached)."""
-        f = self.dir / f"{self.key(path, cfg)}.npy"
+        f = self.dir / f"{self.key(path, cfg, series_uid)}.npy"
         if f.exists():
             try:
                 return np.load(f), True
             except (ValueError, OSError):          # a torn or corrupt cache file is rebuilt
                 pass
-        fitted = fit_volume(load_volume(path), cfg)
+        fitted = fit_volume(load_scan(path, series_uid), cfg)
         atomic_write(f, lambda tmp: _save_npy(tmp, fitted))
         return fitted, False
 
@@ -161,6 +171,7 @@ class HeadCTDataset:
         self.root = Path(root).resolve() if root is not None else Path(df.attrs.get("root", "."))
         self.labels, self.mask = labels_and_mask(df)
         self.paths = [self.root / p for p in df["path"]]
+        self.series = list(df["series_uid"]) if "series_uid" in df.columns else [""] * len(df)
         self.scan_ids = list(df["scan_id"])
         self.training = training
         self.cache = VolumeCache(self.cfg.cache_dir) if self.cfg.cache_dir else None
@@ -175,8 +186,8 @@ class HeadCTDataset:
         path = self.paths[i]
         try:
             if self.cache is not None:
-                return self.cache.get(path, self.cfg)[0]
-            return fit_volume(load_volume(path), self.cfg)
+                return self.cache.get(path, self.cfg, self.series[i])[0]
+            return fit_volume(load_scan(path, self.series[i]), self.cfg)
         except VolumeReadError:
             raise
         except Exception as err:  # noqa: BLE001 - name the scan whatever failed

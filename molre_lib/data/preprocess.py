@@ -70,12 +70,12 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _fit_one(job: tuple[int, str, PreprocessConfig]) -> tuple[int, str | None, float]:
+def _fit_one(job: tuple[int, str, PreprocessConfig, str]) -> tuple[int, str | None, float]:
     """Worker: decode + fit + write one scan; (index, failure reason or None, seconds)."""
-    i, path, cfg = job
+    i, path, cfg, series_uid = job
     t = time.perf_counter()
     try:
-        VolumeCache(cfg.cache_dir).get(Path(path), cfg)            # type: ignore[arg-type]
+        VolumeCache(cfg.cache_dir).get(Path(path), cfg, series_uid)  # type: ignore[arg-type]
     except VolumeReadError as err:
         return i, str(err), time.perf_counter() - t
     except Exception as err:  # noqa: BLE001 - a bad scan must not stop the others; its reason is reported
@@ -96,19 +96,20 @@ def preprocess_manifest(manifest: str | Path, cfg: PreprocessConfig, root: str |
     base = Path(root).resolve() if root is not None else Path(df.attrs.get("root", "."))
     cache = VolumeCache(cfg.cache_dir)
     report = PreprocessReport(cache_dir=str(cache.dir), shape=list(cfg.shape), workers=workers, total=len(df))
-    todo: list[tuple[int, str, PreprocessConfig]] = []
+    todo: list[tuple[int, str, PreprocessConfig, str]] = []
     ids = list(df["scan_id"])
     paths = [base / p for p in df["path"]]
+    series = list(df["series_uid"]) if "series_uid" in df.columns else [""] * len(df)
     for i, path in enumerate(paths):
         try:
-            key = cache.key(path, cfg)
+            key = cache.key(path, cfg, series[i])
         except OSError as err:                                         # missing file / folder
             report.failed.append({"scan_id": ids[i], "path": str(path), "reason": f"{path}: {err.strerror or err}"})
             continue
         if is_cached(cache.dir / f"{key}.npy", cfg):
             report.cached += 1
         else:
-            todo.append((i, str(path), cfg))
+            todo.append((i, str(path), cfg, series[i]))
     t0 = time.perf_counter()
     for i, reason, seconds in _run(todo, workers, progress):
         report.worker_seconds += seconds
