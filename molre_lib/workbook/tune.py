@@ -193,7 +193,7 @@ def arm_name(values: dict[str, Any], seed_key: str) -> str:
 
 def arms(cfg: Any) -> list[Arm]:
     """The sweep's arms in grid order."""
-    from .sweep import expand_runs
+    from .grid import expand_runs
 
     tcfg = tune_config(cfg)
     out: dict[str, Arm] = {}
@@ -222,7 +222,7 @@ def notebook_values(tuned: dict[str, Any], base: dict[str, Any]) -> dict[str, An
 def trial_run(cfg: Any, arm: Arm, number: int, tuned: dict[str, Any]) -> Any:
     """The 01_train run of trial ``number``: the arm's parameters at the tuning seed plus the tuned values, on
     the manifest view without test rows and with no test split."""
-    from .sweep import make_run, run_parameters
+    from .grid import make_run, run_parameters
 
     tcfg = tune_config(cfg)
     values = {**arm.values, tcfg.seed_key: tcfg.trial_seed}
