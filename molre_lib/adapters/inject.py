@@ -151,7 +151,8 @@ def inject(model: nn.Module, cfg: MoLREConfig, trainable: Sequence[str] = ("head
 
     Example:
         ```python
-        report = inject(model, MoLREConfig(r=4, n_experts=4, target_modules=r"encoder\.blocks\.\d+\.attn\.qkv"))
+        report = inject(model, MoLREConfig(r=4, n_experts=4, target_modules=["qkv", "proj"]))
+        print(report)                     # adapted modules; backbone / adapters / routers / head counts
         ```
     """
     if adapter_layers(model):

@@ -58,8 +58,8 @@ def load_volume(path: str | Path, series_uid: str | None = None, allow_non_ct: b
         allow_non_ct: accept a DICOM Modality other than CT.
         nonfinite: ``"error"`` (NaN / inf voxels refuse the file) or ``"mask"`` (they become air, counted in
             ``meta["masked_nonfinite"]``).
-        policy: the ``molre_lib.data.dicom_series.SeriesPolicy`` a DICOM series must pass (default: its
-            defaults).
+        policy (SeriesPolicy | None): the ``molre_lib.data.dicom_series.SeriesPolicy`` a DICOM series must pass
+            (default: its defaults).
 
     Returns:
         A ``Volume``: ``hu`` (D, H, W) float32 HU, ``spacing`` (dz, dy, dx) in mm, ``meta``.
