@@ -12,7 +12,14 @@ per-category and top-findings tables).
 """
 from molre_lib.plots import names  # noqa: F401 - plots.names.finding_name
 from molre_lib.plots.latex import Column, PaperTable, save_paper_table
-from molre_lib.plots.paper_tables import category_table, findings_table, main_table, method_name
+from molre_lib.plots.paper_tables import (
+    auc_summary_table,
+    category_table,
+    findings_table,
+    main_table,
+    method_name,
+    per_finding_table,
+)
 from molre_lib.plots.data import cooccurrence_matrix, plot_cooccurrence, plot_prevalence, prevalence_table
 from molre_lib.plots.images import (
     WINDOW_PRESETS,

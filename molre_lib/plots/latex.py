@@ -35,6 +35,7 @@ class Column:
     group: str = ""  # spanning header over neighbouring columns with the same group
     keys: tuple[str, ...] = ()
     signed: bool = False  # show "+" on positive values (differences)
+    point_signed: bool = True  # a ci column's point with its sign (a difference); False for an AUC [CI] cell
     missing: str = "--"  # what a missing value shows ("" for the blank cells of a grouped layout)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,7 @@ class PaperTable:
     bold: set[tuple[int, str]] = field(default_factory=set)  # (row position, column key) shown in bold
     midrule_before: set[int] = field(default_factory=set)  # row positions preceded by a \midrule (e.g. "All")
     space_before: set[int] = field(default_factory=set)  # row positions preceded by booktabs' \addlinespace
+    split_before: set[int] = field(default_factory=set)  # row positions that start a new float "(continued)"
     size: str = "\\small"  # font size of the table body (a wide table may use \footnotesize)
     tabcolsep: str = "4pt"  # space either side of a column (LaTeX's default is 6pt)
 
@@ -112,8 +114,12 @@ class PaperTable:
             align = "l" if col.kind == "text" else "c"
             labels.append(f"\\multicolumn{{{width[id(col)]}}}{{{align}}}{{{_tex_header(col.header, align)}}}")
         head.append(" & ".join(labels) + " \\\\")
+        chunks = [rows]
         for i in range(len(self.data)):
-            if i in self.midrule_before:
+            if i in self.split_before and i > 0:
+                rows = []
+                chunks.append(rows)
+            elif i in self.midrule_before:
                 rows.append("\\midrule")
             elif i in self.space_before:
                 rows.append("\\addlinespace")
@@ -126,18 +132,22 @@ class PaperTable:
                     cell = f"\\textbf{{{cell}}}"
                 cells.append(cell)
             rows.append(" & ".join(cells) + " \\\\")
-        tabular = "\n".join([f"\\begin{{tabular}}{{@{{}}{''.join(spec)}@{{}}}}", "\\toprule", *head, "\\midrule",
-                             *rows, "\\bottomrule", "\\end{tabular}"])
-        lines = [f"% {self.label}: written by molre_lib.plots.PaperTable; needs \\usepackage{{booktabs}}",
-                 f"\\begin{{{env}}}[{placement}]", "\\centering", self.size, f"\\setlength{{\\tabcolsep}}{{{self.tabcolsep}}}",
-                 f"\\caption{{{_tex_text(self.caption)}}}", f"\\label{{{self.label}}}"]
-        if self.notes:  # the note is set to the width of the tabular (box 0 is TeX's scratch box)
-            note = " ".join(_tex_text(n) for n in self.notes)
-            lines += ["\\sbox0{%", tabular + "}%", "\\usebox0\\par",
-                      f"\\parbox{{\\wd0}}{{\\vspace{{3pt}}\\footnotesize {note}}}"]
-        else:
-            lines.append(tabular)
-        lines.append(f"\\end{{{env}}}")
+        lines = [f"% {self.label}: written by molre_lib.plots.PaperTable; needs \\usepackage{{booktabs}}"]
+        for k, body in enumerate(chunks):  # one float per chunk (a table taller than a page continues)
+            tabular = "\n".join([f"\\begin{{tabular}}{{@{{}}{''.join(spec)}@{{}}}}", "\\toprule", *head,
+                                 "\\midrule", *body, "\\bottomrule", "\\end{tabular}"])
+            caption, label = (self.caption, self.label) if k == 0 else (f"{self.caption} (continued)",
+                                                                        f"{self.label}:{k + 1}")
+            lines += [f"\\begin{{{env}}}[{placement}]", "\\centering", self.size,
+                      f"\\setlength{{\\tabcolsep}}{{{self.tabcolsep}}}", f"\\caption{{{_tex_text(caption)}}}",
+                      f"\\label{{{label}}}"]
+            if self.notes and k == len(chunks) - 1:  # the note is set to the width of the tabular (box 0: scratch)
+                note = " ".join(_tex_text(n) for n in self.notes)
+                lines += ["\\sbox0{%", tabular + "}%", "\\usebox0\\par",
+                          f"\\parbox{{\\wd0}}{{\\vspace{{3pt}}\\footnotesize {note}}}"]
+            else:
+                lines.append(tabular)
+            lines.append(f"\\end{{{env}}}")
         return "\n".join(lines) + "\n"
 
 
@@ -180,7 +190,7 @@ def _plain(values: tuple, col: Column) -> str:
         point, lo, hi = values
         if _missing(point):
             return col.missing.replace("--", "–")
-        text = _fixed(point, col.digits, signed=True)
+        text = _fixed(point, col.digits, signed=col.point_signed)
         if not (_missing(lo) or _missing(hi)):
             text += f" [{_fixed(lo, col.digits)}, {_fixed(hi, col.digits)}]"
         return text.replace("-", MINUS)
@@ -206,7 +216,7 @@ def _tex_cell(values: tuple, col: Column, pad: tuple[bool, bool] = (True, True))
         point, lo, hi = values
         if _missing(point):
             return col.missing
-        parts = [_tex_number(_fixed(point, col.digits, signed=True))]
+        parts = [_tex_number(_fixed(point, col.digits, signed=col.point_signed))]
         if not (_missing(lo) or _missing(hi)):
             bounds = [_fixed(b, col.digits) for b in (lo, hi)]
             bounds = [_tex_number(b) if b.startswith("-") else (f"\\phantom{{$-$}}{b}" if need else b)

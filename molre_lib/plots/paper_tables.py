@@ -5,6 +5,11 @@
 - :func:`category_table` — per taxonomy category (03_per_finding_auc): mean AUC of both runs, ΔAUC with its
   paired-bootstrap CI, findings significantly better under each run (DeLong, Holm).
 - :func:`findings_table` — the top-k findings by DeLong p (03): AUCs, ΔAUC with its DeLong CI, p and Holm p.
+- :func:`auc_summary_table` — macro, micro and category mean AUROC of each run with CIs (03's ``summary.tex``).
+- :func:`per_finding_table` — every finding's AUROC [CI] per run (03's ``per_finding_auc.tex``).
+
+Findings are named as in ``findings.csv``; a finding with fewer than ``min_positives`` test positives
+(``plots.MIN_POSITIVES``) prints no CI, as the forest plots draw no interval for it.
 
 Each returns a :class:`~molre_lib.plots.latex.PaperTable` (``save_paper_table`` writes ``.tex`` + ``.csv``).
 Method names follow the paper (LoRA, MoLRE, MoLRE (shared A)); see :func:`method_name`.
@@ -18,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from molre_lib.plots.latex import MINUS, Column, PaperTable
+from molre_lib.plots.style import MIN_POSITIVES
 
 METHOD_NAMES = {"lora": "LoRA", "molre": "MoLRE", "linear_probe": "Linear probe", "full": "Full fine-tuning"}
 
@@ -191,7 +197,8 @@ def category_table(deltas: pd.DataFrame, name_a: str, name_b: str, significance:
 
 
 def findings_table(compare: pd.DataFrame, name_a: str, name_b: str, top: int = 10, n_scans: int | None = None,
-                   caption: str | None = None, label: str = "tab:findings") -> PaperTable:
+                   caption: str | None = None, label: str = "tab:findings",
+                   min_positives: int = MIN_POSITIVES) -> PaperTable:
     """The ``top`` findings with the smallest DeLong p (``engine.evaluate.compare_runs`` output): positives,
     AUC of A and B, ΔAUC (B − A) [95% CI], p and Holm-adjusted p."""
     from molre_lib.data.taxonomy import FINDINGS
@@ -199,6 +206,8 @@ def findings_table(compare: pd.DataFrame, name_a: str, name_b: str, top: int = 1
     names = {f.key: f.name for f in FINDINGS}
     tested = compare[compare["p"].notna()].sort_values(["p", "finding"])
     data = tested.head(top).reset_index(drop=True)
+    rare = data["n_pos"].to_numpy(dtype=float) < min_positives
+    data.loc[rare, ["ci_low", "ci_high"]] = np.nan  # the forest plots' rule: no interval from so few positives
     data.insert(1, "finding_name", [names.get(k, k) for k in data["finding"]])
     data.insert(2, "category_name", [str(c).capitalize() for c in data.get("category", [""] * len(data))])
     columns = [Column("finding_name", "Finding", "text"), Column("category_name", "Category", "text"),
@@ -210,6 +219,93 @@ def findings_table(compare: pd.DataFrame, name_a: str, name_b: str, top: int = 1
     notes = [f"Paired DeLong test per finding on the same {scans}; ΔAUC = {name_b} {MINUS} {name_a} with its DeLong "
              f"95% CI; p (Holm): adjusted over the {int(compare['p'].notna().sum())} findings with at least two "
              "positives and two negatives.", "Bold: best AUC in the row."]
+    if rare.any():
+        notes.insert(1, _rare_note(min_positives))
     caption = caption or f"The {len(data)} findings with the smallest DeLong p: {name_b} vs {name_a}."
     return PaperTable(data, columns, caption, label, notes, bold=_bold_max(data, ["auc_a", "auc_b"]),
                       size="\\footnotesize", tabcolsep="3pt")
+
+
+def _rare_note(min_positives: int) -> str:
+    return (f"No CI for findings with fewer than {min_positives} test positives: a bootstrap over so few scans "
+            "cannot estimate one.")
+
+
+def auc_summary_table(summary: pd.DataFrame, methods: dict[str, str], n_scans: int | None = None,
+                      n_boot: int | None = None, caption: str | None = None, label: str = "tab:auc_summary") -> PaperTable:
+    """Macro, micro and per-category mean AUROC of each run (03's ``summary.tex``), one row per metric.
+
+    Args:
+        summary: long table with columns run, metric (``macro_auc``, ``micro_auc``, ``category:<name>``), value,
+            ci_low, ci_high, n_findings (03 concatenates ``evaluate_run(...)["summary"]`` of its runs).
+        methods: run name -> method name (``analysis.summary.method_names``), in column order.
+    """
+    _need(summary, ["run", "metric", "value", "ci_low", "ci_high", "n_findings"], "AUC summary")
+    metrics = list(dict.fromkeys(summary["metric"]))
+    data = pd.DataFrame({"metric": metrics})
+    data["metric_name"] = [{"macro_auc": "Macro AUC", "micro_auc": "Micro AUC"}.get(m, m.split(":", 1)[-1].capitalize())
+                           for m in metrics]
+    first = summary[summary["run"] == next(iter(methods))].set_index("metric")
+    data["n_findings"] = [first["n_findings"].get(m, np.nan) for m in metrics]
+    columns = [Column("metric_name", "Metric", "text"), Column("n_findings", "Findings", "int")]
+    for run, name in methods.items():
+        part = summary[summary["run"] == run].set_index("metric").reindex(metrics)
+        r = _slug(run)
+        for key in ("value", "ci_low", "ci_high"):
+            data[f"{key}_{r}"] = part[key].to_numpy(dtype=float)
+        columns.append(Column(f"value_{r}", _stacked(name), "ci", group="AUC [95% CI]", point_signed=False,
+                              keys=(f"value_{r}", f"ci_low_{r}", f"ci_high_{r}")))
+    scans = f"n = {_count(n_scans)} test scans" if n_scans else "the test scans"
+    boot = f"{_count(n_boot)} resamples" if n_boot else "resampled"
+    notes = [f"Macro: mean of the per-finding AUROCs with both classes present; micro: all (scan, finding) pairs "
+             f"pooled; category rows: mean over the category's findings. {scans}; 95% CI from a bootstrap over scans "
+             f"({boot}). Findings: findings with an AUC."]
+    caption = caption or f"Test AUROC summary: {', '.join(methods.values())}."
+    midrule = {2} if len(metrics) > 2 else set()
+    return PaperTable(data, columns, caption, label, notes, midrule_before=midrule)
+
+
+def per_finding_table(per_finding: dict[str, pd.DataFrame], methods: dict[str, str],
+                      min_positives: int = MIN_POSITIVES, n_scans: int | None = None, caption: str | None = None,
+                      label: str = "tab:per_finding_auc") -> PaperTable:
+    """Per-finding AUROC [95% CI] of each run side by side (03's ``per_finding_auc.tex``), taxonomy order.
+
+    Args:
+        per_finding: run name -> ``evaluate_run(...)["per_finding"]`` (finding, auc, ci_low, ci_high, n_pos).
+        methods: run name -> method name, in column order.
+        min_positives: findings with fewer test positives print the AUC without a CI (the rule of the forest
+            plots, ``plots.MIN_POSITIVES``).
+    """
+    from molre_lib.data.taxonomy import CATEGORY_OF
+    from molre_lib.plots.names import finding_name
+
+    first = per_finding[next(iter(methods))].set_index("finding")
+    keys = list(first.index)
+    data = pd.DataFrame({"finding": keys, "finding_name": [finding_name(k) for k in keys],
+                         "category_name": [CATEGORY_OF.get(k, "").capitalize() for k in keys],
+                         "n_pos": first["n_pos"].to_numpy(dtype=float)})
+    rare = data["n_pos"].to_numpy() < min_positives
+    columns = [Column("finding_name", "Finding", "text"), Column("category_name", "Category", "text"),
+               Column("n_pos", "Positives", "int")]
+    for run, name in methods.items():
+        part = per_finding[run].set_index("finding").reindex(keys)
+        r = _slug(run)
+        data[f"auc_{r}"] = part["auc"].to_numpy(dtype=float)
+        data[f"ci_low_{r}"] = np.where(rare, np.nan, part["ci_low"].to_numpy(dtype=float))
+        data[f"ci_high_{r}"] = np.where(rare, np.nan, part["ci_high"].to_numpy(dtype=float))
+        columns.append(Column(f"auc_{r}", _stacked(name), "ci", group="AUC [95% CI]", point_signed=False,
+                              keys=(f"auc_{r}", f"ci_low_{r}", f"ci_high_{r}")))
+    space = {i for i in range(1, len(data)) if data["category_name"].iloc[i] != data["category_name"].iloc[i - 1]}
+    scans = f"n = {_count(n_scans)} test scans" if n_scans else "the test scans"
+    notes = [f"Test AUROC per finding, {scans}; 95% CI from a bootstrap over scans.", _rare_note(min_positives),
+             "--: no AUC (no positive or no negative scan)."]
+    caption = caption or f"Per-finding test AUROC: {', '.join(methods.values())}."
+    middle = min(space, key=lambda i: abs(i - len(data) / 2)) if space else None  # 75 rows: two floats
+    return PaperTable(data, columns, caption, label, notes, space_before=space, size="\\scriptsize",
+                      tabcolsep="3pt", split_before={middle} if middle and len(data) > 40 else set())
+
+
+def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(f"{what}: missing column(s) {missing}; has {list(df.columns)}")

@@ -2,6 +2,7 @@
 compiles with the real engine (pdflatex from texlive-latex-base + booktabs from texlive-latex-recommended)."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -133,3 +134,42 @@ def test_every_table_compiles_with_pdflatex(pdflatex, tmp_path):
         assert needle in text, needle
     # the one-cell CI, typeset with math minus signs
     assert "+0.012 [−0.004, 0.027]" in text.replace("\u2212", "−")
+
+
+def _runs_03():
+    """03's inputs for its two runs: evaluate_run's per-finding tables and summaries (60 scans, rare findings)."""
+    from molre_lib.stats.auroc import auc_report
+
+    rng = np.random.default_rng(4)
+    y = (rng.random((60, 75)) < rng.uniform(0.01, 0.25, 75)).astype(float)
+    reports = {run: auc_report(y, y * shift + rng.random(y.shape), n_boot=50, finding_keys=FINDING_KEYS)
+               for run, shift in (("phantom_vit_lora_seed0", 0.3), ("phantom_vit_molre_seed0", 0.4))}
+    summary = pd.concat({run: r["summary"].set_index("metric") for run, r in reports.items()},
+                        names=["run", "metric"]).reset_index()
+    methods = {"phantom_vit_lora_seed0": "LoRA", "phantom_vit_molre_seed0": "MoLRE"}
+    return {run: r["per_finding"] for run, r in reports.items()}, summary, methods
+
+
+def test_03_summary_and_per_finding_tables_are_paper_tables(pdflatex, tmp_path):
+    per_finding, summary, methods = _runs_03()
+    tables = {"summary": plots.auc_summary_table(summary, methods, n_scans=60, n_boot=50),
+              "per_finding_auc": plots.per_finding_table(per_finding, methods, n_scans=60)}
+    shown = tables["per_finding_auc"].display_frame()
+    lora = per_finding["phantom_vit_lora_seed0"].set_index("finding")
+    assert shown["Finding"].iloc[0] == "Intracranial hemorrhage (any)"  # findings.csv names, taxonomy order
+    for row, key in zip(shown.itertuples(), FINDING_KEYS):
+        cell = row[4]  # AUC [95% CI]: LoRA
+        if np.isnan(lora.loc[key, "auc"]):
+            assert cell == "–"
+        elif lora.loc[key, "n_pos"] < plots.MIN_POSITIVES:
+            assert "[" not in cell  # rare: the AUC alone
+        else:
+            assert cell.startswith(f"{lora.loc[key, 'auc']:.3f} [")  # unsigned AUC, its CI in the cell
+    assert list(tables["summary"].display_frame()["Metric"][:3]) == ["Macro AUC", "Micro AUC", "Hemorrhage"]
+    text = " ".join(_compile(pdflatex, tmp_path, tables).split())  # pdftotext breaks lines at the column edge
+    for name in tables:
+        tex = (tmp_path / f"{name}.tex").read_text()
+        assert "\\toprule" in tex and "ci\\_low" not in tex and "seed0" not in tex
+        assert not re.search(r"\d{2,}\.000", tex)  # counts are integers ("70", not "70.000")
+    assert "Hematocrit (fluid-blood) level" in text and "No CI for findings with fewer than 5" in text
+    assert "Float too large" not in (tmp_path / "doc.log").read_text(errors="replace")  # 75 rows fit a page
