@@ -179,6 +179,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "SPLIT": Param(STR, choices=("val", "test")),
         "BOOTSTRAP": Param(INT, check=non_negative),
         "SEED": Param(INT, check=non_negative),
+        "MIN_POSITIVES": Param(INT, check=positive),
         "OUT_DIR": Param(STR, path=True),
         "FIGURES_DIR": Param(STR, path=True),
     },
