@@ -50,12 +50,24 @@ def run_demo(args: argparse.Namespace) -> int:
         print()
         print(pd.read_csv(table).round(3).to_string(index=False))
     print_explanations(sweep_dir)
+    print_report_labeller_agreement(sweep_dir)
     if failed:
         print(f"\n[demo] {len(failed)} notebook(s) failed; see {sweep_dir / 'sweep_status.csv'}:")
         for r in failed:
             print(f"  - {r.get('step')} {r.get('key')}: {str(r.get('error', ''))[:200]}")
         return 1
     return 0
+
+
+def print_report_labeller_agreement(sweep_dir: Path, n: int = 600) -> None:
+    """The report labeller (molre label-reports) on ``n`` synthetic reports vs the phantom's truth: per-finding F1
+    and kappa written to ``report_labeller_agreement.csv``, pooled rows printed."""
+    from molre_lib.reports.phantom_check import phantom_report_agreement, summary_lines
+
+    out = Path(sweep_dir) / "report_labeller_agreement.csv"
+    table = phantom_report_agreement(n, out=out)
+    print(f"\n[demo] report labeller vs the phantom's truth on {n} synthetic reports (per finding: {out}):")
+    print("\n".join(summary_lines(table)))
 
 
 def ensure_demo_backbone(name: str) -> None:
