@@ -23,7 +23,8 @@ def _hwd(text: str) -> tuple[int, int, int]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("synth", help="write a synthetic head-CT phantom data set and its manifest.csv")
-    p.add_argument("--out", required=True, help="output folder (scans/, manifest.csv, labels_true.csv)")
+    p.add_argument("--out", required=True,
+                   help="output folder (scans/, manifest.csv, labels_true.csv, reports.csv: a free-text report per scan)")
     p.add_argument("--n-scans", type=int, default=None, help="number of scans (required for nifti / dicom)")
     p.add_argument("--shape", type=_hwd, default=(24, 64, 64), help="H,W,D voxels (default 64,64,24)")
     p.add_argument("--spacing", type=lambda t: _floats(t, 3, "--spacing"), default=None,

@@ -2,7 +2,8 @@
 
 Scans are grouped into patients (some patients get a follow-up scan with the same anatomy);
 splits are assigned by patient. The manifest holds the *reported* labels (with the configured
-label noise and unknowns); ``labels_true.csv`` next to it holds the noise-free truth.
+label noise and unknowns); ``labels_true.csv`` next to it holds the noise-free truth, and ``reports.csv`` a
+free-text radiology report per scan written from that truth (``phantom_reports``; ``molre label-reports`` reads it).
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import numpy as np
 
 from .phantom import PhantomConfig, make_subject
 from .phantom_masks import PHANTOM_RECORD
+from .phantom_reports import write_report
 from .taxonomy import FINDING_KEYS
 from .writers import write_dicom_series, write_nifti
 
 SPLITS = ("train", "val", "test")
+REPORTS_CSV = "reports.csv"   # report_id (= scan_id), report: a free-text report per scan, true to labels_true.csv
 KERNELS = ("SOFT", "STANDARD", "SHARP")
 
 
@@ -67,7 +70,8 @@ def _one(job) -> dict:
     row.update({k: "" if sub.reported[k] is None else str(sub.reported[k]) for k in FINDING_KEYS})
     row.update({"meta_site": sub.site, "meta_age": f"{sub.age:.0f}"})
     truth = {"scan_id": scan_id, **{k: sub.labels[k] for k in FINDING_KEYS}}
-    return {"row": row, "truth": truth}
+    report = {"report_id": scan_id, "report": write_report(sub.labels, np.random.default_rng([scan_seed, 23]))}
+    return {"row": row, "truth": truth, "report": report}
 
 
 def synthesize(out_dir: str | Path, n_scans: int, shape: tuple[int, int, int] = (24, 64, 64),
@@ -98,6 +102,7 @@ def synthesize(out_dir: str | Path, n_scans: int, shape: tuple[int, int, int] = 
     manifest = out / "manifest.csv"
     _write_csv(manifest, [r["row"] for r in results])
     _write_csv(out / "labels_true.csv", [r["truth"] for r in results])
+    _write_csv(out / REPORTS_CSV, [r["report"] for r in results])
     write_phantom_record(out, cfg, {f"phantom-{i:05d}": (s, ps) for i, (s, _, ps) in enumerate(plan)})
     return manifest
 
