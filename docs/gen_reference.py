@@ -40,6 +40,18 @@ def _subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argpars
                     yield f"{name} {sub_name}", subsub
 
 
+def _help_lines(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, str]:
+    """The one-line ``help=`` each sub-command was registered with (what ``molre --help`` lists)."""
+    found = {}
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for choice in action._choices_actions:  # noqa: SLF001
+                found[prefix + choice.dest] = " ".join((choice.help or "").split())
+            for name, sub in action.choices.items():
+                found.update(_help_lines(sub, f"{prefix}{name} "))
+    return found
+
+
 def cli_page() -> str:
     os.environ["COLUMNS"] = HELP_WIDTH
     from molre_lib.cli import build_parser
@@ -52,9 +64,10 @@ def cli_page() -> str:
               "with exit code 2; `molre --debug COMMAND ...` shows the Python traceback instead. Other exceptions "
               "are bugs and keep their traceback.\n\n")
     commands = list(_subcommands(parser))
+    helps = _help_lines(parser)
     out.write("| command | what it does |\n| --- | --- |\n")
     for name, sub in commands:
-        summary = (sub.description or "").strip().splitlines()[0] if sub.description else ""
+        summary = helps.get(name) or ((sub.description or "").strip().splitlines() or [""])[0]
         anchor = "molre-" + name.replace(" ", "-")
         out.write(f"| [`molre {name}`](#{anchor}) | {summary.replace('|', '&#124;')} |\n")
     out.write("\n## `molre`\n\n```text\n" + parser.format_help() + "```\n")
