@@ -121,6 +121,7 @@ def plot_cam_comparison(bases: Sequence[np.ndarray], masks: Sequence[np.ndarray]
     return fig
 
 
+ATTRIBUTION_NAMES = {"gradcam": "Grad-CAM", "occlusion": "Occlusion"}  # figure titles name the method
 METRIC_LABELS = {"hit": "pointing game (hit rate)", "energy": "CAM energy in the mask", "auroc": "voxel AUROC"}
 
 
@@ -142,7 +143,7 @@ def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("h
             t = summary[summary[model] == name].set_index(finding).reindex(findings)
             y = y0 + 0.35 - step / 2 - k * step
             ax.errorbar(t[m], y, xerr=[t[m] - t[f"{m}_lo"], t[f"{m}_hi"] - t[m]], fmt="o", ms=3, lw=0.8,
-                        color=colours[name], label=name if m == metrics[0] else None)
+                        color=colours[name], label=method_name(name) if m == metrics[0] else None)
         chance = summary.groupby(finding, sort=False)[f"{m}_chance"].mean().reindex(findings)
         if m == "auroc":
             ax.axvline(0.5, color="0.6", lw=0.6, ls=":")

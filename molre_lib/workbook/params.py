@@ -193,6 +193,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "METHODS": Param(LIST, check=attribution_methods),
         "MARGIN_MM": Param(FLOAT, check=non_negative),
         "BOOTSTRAP": Param(INT, check=positive),
+        "CAM_SCALE": Param(STR, choices=("volume", "slice")),
         "DEVICE": Param(STR, check=device),
         "FIGURES_DIR": Param(STR, path=True),
     },

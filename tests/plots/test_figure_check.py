@@ -139,9 +139,10 @@ def _notebook_04():
     keys = ["intraparenchymal_hemorrhage", "subdural_hematoma", "mca_territory_infarct"]
     labels = [f"{plots.names.finding_name(k)}\nphantom_{i:04d} · slice {4 + i}" for i, k in enumerate(keys)]
     return {"localisation_forest": lambda: lp.plot_localisation_forest(
-                _localisation_rows(), metrics=("hit", "energy", "auroc"), title="gradcam: localisation per finding"),
+                _localisation_rows(), metrics=("hit", "energy", "auroc"), title="Grad-CAM: localisation per finding"),
             "cam_overlay": lambda: lp.plot_cam_comparison(
                 bases[:1], masks[:1], heads[:1], {"lora": cams[:1], "molre": cams[1:2]},
+                locations={m: rows[:1] for m, rows in _locations(heads, cams).items()},
                 title=f"{plots.names.finding_name(keys[0])} · phantom_0000 · slice 4"),
             "cam_panel": lambda: lp.plot_cam_comparison(bases, masks, heads, {"lora": cams, "molre": cams[::-1]},
                                                         row_labels=labels, locations=_locations(heads, cams)),
