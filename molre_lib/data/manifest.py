@@ -154,7 +154,7 @@ def _check_series_files(p: Path, files: list[Path], series_uid: str, policy) -> 
     """The loaders' series check on headers: one series (or the one ``series_uid`` names) that passes."""
     from dataclasses import replace
 
-    from .dicom_series import SeriesPolicy, check_series, describe_choices, series_of
+    from .dicom_series import SeriesPolicy, check_series, describe_choices, series_of, sop_class_name
     from .io import file_signature
 
     key = (str(p), tuple(file_signature(p)))
@@ -169,7 +169,8 @@ def _check_series_files(p: Path, files: list[Path], series_uid: str, policy) -> 
             return f"{p}: no series {series_uid} here (found: {describe_choices(series)})", []
         info = series[series_uid]
     else:
-        images = {u: i for u, i in series.items() if i.orientation} or series
+        images = {u: i for u, i in series.items() if not i.sop_class or "Image Storage" in sop_class_name(i.sop_class)}
+        images = images or series                          # a stray SR / presentation state beside one image series
         if len(images) > 1:
             return (f"{p} holds {len(images)} DICOM series: {describe_choices(images)}; add a series_uid column "
                     "naming the one to read (molre convert pacs writes it)"), []

@@ -1,0 +1,245 @@
+"""A hospital-style PACS export (molre_lib.data.pacs_synth: scouts, bone kernels, thin series, sagittal MPR, dose
+SC and SR, GE and Siemens names, a flat study, files without extension, two studies of one patient, a 20 deg
+gantry tilt, a 25 deg oblique series, a missing slice): ``molre convert pacs`` picks the axial soft-tissue series
+of every study, and every bad series is refused (or flagged) with its reason by validate, the manifest reader,
+the datasets behind preprocess / train / evaluate, and predict. The tilted and oblique series' corrected
+geometry is checked against the phantom they were sampled from."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from molre_lib.cli import main
+from molre_lib.data.dataset import HeadCTDataset, PreprocessConfig, load_scan
+from molre_lib.data.dicom_series import SeriesPolicy, kernel_class
+from molre_lib.data.io import VolumeReadError, load_volume
+from molre_lib.data.manifest import ManifestError, read_manifest
+from molre_lib.data.pacs_synth import phantom_volume, write_export_tree
+
+# kind of bad series -> (study accession, series key in expected.json, what the reason says)
+BAD = {
+    "scout": ("ACC1001", "scout", 'series 1 "Scout" (kernel STANDARD): a localizer (ImageType ORIGINAL\\PRIMARY\\LOCALIZER)'),
+    "bone_ge": ("ACC1001", "bone", "bone-kernel reconstruction 'BONE', not soft tissue"),
+    "bone_siemens": ("ACC2001", "bone", 'series 3 "Head 5.0 H70h" (kernel H70h): bone-kernel reconstruction'),
+    "reformat": ("ACC1001", "reformat", 'series 5 "SAG MPR" (kernel STANDARD): a derived reformat'),
+    "dose_screen": ("ACC1001", "dose", 'series 900 "Dose Report": SOP class Secondary Capture Image Storage'),
+    "dose_sr": ("ACC1002", "dose_sr", "SOP class X-Ray Radiation Dose SR Storage, not CT Image Storage"),
+    "gap": ("ACC5001", "soft", "1 slice(s) missing near z = 18.5 mm (tolerance 0)"),
+    "flat_folder": ("ACC2001", None, 'holds 4 DICOM series'),
+}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pacs")
+    root = write_export_tree(out)
+    return root, json.loads((out / "expected.json").read_text()), out
+
+
+@pytest.fixture(scope="module")
+def converted(tree):
+    root, expected, out = tree
+    assert main(["convert", "pacs", str(root), "--out", str(out / "m" / "manifest.csv"),
+                 "--labels", str(out / "labels.csv")]) == 0
+    manifest = out / "m" / "manifest.csv"
+    inventory = list(csv.DictReader(open(out / "m" / "manifest_inventory.csv")))
+    return manifest, inventory
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from molre_lib.data.synth import synthesize
+
+    tmp = tmp_path_factory.mktemp("pacs_run")
+    manifest = synthesize(tmp / "data", 8, shape=(12, 32, 32), seed=0, workers=1, splits=(0.5, 0.25, 0.25))
+    assert main(["train", "--run-dir", str(tmp / "run"), "--manifest", str(manifest), "--backbone", "phantom_vit",
+                 "--reduced", "--no-pretrained", "--volume-shape", "12", "32", "32", "--max-steps", "1",
+                 "--batch-size", "2", "--adapter", "lora", "--rank", "2", "--device", "cpu", "--eval-bootstrap", "0"]) == 0
+    return tmp / "run", manifest
+
+
+def _path(root, expected, acc, key):
+    study = expected[acc]
+    if key is None:                                                   # the flat study folder itself
+        return root / study["series"]["soft"]["folder"]
+    return root / study["series"][key]["folder"]
+
+
+def _series_uid(root, folder, number):
+    from molre_lib.data.dicom_series import series_of
+
+    return next(u for u, s in series_of(sorted(p for p in folder.iterdir() if p.is_file())).items()
+                if s.series_number == str(number))
+
+
+def test_convert_picks_the_axial_soft_tissue_series_of_every_study(tree, converted):
+    root, expected, out = tree
+    manifest, inventory = converted
+    df = read_manifest(manifest, root=root, required_splits=())     # valid, every path and series_uid checks out
+    assert list(df["scan_id"]) == ["ACC1001", "ACC1002", "ACC2001", "ACC3001", "ACC4001"]
+    assert list(df["patient_id"]) == ["PAT001", "PAT001", "PAT002", "PAT003", "PAT004"]   # two studies, one patient
+    for _, row in df.iterrows():
+        assert row["meta_series_number"] == str(expected[row["scan_id"]]["expected"]) == "2"
+        assert row["meta_kernel"] in ("STANDARD", "H30s")
+    flat = df.set_index("scan_id").loc["ACC2001"]
+    assert flat["path"] == "PAT002/ACC2001_CT_HEAD" and flat["series_uid"] == _series_uid(root, root / flat["path"], 2)
+    assert df.set_index("scan_id").loc["ACC1001", "intracranial_hemorrhage"] == "1"        # labels by accession
+    assert df.set_index("scan_id").loc["ACC3001", "calvarial_fracture"] == "1"
+    decisions = {(r["accession"], r["series_number"]): (r["decision"], r["reason"]) for r in inventory}
+    assert len(inventory) == sum(len(s["series"]) for s in expected.values()) == 27    # every series listed
+    assert decisions[("ACC1001", "4")] == ("acceptable", "ranked below series 2 (thickness nearer the target: 5 mm vs 2.5 mm)")
+    for kind, (acc, key, why) in BAD.items():
+        if key is not None:
+            number = str(expected[acc]["series"][key]["series_number"])
+            assert decisions[(acc, number)][0] == "refused" and why.split(": ", 1)[-1] in decisions[(acc, number)][1], kind
+    assert decisions[("ACC3001", "2")][0] == "chosen" and "gantry tilt 20.0 deg corrected" in decisions[("ACC3001", "2")][1]
+    assert decisions[("ACC4001", "2")][0] == "chosen" and "oblique slices (25.0 deg) resampled" in decisions[("ACC4001", "2")][1]
+
+
+@pytest.mark.parametrize("change, acc, number", [("target_thickness_mm=2.5", "ACC1001", "4"),
+                                                 ("max_missing_slices=1", "ACC5001", "2"),
+                                                 ("bone_kernel=warn", "ACC1001", "2")])
+def test_policy_changes_the_choice(tree, change, acc, number):
+    root, _, out = tree
+    m = out / f"p_{change.split('=')[0]}" / "m.csv"
+    assert main(["convert", "pacs", str(root), "--out", str(m), "--policy", change]) == 0
+    rows = {r["accession"]: r for r in csv.DictReader(open(m.parent / "m_inventory.csv")) if r["decision"] == "chosen"}
+    assert rows[acc]["series_number"] == number
+    assert json.loads((m.parent / "m_policy.json").read_text())["selection" if "thickness" in change else "series"][
+        change.split("=")[0]] in (2.5, 1, "warn")
+
+
+def test_policy_refusing_tilt_lists_the_study(tree, capsys):
+    root, _, out = tree
+    assert main(["convert", "pacs", str(root), "--out", str(out / "t" / "m.csv"), "--policy", "gantry_tilt=refuse"]) == 0
+    printed = capsys.readouterr().out
+    assert 'series 2 "Head 5.0 H30s" (kernel H30s): gantry tilt 20.0 deg (sheared stack)' in printed
+    assert "no acceptable series in study ACC5001 (PAT005): " in printed and "1 slice(s) missing near z = 18.5 mm" in printed
+    assert main(["convert", "pacs", str(root), "--out", str(out / "t" / "m.csv"), "--policy", "tilt=refuse"]) == 2
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_every_reader_refuses_the_bad_series_with_its_reason(tree, kind, tmp_path, capsys):
+    root, expected, _ = tree
+    acc, key, why = BAD[kind]
+    path = _path(root, expected, acc, key)
+    flat = key is not None and expected[acc]["layout"] == "flat"          # one series of a flat folder: by series_uid
+    uid = _series_uid(root, path, expected[acc]["series"][key]["series_number"]) if flat else ""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"scan_id,patient_id,split,path,series_uid\ns1,P1,train,{path.relative_to(root).as_posix()},{uid}\n")
+    assert main(["validate", str(manifest), "--root", str(root), "--require-splits", ""]) == 2     # molre validate
+    assert why in capsys.readouterr().out
+    with pytest.raises(ManifestError, match=None) as err:                                      # train / evaluate
+        read_manifest(manifest, root=root, required_splits=())
+    assert why in str(err.value)
+    with pytest.raises(VolumeReadError) as err:                                                # their loader
+        load_scan(path, uid)
+    assert why in str(err.value) and "Traceback" not in str(err.value)
+    ds = HeadCTDataset(manifest, root, None, PreprocessConfig(shape=(8, 16, 16), skip_bad=True))  # preprocess / skip_bad
+    with pytest.raises(VolumeReadError, match="every scan of the dataset failed"):
+        ds[0]
+    assert why in ds.skipped[0][2]
+
+
+def test_flat_folder_is_caught_before_any_training_step(tree, run, tmp_path, capsys):
+    root, expected, _ = tree
+    run_dir, _ = run
+    manifest = tmp_path / "m.csv"
+    rows = [f"s{i},P{i},{split},PAT002/ACC2001_CT_HEAD" for i, split in enumerate(("train", "val", "test"))]
+    manifest.write_text("scan_id,patient_id,split,path\n" + "\n".join(rows) + "\n")
+    rc = main(["train", "--run-dir", str(tmp_path / "r"), "--manifest", str(manifest), "--data-root", str(root),
+               "--backbone", "phantom_vit", "--reduced", "--no-pretrained", "--max-steps", "1", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds 4 DICOM series" in err
+    assert 'series 2 "Head 5.0 H30s" (kernel H30s, 32 image(s))' in err and 'series 3 "Head 5.0 H70h" (kernel H70h' in err
+    assert not (tmp_path / "r" / "train_log.csv").exists()
+    # --resume with a changed config says what to do
+    assert main(["train", "--run-dir", str(run_dir), "--resume", "--max-steps", "2"]) == 2
+    assert "start it over with --restart" in capsys.readouterr().err
+
+
+def test_converted_manifest_is_read_by_every_loader(tree, converted, tmp_path):
+    from molre_lib.data.preprocess import preprocess_manifest
+
+    root, _, _ = tree
+    manifest, _ = converted
+    ds = HeadCTDataset(manifest, root, None, PreprocessConfig(shape=(8, 16, 16)))
+    assert [tuple(ds[i]["image"].shape) for i in range(len(ds))] == [(3, 8, 16, 16)] * 5
+    report = preprocess_manifest(manifest, PreprocessConfig(shape=(8, 16, 16), cache_dir=str(tmp_path / "c")),
+                                 root=root, workers=0, progress=False)
+    assert (report.done, report.failed) == (5, [])
+
+
+def test_predict_names_series_and_refuses_each_bad_one(tree, run, tmp_path):
+    root, expected, _ = tree
+    run_dir, _ = run
+    study = root / "PAT001" / "ACC1001_CT_HEAD"
+    out = tmp_path / "p.csv"
+    inputs = [root / "PAT002" / "ACC2001_CT_HEAD", _path(root, expected, "ACC5001", "soft"),
+              _path(root, expected, "ACC1002", "dose_sr"), _path(root, expected, "ACC3001", "soft"), study]
+    assert main(["predict", str(run_dir), *map(str, inputs), "--out", str(out), "--device", "cpu"]) == 2
+    df = pd.read_csv(out, keep_default_na=False, dtype=str)
+    flat = df[df["input"] == str(inputs[0])].set_index("series_number")
+    assert sorted(flat.index) == ["1", "2", "3", "900"] and flat.loc["2", "status"] == "ok"
+    assert flat.loc["2", "series_description"] == "Head 5.0 H30s" and flat.loc["2", "kernel"] == "H30s"
+    assert "a localizer" in flat.loc["1", "error"] and "bone-kernel reconstruction 'H70h'" in flat.loc["3", "error"]
+    assert "SOP class Secondary Capture Image Storage" in flat.loc["900", "error"]
+    rest = df[df["input"] != str(inputs[0])].reset_index(drop=True)
+    assert "1 slice(s) missing near z = 18.5 mm" in rest.loc[0, "error"]
+    assert "X-Ray Radiation Dose SR Storage" in rest.loc[1, "error"] and "AttributeError" not in rest.loc[1, "error"]
+    assert rest.loc[2, "status"] == "ok" and "gantry tilt 20.0 deg corrected" in rest.loc[2, "warning"]
+    assert rest.loc[3, "error"].startswith(f"{study} holds no files, only 6 subfolder(s): SE001_Scout, SE002_HEAD_STD_5mm")
+
+
+def _vertex(hu, origin, spacing):
+    """(z, mean y) mm of the top-most slice holding tissue: where the vertex lands."""
+    tissue = hu > -300
+    d = int(np.nonzero(tissue.any((1, 2)))[0].max())
+    rows = np.nonzero(tissue[d].any(1))[0]
+    return origin[2] + d * spacing[0], origin[1] + rows.mean() * spacing[1]
+
+
+@pytest.mark.parametrize("acc", ["ACC3001", "ACC4001"])                 # 20 deg gantry tilt, 25 deg oblique
+def test_tilted_and_oblique_series_land_where_the_phantom_is(tree, acc):
+    from scipy.ndimage import binary_erosion, map_coordinates
+
+    root, expected, _ = tree
+    study = expected[acc]
+    hu, spacing, origin = phantom_volume(study["seed"])
+    folder = root / study["series"]["soft"]["folder"]
+    vol = load_volume(folder)
+    a = vol.meta["affine_ras"]
+    assert np.allclose(a[:3, :3], np.diag([-spacing[2], -spacing[1], 5.0]), atol=1e-3)   # axis-aligned grid
+    grid_origin = np.array([-a[0, 3], -a[1, 3], a[2, 3]])                                 # LPS of voxel (0, 0, 0)
+    z, y = _vertex(vol.hu, grid_origin, vol.spacing)
+    z_ref, y_ref = _vertex(hu, origin, spacing)
+    assert abs(z - z_ref) <= 5.0 and abs(y - y_ref) <= spacing[1]       # within one slice and one pixel
+    # voxel by voxel, where the acquisition covered the head: the phantom resampled onto the same grid
+    d, h, w = np.meshgrid(*map(np.arange, vol.hu.shape), indexing="ij")
+    lps = grid_origin[:, None] + np.stack([w.ravel() * vol.spacing[2], h.ravel() * vol.spacing[1], d.ravel() * vol.spacing[0]])
+    ref = map_coordinates(hu, [(lps[2] - origin[2]) / spacing[0], (lps[1] - origin[1]) / spacing[1],
+                               (lps[0] - origin[0]) / spacing[2]], order=1, cval=-1024.0).reshape(vol.hu.shape)
+    both = binary_erosion((vol.hu > -900) & (ref > -900))             # inside the head and the acquired slab
+    diff = np.abs(vol.hu[both] - ref[both])                            # (two linear interpolations of 7 mm voxels)
+    assert both.sum() > 5000 and np.corrcoef(vol.hu[both], ref[both])[0, 1] > 0.9 and np.median(diff) < 20
+    # read as an orthogonal stack (no correction: what the loaders did before), the vertex is off by > 2 slices
+    raw = load_volume(folder, policy=SeriesPolicy(max_angle_deg=89.0))
+    ra = raw.meta["affine_ras"]
+    z_raw, y_raw = _vertex(raw.hu, np.array([-ra[0, 3], -ra[1, 3], ra[2, 3]]), raw.spacing)
+    assert abs(z_raw - z_ref) > 10.0 or abs(y_raw - y_ref) > 10.0
+    with pytest.raises(VolumeReadError, match="gantry tilt 20.0 deg|oblique axial slices"):
+        load_volume(folder, policy=SeriesPolicy(gantry_tilt="refuse", oblique="refuse"))
+
+
+@pytest.mark.parametrize("kernel, cls", [("H30s", "soft"), ("H70h", "bone"), ("J40s", "soft"), ("J70h", "bone"),
+                                         ("Hr38\\3", "soft"), ("Hr60", "bone"), ("Br64", "bone"), ("Br40", "soft"),
+                                         ("STANDARD", "soft"), ("SOFT", "soft"), ("BONE", "bone"), ("BONEPLUS", "bone"),
+                                         ("LUNG", "lung"), ("EDGE", "bone"), ("DETAIL", "bone"), ("UB", "soft"),
+                                         ("UC", "soft"), ("YB", "bone"), ("YC", "bone"), ("D", "bone"),
+                                         ("FC23", "soft"), ("FC30", "bone"), ("FC52", "lung"), ("SHARP", "unknown")])
+def test_kernel_table_knows_the_vendors(kernel, cls):
+    assert kernel_class(kernel) == cls
