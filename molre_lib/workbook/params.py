@@ -129,6 +129,10 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "LABEL_NOISE": Param(FLOAT, check=fraction),
         "PREVALENCE_SCALE": Param(FLOAT, check=positive),
         "SPLITS": Param(LIST, check=split_fractions),
+        "LABELS_FROM": Param(STR, choices=("manifest", "reports")),
+        "REPORTS": Param(STR, path=True),
+        "REPORT_UNCERTAIN": Param(STR, choices=("positive", "negative", "unknown")),
+        "REPORT_UNMENTIONED": Param(STR, choices=("negative", "unknown")),
         "FIGURES_DIR": Param(STR, path=True),
     },
     "01_train": {
