@@ -19,11 +19,14 @@ lock file, which works on NFS where symlink or ``flock`` locks may not).
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
+
+import optuna
 
 from .tune import (JOURNAL_FILE, SQLITE_FILE, Arm, arms, read_objective, trial_run, tune_config, tune_dir,
                    without_test, write_tables)
@@ -34,7 +37,6 @@ STUDY_DIRECTION = "maximize"  # validation macro AUC
 def storage_for(cfg: Any, executor: str = "local") -> Any:
     """The sweep's Optuna storage: ``tune.storage``, or for ``auto`` SQLite locally and the journal on SLURM
     (an existing file of the other kind is continued rather than forked)."""
-    import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     tcfg = tune_config(cfg)
@@ -57,7 +59,6 @@ def storage_for(cfg: Any, executor: str = "local") -> Any:
 def open_study(cfg: Any, arm: Arm, storage: Any) -> Any:
     """The arm's study, created or continued, with a sampler seeded by ``sampler_seed`` + the trials it holds
     (a restarted sweep does not replay the first random suggestions)."""
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=arm.name, storage=storage, direction=STUDY_DIRECTION, load_if_exists=True)
@@ -66,25 +67,37 @@ def open_study(cfg: Any, arm: Arm, storage: Any) -> Any:
 
 
 def make_sampler(cfg: Any, arm: Arm, n_existing: int) -> Any:
-    import optuna
 
     tcfg = tune_config(cfg)
     seed = tcfg.sampler_seed + n_existing
     grid = {n: p.choices for n, p in arm.space.items()} if all(p.choices for p in arm.space.values()) else None
     kind = tcfg.sampler
     if kind == "auto":
-        size = 1
-        for values in (grid or {}).values():
-            size *= len(values)
-        kind = "grid" if grid and size <= tcfg.n_trials else "tpe"
+        kind = "grid" if grid and size_of(grid) <= tcfg.n_trials else "tpe"
     if kind == "grid":
         if grid is None:
             raise ValueError(f"sweep {cfg.name}: tune.sampler grid needs choices for every parameter of arm {arm.name}")
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        if size_of(grid) < tcfg.n_trials:
+            raise ValueError(f"sweep {cfg.name}: tune.n_trials {tcfg.n_trials} is more than the {size_of(grid)} points "
+                             f"of arm {arm.name}'s grid; lower n_trials or add choices")
+        return AskTellGridSampler(grid, seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = tcfg.n_startup_trials if tcfg.n_startup_trials is not None else max(2, tcfg.n_trials // 3)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def size_of(grid: dict[str, list[Any]]) -> int:
+    return math.prod(len(v) for v in grid.values())
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler without its ``study.stop()`` once the grid is covered: that call only works inside
+    ``optimize()`` and, under ask/tell, raises before the last trial's state is stored. The sweep bounds the
+    trials itself (``n_trials``)."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- one trial
@@ -118,7 +131,6 @@ def ask(study: Any, cfg: Any, arm: Arm, owner: dict[str, Any]) -> tuple[int, dic
 
 def finish(study: Any, number: int, run_dir: Path, error: str | None) -> str:
     """Tell the study trial ``number``'s outcome from its run folder (once); returns the state told."""
-    import optuna
 
     value, facts = (None, {}) if error else read_objective(run_dir)
     trial = _trial(study, number)
@@ -136,7 +148,6 @@ def finish(study: Any, number: int, run_dir: Path, error: str | None) -> str:
 
 def _trial(study: Any, number: int) -> Any:
     """A live ``optuna.Trial`` handle on trial ``number`` of ``study`` (also one asked by another process)."""
-    import optuna
 
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)  # no public lookup
     return optuna.trial.Trial(study, trial_id)
@@ -203,8 +214,11 @@ def tune_stage(cfg: Any, book: Any, runs: list[Any], train_jobs: list[Any], tune
 
 
 
-def run_tuning(cfg: Any, gpu: str | None = None, log=print) -> dict[str, Any]:
-    """Every arm's missing trials here, one at a time (SQLite); writes the tables; returns arm -> study."""
+def run_tuning(cfg: Any, gpu: str | None = None, log=print, execute: Any = None) -> dict[str, Any]:
+    """Every arm's missing trials here, one at a time (SQLite); writes the tables; returns arm -> study.
+
+    ``execute(job) -> error | None`` runs one trial's notebook job; default papermill in a subprocess (tests
+    may train in-process)."""
     from .runner import execute_notebook
     from .sweep_checks import in_use
 
@@ -235,8 +249,8 @@ def run_tuning(cfg: Any, gpu: str | None = None, log=print) -> dict[str, Any]:
             else:
                 study.sampler = make_sampler(cfg, arm, len(trials))
                 number, tuned = ask(study, cfg, arm, owner_here())
-            error = execute_trial(cfg, arm, number, tuned,
-                                  lambda job: execute_notebook(job, cfg.kernel, cfg.cwd, env, cfg.execution_timeout), log)
+            error = execute_trial(cfg, arm, number, tuned, execute or (
+                lambda job: execute_notebook(job, cfg.kernel, cfg.cwd, env, cfg.execution_timeout)), log)
             finish(study, number, trial_run(cfg, arm, number, tuned).run_dir, error)
             write_tables(cfg, studies)
         running = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
