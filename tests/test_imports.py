@@ -15,7 +15,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "molre_lib"
 
 # Lower layers first; a module may import its own layer and the layers before it only.
-LAYERS = ["common", "data", "reports", "adapters", "backbones", "stats", "engine", "plots", "analysis", "workbook", "cli"]
+LAYERS = ["common", "data", "reports", "adapters", "backbones", "stats", "engine", "plots", "analysis", "export",
+          "workbook", "cli"]
 # plots draws data and statistics only (it sits beside engine, not above it).
 ALLOWED_EXTRA = {"plots": {"common", "data", "stats"}}  # reports: report text -> labels (data-level)
 
