@@ -112,7 +112,7 @@ def test_cli_end_to_end_on_phantom_with_tiny_backbone(tmp_path, capsys):
     pred = pd.read_csv(out_csv)
     ref = pd.read_parquet(tmp_path / "molre" / "predictions_test.parquet").set_index("scan_id").loc[test["scan_id"]]
     keys = [c[len("prob_"):] for c in ref.columns if c.startswith("prob_")]
-    assert pred.shape == (len(paths), 5 + 75) and (pred["status"] == "ok").all()
+    assert pred.shape == (len(paths), 8 + 75) and (pred["status"] == "ok").all()  # 8 info columns (INFO_COLUMNS)
     np.testing.assert_allclose(pred[keys].to_numpy(), ref[[f"prob_{k}" for k in keys]].to_numpy(), atol=1e-5)
     # a DICOM series folder and a single DICOM file
     dcm_manifest = synthesize(tmp_path / "dcm", 1, shape=(8, 32, 32), fmt="dicom", seed=1, workers=1)
