@@ -67,6 +67,12 @@ def read_label_file(path: str | Path, id_column: str = "report_id", what: str = 
     return pd.DataFrame(data, columns=[id_column, *keys]).set_index(id_column)
 
 
+def to_label_frame(labels: pd.DataFrame, id_column: str = "report_id") -> pd.DataFrame:
+    """``label_table``'s output (id column + nullable Int64 columns) -> id-indexed object frame, None = blank."""
+    frame = labels.set_index(id_column)
+    return frame.astype(object).where(frame.notna(), None)
+
+
 def align(labels: pd.DataFrame, gold: pd.DataFrame, labels_path: str = "labels", gold_path: str = "gold"
           ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labeller's rows for the gold ids, same column order; a gold id or column the labels lack is an error."""

@@ -16,7 +16,7 @@ from molre_lib.data.phantom_labels import sample_labels
 from molre_lib.data.phantom_reports import write_report
 from molre_lib.data.taxonomy import FINDING_KEYS
 
-from .agreement import agreement_table
+from .agreement import agreement_table, to_label_frame
 from .io import label_table
 
 COLUMNS = ["level", "name", "category", "mode", "n", "positives", "sensitivity", "specificity", "ppv", "f1", "kappa"]
@@ -40,8 +40,7 @@ def phantom_report_agreement(n: int = 600, seed: int = 0, prevalence_scale: floa
     """Label ``n`` synthetic reports and compare with the truth; write the table to ``out`` (CSV) if given."""
     reports, gold = synthetic_reports(n, seed, prevalence_scale)
     labels, _ = label_table(reports)
-    pred = labels.set_index("report_id")
-    pred = pred.astype(object).where(pred.notna(), None)
+    pred = to_label_frame(labels)
     table = agreement_table(pred, gold, n_boot=n_boot, seed=seed)
     table = table[table["mode"] != "3-class"]
     if out is not None:
