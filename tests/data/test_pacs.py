@@ -243,3 +243,17 @@ def test_tilted_and_oblique_series_land_where_the_phantom_is(tree, acc):
                                          ("FC23", "soft"), ("FC30", "bone"), ("FC52", "lung"), ("SHARP", "unknown")])
 def test_kernel_table_knows_the_vendors(kernel, cls):
     assert kernel_class(kernel) == cls
+
+
+def test_a_tolerated_missing_slice_is_interpolated_in_place_not_spread(tree):
+    root, expected, _ = tree
+    study = expected["ACC5001"]
+    hu, _, _ = phantom_volume(study["seed"])
+    ref = np.clip(np.rint(hu), -1024, 3071)
+    vol = load_volume(root / study["series"]["soft"]["folder"], policy=SeriesPolicy(max_missing_slices=1))
+    assert vol.hu.shape == ref.shape and vol.spacing[0] == pytest.approx(5.0)      # 31 files, 32 slice positions
+    assert vol.meta["series_warnings"] == ["1 slice(s) missing near z = 18.5 mm (interpolated)"]
+    gap = 16                                                                     # the slice the export lost
+    keep = np.arange(32) != gap
+    np.testing.assert_array_equal(vol.hu[keep], ref[keep])                     # every other slice where it was
+    np.testing.assert_allclose(vol.hu[gap], (ref[gap - 1] + ref[gap + 1]) / 2, atol=0.5)
