@@ -37,6 +37,10 @@ class TrainConfig:
     cache_dir: Optional[str] = field(default=None, metadata={"help": "On-disk cache of preprocessed volumes (default: none)."})
     memory_cache_gb: float = field(default=2.0, metadata={"help": "Keep preprocessed volumes in memory up to this size (GB)."})
     augment: bool = field(default=False, metadata={"help": "Random augmentation of training volumes."})
+    series_policy: Optional[list[str]] = field(default=None, metadata={
+        "help": "DICOM series check as KEY=VALUE (e.g. bone_kernel=warn max_missing_slices=1 gantry_tilt=refuse); "
+                "default: bone kernels refused, gantry tilt and obliquity corrected, no missing slice "
+                "(docs/how-to/pacs-export.md)."})
     # model
     backbone: str = field(default="phantom_vit", metadata={"help": "Backbone registry name (molre backbones list)."})
     reduced: bool = field(default=False, metadata={"help": "Use the backbone's reduced (tiny) configuration, for tests."})
@@ -121,6 +125,13 @@ class TrainConfig:
             raise bad("spacing", "must be [dz, dy, dx]")
         if self.volume_shape is not None and len(self.volume_shape) != 3:
             raise bad("volume_shape", "must be [D, H, W]")
+        if self.series_policy:
+            from molre_lib.data.dicom_series import SeriesPolicy
+
+            try:
+                SeriesPolicy.from_pairs(self.series_policy)
+            except ValueError as err:
+                raise bad("series_policy", str(err)) from None
 
     @property
     def alpha(self) -> float:

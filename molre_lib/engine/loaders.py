@@ -135,7 +135,8 @@ def preprocess_config(cfg: Any, spec: Any) -> Any:
     shape = tuple(cfg.volume_shape) if cfg.volume_shape else _default_shape(cfg, spec, PreprocessConfig().shape[0])
     windows = tuple(tuple(w) for w in cfg.windows) if cfg.windows else tuple(tuple(w) for w in spec.windows)
     return PreprocessConfig(shape=shape, spacing=tuple(cfg.spacing) if cfg.spacing else None, fit=cfg.fit,
-                            windows=windows, cache_dir=cfg.cache_dir)
+                            windows=windows, cache_dir=cfg.cache_dir,
+                            series_policy=tuple(cfg.series_policy) if getattr(cfg, "series_policy", None) else None)
 
 
 def _default_shape(cfg: Any, spec: Any, default_depth: int) -> tuple[int, int, int]:
