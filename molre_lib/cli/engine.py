@@ -166,7 +166,7 @@ def _predict(args: argparse.Namespace) -> int:
     from molre_lib.cli.data import series_policy
 
     df = predict(args.run, args.inputs, device=args.device, checks=checks, pseudonymize=args.pseudonymize,
-                 policy=series_policy(args.series_policy))
+                 policy=series_policy(args.series_policy) if args.series_policy else None)
     if args.id_map:
         import pandas as pd
 

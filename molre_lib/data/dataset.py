@@ -42,12 +42,18 @@ class PreprocessConfig:
     skip_bad: bool = field(default=False, metadata={
         "help": "unreadable scans are recorded in .skipped (and skip_log) and replaced by the next good scan"})
     skip_log: str | None = field(default=None, metadata={"help": "JSON-lines file that skipped scans are appended to"})
+    series_policy: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "DICOM series check as KEY=VALUE pairs (bone_kernel=warn, gantry_tilt=refuse, max_missing_slices=1, "
+                "...; molre_lib.data.dicom_series.SeriesPolicy); None: its defaults"})
 
     def __post_init__(self):
         if self.fit not in ("resize", "pad_crop"):
             raise ValueError(f"fit must be 'resize' or 'pad_crop', got {self.fit!r}")
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
         self.windows = tuple((float(l), float(w)) for l, w in self.windows)  # type: ignore[assignment]
+        if self.series_policy is not None:
+            self.series_policy = tuple(self.series_policy)  # type: ignore[assignment]
+            self.policy()                                   # a bad key or value fails here, not at the first scan
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
@@ -56,17 +62,28 @@ class PreprocessConfig:
 
     def fit_key(self) -> dict:
         """The settings that change the cached (fitted) volume."""
-        return {"shape": list(self.shape), "spacing": self.spacing, "fit": self.fit, "v": CACHE_VERSION}
+        key = {"shape": list(self.shape), "spacing": self.spacing, "fit": self.fit, "v": CACHE_VERSION}
+        if self.series_policy:                      # (keys without a policy are unchanged)
+            key["series_policy"] = sorted(self.series_policy)
+        return key
+
+    def policy(self):
+        """The :class:`~molre_lib.data.dicom_series.SeriesPolicy` scans are read with (a single image never passes)."""
+        from dataclasses import replace
+
+        from .dicom_series import SeriesPolicy
+
+        policy = SeriesPolicy.from_pairs(self.series_policy)
+        return replace(policy, min_images=max(policy.min_images, 2))
 
 
 # ----------------------------------------------------------------------------- transforms
-def load_scan(path: Path, series_uid: str | None = None) -> Volume:
+def load_scan(path: Path, series_uid: str | None = None, policy=None) -> Volume:
     """A manifest row's volume as training, evaluation and preprocessing read it: the row's ``series_uid`` picks
-    the series of a flat folder, and the loaders' series check refuses a single image as well as scouts, dose
-    reports, reformats and bone kernels (:func:`molre_lib.data.dicom_series.check_series`)."""
-    from .dicom_series import SeriesPolicy
-
-    return load_volume(path, series_uid=series_uid or None, policy=SeriesPolicy(min_images=2))
+    the series of a flat folder, and the loaders' series check (``policy``, default
+    ``PreprocessConfig().policy()``) refuses a single image as well as scouts, dose reports, reformats and bone
+    kernels (:func:`molre_lib.data.dicom_series.check_series`)."""
+    return load_volume(path, series_uid=series_uid or None, policy=policy or PreprocessConfig().policy())
 
 
 def fit_volume(vol: Volume, cfg: PreprocessConfig) -> np.ndarray:
@@ -148,7 +165,7 @@ class VolumeCache:
                 return np.load(f), True
             except (ValueError, OSError):          # a torn or corrupt cache file is rebuilt
                 pass
-        fitted = fit_volume(load_scan(path, series_uid), cfg)
+        fitted = fit_volume(load_scan(path, series_uid, cfg.policy()), cfg)
         atomic_write(f, lambda tmp: _save_npy(tmp, fitted))
         return fitted, False
 
@@ -164,7 +181,7 @@ class HeadCTDataset:
         self.cfg = cfg or PreprocessConfig()
         # with skip_bad, unreadable files are recorded when loaded instead of rejecting the whole manifest
         df = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(
-            manifest, root, required_splits=(), check_files=not self.cfg.skip_bad)
+            manifest, root, required_splits=(), check_files=not self.cfg.skip_bad, policy=self.cfg.policy())
         if split is not None:
             df = df[df["split"] == split].reset_index(drop=True)
         self.df = df
@@ -187,7 +204,7 @@ class HeadCTDataset:
         try:
             if self.cache is not None:
                 return self.cache.get(path, self.cfg, self.series[i])[0]
-            return fit_volume(load_scan(path, self.series[i]), self.cfg)
+            return fit_volume(load_scan(path, self.series[i], self.cfg.policy()), self.cfg)
         except VolumeReadError:
             raise
         except Exception as err:  # noqa: BLE001 - name the scan whatever failed

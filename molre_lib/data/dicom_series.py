@@ -68,6 +68,25 @@ class SeriesPolicy:
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    @classmethod
+    def from_pairs(cls, pairs) -> "SeriesPolicy":
+        """From ``["bone_kernel=warn", "max_missing_slices=1"]`` (CLI flags, TrainConfig.series_policy); an unknown
+        key or a bad value raises naming it."""
+        kinds = {f.name: str(f.type) for f in fields(cls)}
+        values: dict = {}
+        for pair in pairs or ():
+            key, eq, value = str(pair).partition("=")
+            key = key.strip().replace("-", "_")
+            if not eq or key not in kinds:
+                raise ValueError(f"series policy {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(kinds))}")
+            tp = kinds[key]
+            try:
+                values[key] = (value.strip().lower() in ("1", "true", "yes")) if tp == "bool" else \
+                    int(value) if tp == "int" else float(value) if tp == "float" else value.strip()
+            except ValueError:
+                raise ValueError(f"series policy {pair!r}: {value!r} is not a {tp}") from None
+        return cls(**values)
+
 
 @dataclass
 class SeriesInfo:

@@ -87,7 +87,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], device: str = "au
     """Probabilities (one column per finding) for NIfTI files, DICOM series folders or single DICOM files,
     preprocessed exactly as in training. Columns: ``input`` (or ``input_id``), ``series_uid``, ``status``
     (ok | error), ``warning``, ``error``, ``series_number``, ``series_description``, ``kernel``, then one per
-    finding (empty when status is error). ``policy``: the SeriesPolicy DICOM inputs are checked with.
+    finding (empty when status is error). ``policy``: the SeriesPolicy DICOM inputs are checked with (default: the run's ``series_policy``).
     ``df.attrs["id_map"]`` maps pseudonymous ids to paths when ``pseudonymize``."""
     import torch
 
@@ -104,10 +104,12 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], device: str = "au
     from .run_files import finding_keys
 
     checks = checks or PredictChecks()
-    policy = replace(policy or SeriesPolicy(), min_images=1)                # slices are counted by check_extent
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, str(dev))
     pre = preprocess_config(cfg, get_spec(cfg.backbone))
+    if policy is None:                                                      # the run's own, else the defaults
+        policy = SeriesPolicy.from_pairs(pre.series_policy) if pre.series_policy else SeriesPolicy()
+    policy = replace(policy, min_images=1)                                  # slices are counted by check_extent
     keys = finding_keys(model.num_classes)
     items = expand_series(inputs)
     per_input = pd.Series([i for i, *_ in items]).value_counts().to_dict()

@@ -257,3 +257,25 @@ def test_a_tolerated_missing_slice_is_interpolated_in_place_not_spread(tree):
     keep = np.arange(32) != gap
     np.testing.assert_array_equal(vol.hu[keep], ref[keep])                     # every other slice where it was
     np.testing.assert_allclose(vol.hu[gap], (ref[gap - 1] + ref[gap + 1]) / 2, atol=0.5)
+
+
+def test_series_policy_reaches_the_training_loaders(tree, tmp_path):
+    from molre_lib.engine.config import TrainConfig
+    from molre_lib.engine.loaders import preprocess_config
+
+    root, expected, _ = tree
+    path = _path(root, expected, "ACC1001", "bone")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"scan_id,patient_id,split,path\ns1,P1,train,{path.relative_to(root).as_posix()}\n")
+    with pytest.raises(ValueError, match="TrainConfig.series_policy.*KEY one of"):
+        TrainConfig(series_policy=["bone=warn"])
+    from molre_lib.backbones import get_spec
+
+    cfg = TrainConfig(manifest=str(manifest), data_root=str(root), series_policy=["bone_kernel=warn"],
+                      volume_shape=[8, 16, 16])
+    pre = preprocess_config(cfg, get_spec("phantom_vit"))
+    ds = HeadCTDataset(manifest, root, None, pre)                                # warned, not refused
+    assert ds[0]["image"].shape == (3, 8, 16, 16)
+    assert any("bone-kernel reconstruction 'BONE'" in w for w in ds.df.attrs["warnings"])
+    with pytest.raises(ManifestError, match="bone-kernel reconstruction 'BONE'"):
+        HeadCTDataset(manifest, root, None, PreprocessConfig(shape=(8, 16, 16)))
