@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune = parser.add_mutually_exclusive_group()
     tune.add_argument("--tune-only", dest="tune", action="store_const", const="only", default="all",
                       help="with a tune: section, run the tuning trials (and the prepare notebooks) and stop; "
-                      "writes runs/<sweep>/tune/trials.csv and selected.csv")
+                      "writes runs/<sweep>/tune/trials.csv and selected.csv (with --executor slurm: queues only "
+                      "the prepare job and the tuning tasks)")
     tune.add_argument("--skip-tune", dest="tune", action="store_const", const="skip",
                       help="run no tuning trial: train the final runs of the arms tuned before, list the others")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local",
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--time", default=None, help="time limit per training job: minutes or [D-]HH:MM:SS")
     slurm.add_argument("--account", default=None)
     slurm.add_argument("--qos", default=None)
-    slurm.add_argument("--array-parallelism", type=int, default=None, help="training runs running at once")
+    slurm.add_argument("--array-parallelism", type=int, default=None, help="training runs (and tuning trials) running at once")
     slurm.add_argument("--signal-delay", dest="signal_delay_s", type=int, default=None,
                        help="seconds before the time limit the job checkpoints and is requeued")
     slurm.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE",
@@ -70,11 +71,11 @@ def _handle(args: argparse.Namespace) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     try:
         cfg = SweepConfig.from_yaml(args.sweep_file)
-        if args.status or args.executor == "slurm":
-            return _cluster(cfg, args)
         if args.tune != "all" and not cfg.tune:
             flag = {"only": "--tune-only", "skip": "--skip-tune"}[args.tune]
             raise ValueError(f"{args.sweep_file}: {flag} needs a tune: section in the sweep file")
+        if args.status or args.executor == "slurm":
+            return _cluster(cfg, args)
         rows = run_sweep(cfg, gpus=gpus, dry_run=args.dry_run, tune=args.tune)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}")
@@ -95,12 +96,12 @@ def _cluster(cfg, args: argparse.Namespace) -> int:
             if args.dry_run:
                 print(f"would submit with {scfg}")
                 return 0
-            submit_sweep(cfg, scfg)
+            submit_sweep(cfg, scfg, tune=args.tune)
             if not args.wait:
                 print(f"queued; follow it with: molre sweep {args.sweep_file} --status")
                 return 0
             rows = wait_for_jobs(cfg)
-    except SchedulerError as err:
+    except (SchedulerError, ValueError) as err:
         print(f"error: {err}")
         return 2
     except FailedJobError as err:  # sbatch refused the job: a wrong partition, account, qos or option

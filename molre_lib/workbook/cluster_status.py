@@ -9,6 +9,7 @@ A run never submitted is **not submitted**. The prepare and analysis jobs get a 
 The table is also written to ``<sweep>/cluster_status.csv`` (columns ``STATUS_COLUMNS``) for 05_summary.
 SLURM without accounting (no ``sacct``) forgets a job ``MinJobAge`` seconds after it ended; the files in
 the sweep folder (``metrics.json``, submitit's result pickle, the logs) are what decides done and failed.
+A sweep with a ``tune:`` section adds one ``[tune] <arm>`` row per arm (trials done / running / failed).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def read_records(sweep_dir: Path) -> dict[str, Any]:
     """The sweep's job records (``slurm/jobs.json``): runs, steps, history; empty when none were written."""
     path = sweep_dir / RECORDS
     records = json.loads(path.read_text()) if path.is_file() else {}
-    for key in ("runs", "steps"):
+    for key in ("runs", "steps", "tune"):  # tune: arm -> its tuning tasks (workbook.tune_slurm)
         records.setdefault(key, {})
     records.setdefault("history", [])
     return records
@@ -178,8 +179,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{r['run']:{width}s}  {r['state']:13s} {str(r['job_id']):12s} {str(r['restarts']):8s} {extra}")
         if r["error"]:
             lines.append(f"{'':{width}s}  {r['error']}")
-        elif r["reason"] and r["reason"] != "None":
-            lines.append(f"{'':{width}s}  waiting: {r['reason']}")
+        elif r["reason"] and r["reason"] != "None":  # a [tune] row's reason is its progress
+            lines.append(f"{'':{width}s}  {'' if r['run'].startswith('[tune]') else 'waiting: '}{r['reason']}")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -196,10 +197,14 @@ def sweep_status(cfg: Any) -> list[dict[str, Any]]:
     try:
         queue = squeue_entries()
     except SchedulerError:
-        if records["runs"] or records["steps"]:
+        if records["runs"] or records["steps"] or records["tune"]:
             raise
         queue = {}  # a local sweep: the states come from the folder alone
     rows = status_rows(sweep_dir, expand_runs(cfg), cfg.train_notebook, records, queue)
+    if getattr(cfg, "tune", None):
+        from .tune_slurm import tune_status_rows
+
+        rows += tune_status_rows(cfg, records, queue)
     write_status(sweep_dir / STATUS_FILE, rows)
     return rows
 
@@ -212,7 +217,8 @@ def wait_for_jobs(cfg: Any, poll_s: float = 5.0, timeout_s: float | None = None,
     while True:
         records = read_records(sweep_dir)
         queue = squeue_entries()
-        live = [r["job_id"] for r in list(records["runs"].values()) + list(records["steps"].values()) if is_live(r, queue)]
+        tasks = [e for entries in records["tune"].values() for e in entries]
+        live = [r["job_id"] for r in [*records["runs"].values(), *records["steps"].values(), *tasks] if is_live(r, queue)]
         if not live:
             return sweep_status(cfg)
         summary = ", ".join(f"{j} {queue[j].label}" for j in live)

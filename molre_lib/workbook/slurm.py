@@ -158,8 +158,10 @@ def locked_records(sweep_dir: Path) -> Iterator[dict[str, Any]]:
 class TrainingJob:
     """01_train for one run inside its SLURM job (pickled by submitit; one instance per DDP task)."""
 
-    def __init__(self, job: Job, kernel: str, cwd: str, timeout: int | None, wait_s: int) -> None:
+    def __init__(self, job: Job, kernel: str, cwd: str, timeout: int | None, wait_s: int,
+                 tuned: SweepConfig | None = None) -> None:
         self.job, self.kernel, self.cwd, self.timeout, self.wait_s = job, kernel, cwd, timeout, wait_s
+        self.tuned = tuned  # a tuned sweep: the arm's chosen parameters are read when the job starts
 
     @property
     def run_dir(self) -> Path:
@@ -172,6 +174,10 @@ class TrainingJob:
             return f"{self.run_dir.name}: finished before this start"
         env = submitit.JobEnvironment()
         job = self.job
+        if self.tuned is not None:  # tuning ended (afterany) before this job started: its selection is on disk
+            from .tune_slurm import selected_parameters
+
+            job = replace(job, parameters={**job.parameters, **selected_parameters(self.tuned, job.key)})
         if env.num_tasks > 1:  # DDP through the job's tasks: torch's env:// variables from SLURM's
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
             if env.global_rank:
@@ -187,23 +193,29 @@ class TrainingJob:
         """Ask the trainer in the notebook's kernel to checkpoint, wait until it did, then be requeued."""
         import submitit
 
-        before = _count_lines(self.run_dir / PREEMPTION_LOG)
-        kernels = _children(os.getpid())
-        for pid in kernels:  # SLURM signals every process of the step; forwarding covers setups where it does not
-            try:
-                os.kill(pid, signal.SIGUSR2)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + self.wait_s
-        while time.time() < deadline:
-            if _count_lines(self.run_dir / PREEMPTION_LOG) > before or (self.run_dir / DONE_MARKER).is_file():
-                break
-            if kernels and not any(Path(f"/proc/{pid}").exists() for pid in kernels):
-                break  # the kernel died: resume from the last periodic checkpoint
-            time.sleep(0.5)
+        stop_kernels(self.run_dir, self.wait_s)
         if (self.run_dir / DONE_MARKER).is_file():
             return None  # training finished meanwhile: nothing to requeue
         return submitit.helpers.DelayedSubmission(self)
+
+
+def stop_kernels(run_dir: Path, wait_s: int) -> None:
+    """Signal this process's notebook kernels (SIGUSR2) and wait up to ``wait_s`` until the trainer in
+    ``run_dir`` checkpointed (a new preemptions.jsonl line), finished, or died."""
+    before = _count_lines(run_dir / PREEMPTION_LOG)
+    kernels = _children(os.getpid())
+    for pid in kernels:  # SLURM signals every process of the step; forwarding covers setups where it does not
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        if _count_lines(run_dir / PREEMPTION_LOG) > before or (run_dir / DONE_MARKER).is_file():
+            break
+        if kernels and not any(Path(f"/proc/{pid}").exists() for pid in kernels):
+            break  # the kernel died: resume from the last periodic checkpoint
+        time.sleep(0.5)
 
 
 class SweepStepJob:
@@ -279,11 +291,13 @@ def _children(pid: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------- submit, status
 
 
-def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print) -> dict[str, Any]:
+def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print, tune: str = "all") -> dict[str, Any]:
     """Queue the sweep's prepare, training and analysis jobs that are needed; returns the updated records.
 
     Finished runs are skipped, runs whose job is still queued or running keep it (never a second live job for
-    a run), every other run — never submitted, failed, cancelled — is (re)submitted.
+    a run), every other run — never submitted, failed, cancelled — is (re)submitted. With a ``tune:`` section
+    the tuning tasks come between prepare and training (:mod:`.tune_slurm`); ``tune="only"`` queues nothing
+    after them, ``"skip"`` queues none and trains only the arms tuned before.
     """
     # One function, read top to bottom, on purpose (longer than the ~60-line rule): everything from reading the
     # queue to writing the job records is one transaction under the records lock, and each phase's job ids are
@@ -308,13 +322,16 @@ def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print) -> dict[str, An
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     invalid_dep = {"kill-on-invalid-dep": "yes"}
 
-    def executor(kind: str, dependency: list[str]) -> Any:
+    def executor(kind: str, dependency: list[str], after_any: list[str] = ()) -> Any:
         ex = submitit.SlurmExecutor(folder=sweep_dir / LOGS, max_num_timeout=scfg.max_requeues)
         params = scfg.executor_parameters(kind)
         params["additional_parameters"] = {**invalid_dep, **params["additional_parameters"]}
         ex.update_parameters(job_name=f"molre-{cfg.name}-{kind}", **params)
-        if dependency:
-            ex.update_parameters(dependency=("afterok:" if kind == "train" else "afterany:") + ":".join(dependency))
+        after = [("afterok:" if kind == "train" else "afterany:") + ":".join(dependency)] if dependency else []
+        if after_any:  # the final runs of a tuned arm: after its tuning tasks, however they ended
+            after.append("afterany:" + ":".join(after_any))
+        if after:
+            ex.update_parameters(dependency=",".join(after))
         return ex
 
     def record(job: Any, what: str) -> dict[str, Any]:
@@ -335,6 +352,13 @@ def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print) -> dict[str, An
                 records["steps"]["prepare"] = record(job, "prepare")
                 prep_dep = [job.job_id]
                 log(f"prepare: submitted job {job.job_id}")
+        tune_waits: dict[str, list[str]] | None = {}
+        if cfg.tune and tune != "skip":
+            from .tune_slurm import submit_tuning
+
+            tune_waits = submit_tuning(cfg, scfg, records, queue, executor, record, prep_dep, cwd, log)
+        if cfg.tune and tune == "only":
+            return records
         todo, live_ids = [], []
         for run in runs:
             previous = records["runs"].get(run.name)
@@ -345,12 +369,20 @@ def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print) -> dict[str, An
                 log(f"skip {run.name}: job {previous['job_id']} is {queue[previous['job_id']].label}")
             else:
                 todo.append(run)
-        if todo:
-            ex = executor("train", prep_dep)
+        if cfg.tune:  # one array per arm, after that arm's tuning tasks
+            from .tune_slurm import training_groups
+
+            groups = training_groups(cfg, todo, None if tune == "skip" else tune_waits, log)
+            todo = [run for members, _ in groups for run in members]
+        else:
+            groups = [(todo, [])] if todo else []
+        for members, after_tuning in groups:
+            ex = executor("train", prep_dep, after_tuning)
             with ex.batch():
                 jobs = [ex.submit(TrainingJob(_train_job(cfg, scfg, run, train_nb), cfg.kernel, cwd,
-                                              cfg.execution_timeout, max(5, scfg.signal_delay_s - 20))) for run in todo]
-            for run, job in zip(todo, jobs):
+                                              cfg.execution_timeout, max(5, scfg.signal_delay_s - 20),
+                                              cfg if cfg.tune else None)) for run in members]
+            for run, job in zip(members, jobs):
                 records["runs"][run.name] = record(job, run.name)
                 log(f"submitted {run.name}: job {job.job_id}" + (" (resubmitted)" if run.run_dir.exists() else ""))
         if cfg.analysis:

@@ -23,6 +23,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,10 @@ def make_sampler(cfg: Any, arm: Arm, n_existing: int) -> Any:
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = tcfg.n_startup_trials if tcfg.n_startup_trials is not None else max(2, tcfg.n_trials // 3)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    # constant_liar: trials still running (other SLURM tasks) count as poor, so parallel asks spread out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
 def size_of(grid: dict[str, list[Any]]) -> int:
@@ -111,8 +115,8 @@ def owner_gone(owner: dict[str, Any] | None, live_jobs: set[str] | None = None) 
     """True when the process that asked a RUNNING trial cannot be running it any more."""
     if not owner:
         return True
-    if owner.get("job"):
-        return live_jobs is not None and owner["job"].split("_")[0] not in live_jobs
+    if owner.get("job"):  # a SLURM task ("<array job>_<task>"): alive while squeue -r lists it
+        return live_jobs is not None and owner["job"] not in live_jobs
     if owner.get("host") != socket.gethostname():
         return False  # another machine's process: we cannot tell, so never take its trial
     return not Path(f"/proc/{owner.get('pid')}").exists()

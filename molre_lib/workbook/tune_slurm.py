@@ -1,0 +1,262 @@
+"""The tuning stage on SLURM: trials as job-array tasks sharing one Optuna journal (``tune/studies.journal``).
+
+``molre sweep SWEEP.yaml --executor slurm`` with a ``tune:`` section queues, per arm, as many **tuning tasks**
+as the arm still needs trials (``n_trials`` minus its complete trials minus its tasks still queued or running),
+all in one job array after the prepare job (``afterok``), at most ``array_parallelism`` at once. The final
+seeded runs of an arm form their own array that waits for that arm's tuning tasks (``afterany``) and reads the
+arm's selection (``tune/selected.json``) when it starts; a run whose arm has no selection then fails with that
+reason and the next submission resubmits it.
+
+A task loops: it *claims* a trial of its arm, runs it (the ordinary ``01_train`` notebook in the trial's run
+folder, with its lock), *tells* the result, and claims again until the arm needs no more trials. Claiming is
+one critical section under ``tune/claim.lock`` (an ``O_CREAT|O_EXCL`` lock file as the journal's, safe on
+NFS), so two tasks never ask beyond ``n_trials``. In order, a task takes:
+
+1. a RUNNING trial that it owns itself (the owner is the SLURM task ``<array job>_<task>``): the task was
+   requeued (preemption, time limit, ``scontrol requeue``) and **resumes** the trial from its checkpoint;
+2. an orphan: a RUNNING trial whose owner task is no longer in ``squeue`` (cancelled, node lost) and whose run
+   folder no live process holds: it resumes that trial under the same number (``tune_trials`` rules);
+3. a new trial (an enqueued retry of a failed one first), while complete + running < ``n_trials``.
+
+A task stopped by the scheduler mid-trial tells nothing (the trial stays RUNNING, owned by the task, which
+resumes it when requeued); a trial is told once, from its ``metrics.json``. So a trial is never lost and never
+counted twice. ``molre sweep --status`` adds one ``[tune] <arm>`` row per arm with its progress.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import optuna
+
+from molre_lib.engine.preemption import preemptions
+
+from .tune import JOURNAL_FILE, SQLITE_FILE, Arm, arms, arm_name, selection, trial_run, tune_config, tune_dir, write_tables
+from .tune_trials import _trial, ask, execute_trial, finish, make_sampler, open_study, owner_gone, owner_here, storage_for
+
+CLAIM_LOCK = "claim"   # tune/claim.lock
+CLAIM_GRACE_S = 120    # a claim lock older than this (its holder was killed inside) is broken
+
+
+def task_id() -> str:
+    """This SLURM task as squeue -r names it: ``<array job>_<task>``, or the job id outside an array."""
+    job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if job and task else os.environ.get("SLURM_JOB_ID", "")
+
+
+def live_jobs() -> set[str] | None:
+    """The job ids squeue lists as live (array tasks one by one); None when squeue cannot be asked."""
+    from .cluster_status import SchedulerError, squeue_entries
+
+    try:
+        return {job for job, entry in squeue_entries().items() if entry.live}
+    except SchedulerError:
+        return None  # owner_gone then never takes a SLURM task's trial
+
+
+@contextmanager
+def claim_lock(cfg: Any) -> Iterator[None]:
+    """One task (or submission) at a time decides which trial runs next and rewrites the tables."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    tune_dir(cfg).mkdir(parents=True, exist_ok=True)
+    lock = JournalFileOpenLock(str(tune_dir(cfg) / CLAIM_LOCK), grace_period=CLAIM_GRACE_S)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def studies_of(cfg: Any, storage: Any) -> dict[str, Any]:
+    """Arm name -> its study, for the arms that have one in ``storage``."""
+    names = set(optuna.study.get_all_study_names(storage))
+    return {a.name: optuna.load_study(study_name=a.name, storage=storage) for a in arms(cfg) if a.name in names}
+
+
+def claim(cfg: Any, arm: Arm, study: Any, me: str, live: set[str] | None) -> tuple[int, dict[str, Any]] | None:
+    """The trial task ``me`` runs next (module docstring: its own, an orphan, a new one); None: the arm is done.
+    Call it under :func:`claim_lock`."""
+    from .sweep_checks import in_use
+
+    tcfg = tune_config(cfg)
+    trials = study.get_trials(deepcopy=False)
+    running = [t for t in trials if t.state.name == "RUNNING"]
+    mine = next((t for t in running if (t.user_attrs.get("owner") or {}).get("job") == me), None)
+    if mine is not None:
+        return mine.number, dict(mine.params)
+    states = [t.state.name for t in trials]
+    if states.count("FAIL") >= (tcfg.max_failed or tcfg.n_trials):
+        return None
+    for t in running:
+        if owner_gone(t.user_attrs.get("owner"), live) and in_use(trial_run(cfg, arm, t.number, t.params)) is None:
+            _trial(study, t.number).set_user_attr("owner", owner_here(me))
+            return t.number, dict(t.params)
+    if states.count("COMPLETE") + len(running) >= tcfg.n_trials:
+        return None
+    study.sampler = make_sampler(cfg, arm, len(trials))
+    return ask(study, cfg, arm, owner_here(me))
+
+
+class TrialTask:
+    """One task of the tuning array (pickled by submitit): runs trials of one arm until it needs none."""
+
+    def __init__(self, cfg: Any, arm: str, cwd: str, wait_s: int, device: str | None = None) -> None:
+        self.cfg, self.arm, self.cwd, self.wait_s, self.device = cfg, arm, cwd, wait_s, device
+        self.run_dir: Path | None = None  # the trial running now (for checkpoint())
+
+    def __call__(self) -> str:
+        from .slurm import execute_here
+
+        cfg, me = self.cfg, task_id()
+        arm = next(a for a in arms(cfg) if a.name == self.arm)
+        storage = storage_for(cfg, "slurm")
+        study = open_study(cfg, arm, storage)
+        told = []
+        while True:
+            with claim_lock(cfg):
+                claimed = claim(cfg, arm, study, me, live_jobs())
+                write_tables(cfg, studies_of(cfg, storage))
+            if claimed is None:
+                break
+            number, tuned = claimed
+            run_dir = self.run_dir = trial_run(cfg, arm, number, tuned).run_dir
+            stops = len(preemptions(run_dir))
+            error = execute_trial(cfg, arm, number, tuned, self._runner(execute_here))
+            if error is not None and len(preemptions(run_dir)) > stops:  # the scheduler stopped it: resume later
+                raise RuntimeError(f"tune {arm.name} trial {number}: stopped by the scheduler after a checkpoint; "
+                                   "the requeued task (or the next submission) resumes it")
+            with claim_lock(cfg):
+                told.append(f"{number}:{finish(study, number, run_dir, error)}")
+                write_tables(cfg, studies_of(cfg, storage))
+            self.run_dir = None
+        return f"tune {arm.name}: task {me} told trials {', '.join(told) or 'none'}"
+
+    def _runner(self, execute_here: Callable) -> Callable:
+        def run(job: Any) -> str | None:
+            if self.device and self.cfg.device_param:
+                job.parameters.setdefault(self.cfg.device_param, self.device)
+            return execute_here(job, self.cfg.kernel, self.cwd, self.cfg.execution_timeout)
+        return run
+
+    def checkpoint(self):  # submitit calls this on the time-limit signal
+        """Let the trial's trainer checkpoint (as a training job does), then be requeued: the trial resumes."""
+        import submitit
+
+        from .slurm import stop_kernels
+
+        if self.run_dir is not None:
+            stop_kernels(self.run_dir, self.wait_s)
+        return submitit.helpers.DelayedSubmission(self)
+
+
+# ---------------------------------------------------------------------------------------------- submission
+
+
+def submit_tuning(cfg: Any, scfg: Any, records: dict[str, Any], queue: dict[str, Any],
+                  executor: Callable[..., Any], record: Callable[[Any, str], dict[str, Any]], prep_dep: list[str],
+                  cwd: str, log=print) -> dict[str, list[str]]:
+    """Queue the tuning tasks each arm still needs (module docstring); returns arm -> the ids of its tuning
+    tasks queued or running, which its final runs wait for."""
+    from .cluster_status import is_live
+
+    tcfg = tune_config(cfg)
+    if scfg.tasks > 1:
+        raise ValueError(f"sweep {cfg.name}: a tuning trial runs as one process; with tune: set slurm "
+                         f"tasks_per_run/gpus_per_run so that a run is one task (now {scfg.tasks})")
+    storage = storage_for(cfg, "slurm")
+    tasks = records.setdefault("tune", {})
+    waits: dict[str, list[str]] = {}
+    todo: list[Arm] = []
+    with claim_lock(cfg):
+        for arm in arms(cfg):
+            trials = open_study(cfg, arm, storage).get_trials(deepcopy=False)
+            states = [t.state.name for t in trials]
+            live = tasks[arm.name] = [e for e in tasks.get(arm.name, []) if is_live(e, queue)]
+            waits[arm.name] = [e["job_id"] for e in live]
+            if states.count("FAIL") >= (tcfg.max_failed or tcfg.n_trials):
+                log(f"tune {arm.name}: {states.count('FAIL')} failed trials, the arm stops (tune.max_failed)")
+                continue
+            need = max(0, tcfg.n_trials - states.count("COMPLETE") - len(live))
+            todo += [arm] * need
+            log(f"tune {arm.name}: {states.count('COMPLETE')}/{tcfg.n_trials} trials done, {len(live)} task(s) "
+                f"queued or running, {need} to submit")
+        write_tables(cfg, studies_of(cfg, storage))
+    if todo:
+        ex = executor("train", prep_dep)
+        ex.update_parameters(job_name=f"molre-{cfg.name}-tune")
+        device = "cuda" if scfg.gpus_per_run else None
+        with ex.batch():
+            jobs = [ex.submit(TrialTask(cfg, arm.name, cwd, max(5, scfg.signal_delay_s - 20), device)) for arm in todo]
+        for arm, job in zip(todo, jobs):
+            tasks[arm.name].append(record(job, f"tune {arm.name}"))
+            waits[arm.name].append(job.job_id)
+        log(f"tune: submitted {len(jobs)} trial task(s)" + (f" after prepare job {prep_dep[0]}" if prep_dep else ""))
+    return waits
+
+
+def arm_of(cfg: Any, run: Any) -> str:
+    tcfg = tune_config(cfg)
+    return arm_name({k: v for k, v in run.values.items() if k != tcfg.seed_key}, tcfg.seed_key)
+
+
+def training_groups(cfg: Any, runs: list[Any], waits: dict[str, list[str]] | None,
+                    log=print) -> list[tuple[list[Any], list[str]]]:
+    """The final runs to submit, one group per arm with the tuning tasks it waits for (``afterany``); with
+    ``waits`` None (``--skip-tune``) only the runs of arms tuned before, the others listed as blocked."""
+    chosen = selection(cfg)
+    groups: dict[str, list[Any]] = {}
+    for run in runs:
+        name = arm_of(cfg, run)
+        if waits is None and name not in chosen:
+            log(f"blocked {run.name}: arm {name} is not tuned yet (--skip-tune)")
+            continue
+        groups.setdefault(name, []).append(run)
+    return [(members, (waits or {}).get(name, [])) for name, members in groups.items()]
+
+
+def selected_parameters(cfg: Any, run_name: str) -> dict[str, Any]:
+    """The chosen parameters of the arm of run ``run_name``, read when its job starts (after tuning)."""
+    from .grid import expand_runs
+
+    run = next(r for r in expand_runs(cfg) if r.name == run_name)
+    chosen = selection(cfg).get(arm_of(cfg, run))
+    if chosen is None:
+        raise RuntimeError(f"arm {arm_of(cfg, run)} is not tuned yet (no entry in {tune_dir(cfg) / 'selected.json'}; "
+                           "see the [tune] rows of molre sweep --status); the next --executor slurm resubmits this run")
+    return chosen["parameters"]
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+def tune_status_rows(cfg: Any, records: dict[str, Any], queue: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``[tune] <arm>`` row per arm for ``--status``: tuned | tuning | pending | failed | not submitted, with
+    the trials done / running / failed (and orphaned: their task is gone, the next submission resumes them)."""
+    tcfg = tune_config(cfg)
+    folder = tune_dir(cfg)
+    storage = None
+    if (folder / JOURNAL_FILE).is_file() or (folder / SQLITE_FILE).is_file():
+        storage = storage_for(cfg, "slurm" if (folder / JOURNAL_FILE).is_file() else "local")
+    studies = studies_of(cfg, storage) if storage is not None else {}
+    chosen, live = selection(cfg), {j for j, e in queue.items() if e.live}
+    rows = []
+    for arm in arms(cfg):
+        trials = studies[arm.name].get_trials(deepcopy=False) if arm.name in studies else []
+        states = [t.state.name for t in trials]
+        orphans = sum(s == "RUNNING" and owner_gone(t.user_attrs.get("owner"), live) for s, t in zip(states, trials))
+        tasks = (records.get("tune") or {}).get(arm.name, [])
+        entries = [queue[e["job_id"]] for e in tasks if e["job_id"] in live]
+        progress = (f"{states.count('COMPLETE')}/{tcfg.n_trials} trials done, {states.count('RUNNING') - orphans} "
+                    f"running, {states.count('FAIL')} failed" + (f", {orphans} orphaned" if orphans else ""))
+        if arm.name in chosen:
+            progress += f"; best trial {chosen[arm.name]['best_trial']} val AUC {chosen[arm.name]['best_val_auc']:.4f}"
+        state = ("tuning" if any(e.label == "running" for e in entries) else "pending" if entries else
+                 "tuned" if arm.name in chosen else "failed" if tasks or trials else "not submitted")
+        rows.append({"run": f"[tune] {arm.name}", "state": state,
+                     "job_id": entries[0].job_id if entries else (tasks[-1]["job_id"] if tasks else ""),
+                     "restarts": sum(e.restarts for e in entries) if entries else "", "preemptions": "",
+                     "reason": progress, "log": tasks[-1]["log"] if tasks else "", "error": ""})
+    return rows
