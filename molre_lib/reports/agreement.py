@@ -32,18 +32,18 @@ def read_label_file(path: str | Path, id_column: str = "report_id", what: str = 
     path = Path(path)
     header, rows = read_table(path, f"{what} file")
     if id_column not in header:
-        raise ValueError(f"{path}: no column {id_column!r} (columns: {', '.join(header[:6])}...); "
+        raise ValueError(f"{path}: row 0 (header): no column {id_column!r} (columns: {', '.join(header[:6])}...); "
                          "name the id column with --id-column")
     for j, name in enumerate(header):
         if name != id_column and name not in FINDING_KEYS:
-            raise ValueError(f"{path}: column {j + 1} {name!r} is not a finding key of findings.csv "
+            raise ValueError(f"{path}: row 0 (header), column {j + 1} {name!r} is not a finding key of findings.csv "
                              f"(allowed: {id_column} and the 75 keys); rename or remove it")
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
-        raise ValueError(f"{path}: column {dup!r} appears twice in the header")
+        raise ValueError(f"{path}: row 0 (header), column {dup!r} appears twice")
     keys = [h for h in header if h != id_column]
     if not keys:
-        raise ValueError(f"{path}: no finding columns (expected some of the 75 keys of findings.csv)")
+        raise ValueError(f"{path}: row 0 (header): no finding columns (expected some of the 75 keys of findings.csv)")
     data, seen = [], {}
     i_id = header.index(id_column)
     for i, cells in rows:
@@ -79,11 +79,11 @@ def align(labels: pd.DataFrame, gold: pd.DataFrame, labels_path: str = "labels",
     missing = [rid for rid in gold.index if rid not in labels.index]
     if missing:
         row = list(gold.index).index(missing[0]) + 1
-        raise ValueError(f"{gold_path}: row {row}: id {missing[0]!r} is not in {labels_path} "
-                         f"({len(missing)} gold id(s) missing); label those reports first")
+        raise ValueError(f"{gold_path}: row {row}, column {gold.index.name or 'id'!r}: id {missing[0]!r} is not in "
+                         f"{labels_path} ({len(missing)} gold id(s) missing); label those reports first")
     cols = [c for c in gold.columns if c not in labels.columns]
     if cols:
-        raise ValueError(f"{gold_path}: column {cols[0]!r} is not in {labels_path}")
+        raise ValueError(f"{gold_path}: row 0 (header), column {cols[0]!r} is not in {labels_path}")
     return labels.loc[gold.index, list(gold.columns)], gold
 
 

@@ -29,9 +29,8 @@ def read_table(path: str | Path, what: str = "file") -> tuple[list[str], list[tu
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
-                         f"re-save the {what} as UTF-8") from None
+        raise ValueError(f"{path}: {_undecodable_cell(raw, err)}: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
+                         f"offset {err.start}); re-save the {what} as UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -59,10 +58,28 @@ def read_table(path: str | Path, what: str = "file") -> tuple[list[str], list[tu
     return header, rows
 
 
+def _undecodable_cell(raw: bytes, err: UnicodeDecodeError) -> str:
+    """Where the first undecodable byte sits: 'row R, column C (line L)' (row 0 is the header), else 'line L'."""
+    line = raw[:err.start].count(b"\n") + 1
+    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig", errors="surrogateescape"), newline=""))
+    try:
+        header = next(reader)
+        for i, cells in enumerate([header, *reader]):
+            for j, cell in enumerate(cells):
+                if any("\udc80" <= ch <= "\udcff" for ch in cell):
+                    name = header[j].strip() if i > 0 and j < len(header) else ""
+                    column = f"column {name!r}" if name and name.isprintable() and name.isascii() else \
+                        f"column {j + 1}"
+                    return f"row {i}{' (header)' if i == 0 else ''}, {column} (line {line})"
+    except (csv.Error, StopIteration):
+        pass
+    return f"line {line}"
+
+
 def _column(path: Path, header: list[str], name: str, option: str) -> int:
     if name not in header:
         shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
-        raise ValueError(f"{path}: no column {name!r} (columns: {shown}); name it with {option}")
+        raise ValueError(f"{path}: row 0 (header): no column {name!r} (columns: {shown}); name it with {option}")
     return header.index(name)
 
 

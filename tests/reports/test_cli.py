@@ -66,12 +66,14 @@ def test_uncertain_policy(tmp_path):
 
 
 BAD_REPORTS = [
-    ([["id", "report"], ["a", "No SAH."]], {}, "no column 'report_id'"),
-    ([["report_id", "text"], ["a", "No SAH."]], {}, "no column 'report'"),
+    ([["id", "report"], ["a", "No SAH."]], {}, "row 0 (header): no column 'report_id'"),
+    ([["report_id", "text"], ["a", "No SAH."]], {}, "row 0 (header): no column 'report'"),
     ([["report_id", "report"], ["a", "No SAH."], ["a", "SAH."]], {}, "row 2, column 'report_id': duplicate id 'a'"),
     ([["report_id", "report"], ["a", "No SAH."], ["b", "  "]], {}, "row 2, column 'report': empty report text"),
     ([["report_id", "report"], ["", "No SAH."]], {}, "row 1, column 'report_id': empty report id"),
-    ([["report_id", "report"], ["a", "No SAH."]], {"sep": ";"}, "semicolon-separated"),
+    ([["report_id", "report"], ["a", "No SAH."]], {"sep": ";"}, "row 0 (header): one column 'report_id;report'; "
+                                                                "the file looks semicolon-separated"),
+    ([["report_id", "report"], ["a", "No SAH."]], {"sep": "\t"}, "tab-separated"),
     ([["report_id", "report"], ["a", "No SAH.", "extra"]], {}, "row 1 (line 2): 3 cells"),
 ]
 
@@ -86,13 +88,18 @@ def test_bad_reports_file_is_one_line_exit_2_nothing_written(tmp_path, capsys, r
     assert list(tmp_path.iterdir()) == [path]                  # no labels, evidence, summary or temp file
 
 
-def test_non_utf8_reports_name_the_line(tmp_path, capsys):
+@pytest.mark.parametrize("content,where", [
+    ("report_id,report\na,No SAH.\nb,Small h\xe6matoma.\n", "row 2, column 'report' (line 3): not UTF-8"),
+    ("report_id,report\n\xe6,No SAH.\n", "row 1, column 'report_id' (line 2): not UTF-8"),
+    ("report_id,r\xe9port\na,No SAH.\n", "row 0 (header), column 2 (line 1): not UTF-8"),
+])
+def test_non_utf8_reports_name_row_and_column(tmp_path, capsys, content, where):
     path = tmp_path / "reports.csv"
-    path.write_bytes("report_id,report\na,No SAH.\nb,Small h\xe6matoma.\n".encode("latin-1"))
+    path.write_bytes(content.encode("latin-1"))
     assert main(["label-reports", str(path), "--out", str(tmp_path / "l.csv")]) == 2
     err = _error(capsys)
-    assert "line 3: not UTF-8" in err and str(path) in err
-    assert not (tmp_path / "l.csv").exists()
+    assert where in err and str(path) in err
+    assert list(tmp_path.iterdir()) == [path]
 
 
 def _gold_case(tmp_path, header, row):
@@ -103,11 +110,14 @@ def _gold_case(tmp_path, header, row):
 
 
 @pytest.mark.parametrize("header,row,message", [
-    (["report_id", "sah"], ["a", "1"], "column 2 'sah' is not a finding key"),
+    (["report_id", "sah"], ["a", "1"], "row 0 (header), column 2 'sah' is not a finding key"),
     (["report_id", "subarachnoid_hemorrhage"], ["a", "yes"], "row 1, column 'subarachnoid_hemorrhage': value 'yes'"),
     (["report_id", "subarachnoid_hemorrhage"], ["a", "2"], "value '2' (allowed: 1, 0, -1 or empty)"),
-    (["report_id", "subarachnoid_hemorrhage"], ["zz", "1"], "row 1: id 'zz' is not in"),
-    (["id", "subarachnoid_hemorrhage"], ["a", "1"], "no column 'report_id'"),
+    (["report_id", "subarachnoid_hemorrhage"], ["zz", "1"], "row 1, column 'report_id': id 'zz' is not in"),
+    (["id", "subarachnoid_hemorrhage"], ["a", "1"], "row 0 (header): no column 'report_id'"),
+    (["report_id;subarachnoid_hemorrhage"], ["a;1"], "the file looks semicolon-separated"),
+    (["report_id", "subarachnoid_hemorrhage", "subarachnoid_hemorrhage"], ["a", "1", "1"],
+     "column 'subarachnoid_hemorrhage' appears twice"),
 ])
 def test_bad_gold_file_is_one_line_exit_2(tmp_path, capsys, header, row, message):
     labels, gold = _gold_case(tmp_path, header, row)
@@ -117,3 +127,18 @@ def test_bad_gold_file_is_one_line_exit_2(tmp_path, capsys, header, row, message
     err = _error(capsys)
     assert message in err and str(gold) in err
     assert not out.exists()
+
+
+def test_bad_gold_rows_duplicate_id_and_non_utf8(tmp_path, capsys):
+    labels, gold = _gold_case(tmp_path, ["report_id", "subarachnoid_hemorrhage"], ["a", "0"])
+    out = tmp_path / "agree"
+    for content, message in (("report_id,subarachnoid_hemorrhage\na,0\na,1\n",
+                               "row 2, column 'report_id': duplicate id 'a' (first on row 1)"),
+                              ("report_id,subarachnoid_hemorrhage\na,0\nb,\xb1\n",
+                               "row 2, column 'subarachnoid_hemorrhage' (line 3): not UTF-8")):
+        gold.write_bytes(content.encode("latin-1"))
+        capsys.readouterr()
+        assert main(["label-agreement", str(labels), str(gold), "--out", str(out), "--n-boot", "0"]) == 2
+        err = _error(capsys)
+        assert message in err and str(gold) in err
+        assert not out.exists()
