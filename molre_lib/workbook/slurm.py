@@ -177,6 +177,7 @@ class TrainingJob:
         if self.tuned is not None:  # tuning ended (afterany) before this job started: its selection is on disk
             from .tune_slurm import selected_parameters
 
+            os.chdir(self.cwd)  # the sweep's relative paths (runs_dir) are the submitter's
             job = replace(job, parameters={**job.parameters, **selected_parameters(self.tuned, job.key)})
         if env.num_tasks > 1:  # DDP through the job's tasks: torch's env:// variables from SLURM's
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)

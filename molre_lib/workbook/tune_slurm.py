@@ -110,6 +110,7 @@ class TrialTask:
     def __call__(self) -> str:
         from .slurm import execute_here
 
+        os.chdir(self.cwd)  # the sweep's relative paths (runs_dir) are the submitter's
         cfg, me = self.cfg, task_id()
         arm = next(a for a in arms(cfg) if a.name == self.arm)
         storage = storage_for(cfg, "slurm")
@@ -161,8 +162,11 @@ def submit_tuning(cfg: Any, scfg: Any, records: dict[str, Any], queue: dict[str,
     """Queue the tuning tasks each arm still needs (module docstring); returns arm -> the ids of its tuning
     tasks queued or running, which its final runs wait for."""
     from .cluster_status import is_live
+    from .sweep_checks import check_sweep
+    from .tune_trials import planned_trials
 
     tcfg = tune_config(cfg)
+    check_sweep(cfg.name, planned_trials(cfg), [])  # every arm's tuned names and types, before anything is queued
     if scfg.tasks > 1:
         raise ValueError(f"sweep {cfg.name}: a tuning trial runs as one process; with tune: set slurm "
                          f"tasks_per_run/gpus_per_run so that a run is one task (now {scfg.tasks})")
@@ -233,8 +237,10 @@ def selected_parameters(cfg: Any, run_name: str) -> dict[str, Any]:
 
 
 def tune_status_rows(cfg: Any, records: dict[str, Any], queue: dict[str, Any]) -> list[dict[str, Any]]:
-    """One ``[tune] <arm>`` row per arm for ``--status``: tuned | tuning | pending | failed | not submitted, with
-    the trials done / running / failed (and orphaned: their task is gone, the next submission resumes them)."""
+    """One ``[tune] <arm>`` row per arm for ``--status``: tuned | tuning | pending | failed (its tasks left the
+    queue before the arm was tuned: the next submission continues) | incomplete (trials without SLURM tasks: a
+    local sweep stopped or still tuning) | not submitted, with the trials done / running / failed (and orphaned:
+    their owner is gone; the next task or submission resumes them)."""
     tcfg = tune_config(cfg)
     folder = tune_dir(cfg)
     storage = None
@@ -254,7 +260,7 @@ def tune_status_rows(cfg: Any, records: dict[str, Any], queue: dict[str, Any]) -
         if arm.name in chosen:
             progress += f"; best trial {chosen[arm.name]['best_trial']} val AUC {chosen[arm.name]['best_val_auc']:.4f}"
         state = ("tuning" if any(e.label == "running" for e in entries) else "pending" if entries else
-                 "tuned" if arm.name in chosen else "failed" if tasks or trials else "not submitted")
+                 "tuned" if arm.name in chosen else "failed" if tasks else "incomplete" if trials else "not submitted")
         rows.append({"run": f"[tune] {arm.name}", "state": state,
                      "job_id": entries[0].job_id if entries else (tasks[-1]["job_id"] if tasks else ""),
                      "restarts": sum(e.restarts for e in entries) if entries else "", "preemptions": "",

@@ -67,3 +67,17 @@ def test_a_locally_tuned_sweep_is_not_forked_onto_slurm(tmp_path):
     storage_for(cfg, "local")
     with pytest.raises(ValueError, match="tuned locally"):
         storage_for(cfg, "slurm")
+
+
+def test_a_bad_tuned_parameter_stops_the_submission(tmp_path):
+    from pathlib import Path
+
+    from molre_lib.workbook.slurm import SlurmConfig
+    from molre_lib.workbook.tune_slurm import submit_tuning
+
+    cfg = SweepConfig.from_dict({
+        "name": "t", "runs_dir": str(tmp_path / "runs"), "notebooks_dir": str(Path(__file__).parents[2] / "notebooks"),
+        "grid": {"ADAPTER": ["lora"]}, "parameters": {"MANIFEST": "m.csv"},
+        "tune": {"space": {"LRATE": {"low": 1e-4, "high": 1e-1, "log": True}}}})
+    with pytest.raises(ValueError, match="unknown parameter LRATE"):
+        submit_tuning(cfg, SlurmConfig(), {}, {}, None, None, [], str(tmp_path))
