@@ -31,13 +31,15 @@ def read_table(path: str | Path, what: str = "file") -> tuple[list[str], list[tu
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: {_undecodable_cell(raw, err)}: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
                          f"offset {err.start}); re-save the {what} as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: a quote that opens a cell and never closes (or closes mid-cell) is an error, not a cell that
+    # silently swallows the rows after it
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise ValueError(f"{path}: empty file (expected a header row)") from None
     except csv.Error as err:
-        raise ValueError(f"{path}: line 1: {err}") from None
+        raise ValueError(f"{path}: row 0 (header), line 1: {err}; check the quotes") from None
     if len(header) == 1:
         for sep, name in _SEPARATORS.items():
             if sep in header[0]:
@@ -45,17 +47,32 @@ def read_table(path: str | Path, what: str = "file") -> tuple[list[str], list[tu
                                  f"{name}-separated; save it comma-separated (CSV)")
     header = [h.strip() for h in header]
     rows = []
+    i, row_line = 0, reader.line_num + 1             # the row being read, and the line it starts on
     try:
         for i, cells in enumerate(reader, start=1):
-            if not cells:
-                continue
-            if len(cells) != len(header):
+            if cells and len(cells) != len(header):
                 raise ValueError(f"{path}: row {i} (line {reader.line_num}): {len(cells)} cells, the header has "
                                  f"{len(header)}; quote cells that contain commas or line breaks")
-            rows.append((i, cells))
+            if cells:
+                rows.append((i, cells))
+            row_line = reader.line_num + 1
     except csv.Error as err:
-        raise ValueError(f"{path}: line {reader.line_num}: {err}") from None
+        raise ValueError(f"{path}: {_unbalanced_quote(text, header, i + 1, row_line)}: a quoted cell does not "
+                         f"close where it should ({err}); a quote that opens a cell must close it, and a quote "
+                         f"inside a quoted cell is written twice (\"\")") from None
     return header, rows
+
+
+def _unbalanced_quote(text: str, header: list[str], row: int, line: int) -> str:
+    """'row R, column C (line L)' for a row whose quoting breaks: the column is the cell open at the end of the
+    row's first line (where an unclosed quote starts), read leniently."""
+    lines = io.StringIO(text, newline="").readlines()
+    where = f"row {row} (line {line})"
+    if 0 < line <= len(lines):
+        cells = next(csv.reader([lines[line - 1]]), [])
+        if 0 < len(cells) <= len(header):
+            where = f"row {row}, column {header[len(cells) - 1]!r} (line {line})"
+    return where
 
 
 def _undecodable_cell(raw: bytes, err: UnicodeDecodeError) -> str:

@@ -102,6 +102,28 @@ def test_non_utf8_reports_name_row_and_column(tmp_path, capsys, content, where):
     assert list(tmp_path.iterdir()) == [path]
 
 
+@pytest.mark.parametrize("content,where", [
+    ('report_id,report\na,"No SAH.\nb,"Acute SDH."\nc,Normal.\n', "row 1, column 'report' (line 2)"),
+    ('report_id,report\na,"No SAH.\nb,Acute SDH.\nc,Normal.\n', "row 1, column 'report' (line 2)"),
+    ('report_id,report\na,No SAH.\n"b,Acute SDH.\n', "row 2, column 'report_id' (line 3)"),
+])
+def test_an_unclosed_quote_is_an_error_not_swallowed_rows(tmp_path, capsys, content, where):
+    """Read leniently, the quote would swallow the rows after it into one report: b and c silently lost."""
+    path = tmp_path / "reports.csv"
+    path.write_text(content, encoding="utf-8")
+    assert main(["label-reports", str(path), "--out", str(tmp_path / "l.csv")]) == 2
+    err = _error(capsys)
+    assert f"{path}: {where}: a quoted cell does not close" in err
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_quotes_written_as_csv_writers_write_them_are_read(tmp_path):
+    path = tmp_path / "reports.csv"
+    path.write_text('report_id,report\na,"Reads ""no bleed"", then: SAH."\nb,Plain "quoted" text\n', encoding="utf-8")
+    assert main(["label-reports", str(path), "--out", str(tmp_path / "l.csv"), "--quiet"]) == 0
+    assert list(pd.read_csv(tmp_path / "l.csv")["report_id"]) == ["a", "b"]
+
+
 def _gold_case(tmp_path, header, row):
     reports = _write(tmp_path / "r.csv", [["report_id", "report"], ["a", "No SAH."], ["b", "Acute SDH."]])
     labels = tmp_path / "labels.csv"
