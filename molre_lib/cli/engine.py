@@ -24,6 +24,8 @@ def _flag_kwargs(tp: Any) -> dict[str, Any]:
         inner = typing.get_args(base)[0]
         if typing.get_origin(inner) is list:  # windows: [[level, width], ...] as JSON
             return {"type": json.loads, "metavar": "JSON"}
+        if inner is str:  # names / KEY=VALUE pairs: a repeated flag adds to the list instead of replacing it
+            return {"nargs": "+", "type": str, "action": "extend"}
         return {"nargs": "+", "type": inner}
     return {"type": base}
 
@@ -179,6 +181,9 @@ def _predict(args: argparse.Namespace) -> int:
     bad = df[df["status"] != "ok"]
     for error in bad["error"]:
         print(f"molre predict: error: {error}", file=sys.stderr)
+    for name, warning in df.loc[(df["status"] == "ok") & (df["warning"] != ""), [df.columns[0], "warning"]].values:
+        print(f"molre predict: warning: {name}: {warning}", file=sys.stderr)      # e.g. a gantry tilt corrected
     if len(bad):
-        print(f"molre predict: {len(bad)} of {len(df)} input(s) failed; their rows have status=error", file=sys.stderr)
+        what = "input(s)" if len(df) == len(args.inputs) else f"row(s) (one per series of {len(args.inputs)} input(s))"
+        print(f"molre predict: {len(bad)} of {len(df)} {what} failed; their rows have status=error", file=sys.stderr)
     return 2 if len(bad) else 0

@@ -157,15 +157,20 @@ class VolumeCache:
             doc["series_uid"] = series_uid
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
-    def get(self, path: Path, cfg: PreprocessConfig, series_uid: str | None = None) -> tuple[np.ndarray, bool]:
-        """(fitted volume, was_cached)."""
+    def get(self, path: Path, cfg: PreprocessConfig, series_uid: str | None = None,
+            warnings: list | None = None) -> tuple[np.ndarray, bool]:
+        """(fitted volume, was_cached); a decoded scan's series warnings (a gantry tilt corrected, ...) are
+        appended to ``warnings`` when given."""
         f = self.dir / f"{self.key(path, cfg, series_uid)}.npy"
         if f.exists():
             try:
                 return np.load(f), True
             except (ValueError, OSError):          # a torn or corrupt cache file is rebuilt
                 pass
-        fitted = fit_volume(load_scan(path, series_uid, cfg.policy()), cfg)
+        vol = load_scan(path, series_uid, cfg.policy())
+        if warnings is not None:
+            warnings.extend(vol.meta.get("series_warnings", []))
+        fitted = fit_volume(vol, cfg)
         atomic_write(f, lambda tmp: _save_npy(tmp, fitted))
         return fitted, False
 

@@ -111,13 +111,18 @@ def resolve(root: Path, rel: str) -> Path:
     return Path(os.path.normpath(root / rel))
 
 
+def absolute_path_message(rel: str) -> str:
+    """Why an absolute manifest path is refused, and what to do (every reader says the same)."""
+    return (f"path {rel!r} is absolute; write paths relative to one root folder and pass that folder "
+            "(molre validate --root FOLDER, molre train --data-root FOLDER, molre preprocess --root FOLDER)")
+
+
 def _check_path(root: Path, rel: str, series_uid: str = "", policy=None) -> tuple[str | None, list[str]]:
     """(why ``rel`` is not a usable scan path or None, warnings of its series)."""
     if not rel.strip():
         return "missing path", []
     if os.path.isabs(rel):
-        return (f"path {rel!r} is absolute; write paths relative to one root folder and pass that folder "
-                "(molre validate --root FOLDER, molre train --data-root FOLDER)"), []
+        return absolute_path_message(rel), []
     p = resolve(root, rel)
     if p != root and root not in p.parents:
         return f"path {rel!r} escapes the root {root} (pass the folder above it with --root / --data-root)", []
@@ -261,6 +266,7 @@ def _check_rows(sheet: _Sheet, root: Path, check_files: bool, policy=None) -> di
     patient_split: dict[str, tuple[str, int]] = {}
     split_rows: dict[str, list[int]] = {s: [] for s in SPLITS}
     idx, cell = sheet.idx, sheet.cell
+    missing = 0
     for n, r in enumerate(sheet.rows, start=1):
         if "scan_id" in idx:
             sid = cell(r, "scan_id")
@@ -290,9 +296,13 @@ def _check_rows(sheet: _Sheet, root: Path, check_files: bool, policy=None) -> di
             why, warnings = _check_path(root, cell(r, "path"), uid, policy)
             if why:
                 sheet.err(why, n, "path")
+                missing += why.endswith(" does not exist")
             for w in warnings:
                 sheet.warn(w, n, "path")
         _check_labels(sheet, r, n)
+    if sheet.rows and missing == len(sheet.rows):
+        sheet.err(f"none of the {missing} path(s) exists under {root}; if they are relative to another folder, pass "
+                  "it (molre validate --root FOLDER, molre train --data-root FOLDER)", col="path")
     return split_rows
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from molre_lib.common.files import atomic_write
 from .dataset import PreprocessConfig, VolumeCache
 from .io import VolumeReadError
-from .manifest import read_manifest
+from .manifest import absolute_path_message, read_manifest
 
 REPORT_NAME = "preprocess_report.json"
 
@@ -40,6 +40,9 @@ class PreprocessReport:
     done: int = field(default=0, metadata={"help": "scans decoded and written by this call"})
     cached: int = field(default=0, metadata={"help": "scans already in the cache (skipped)"})
     failed: list[dict] = field(default_factory=list, metadata={"help": "{scan_id, path, reason} per skipped bad scan"})
+    warnings: list[dict] = field(default_factory=list, metadata={
+        "help": "{scan_id, path, warning} per correction of a decoded scan (gantry tilt resampled, bone kernel read "
+                "with bone_kernel=warn, missing slice interpolated)"})
     seconds: float = field(default=0.0, metadata={"help": "wall time of the decoding phase"})
     worker_seconds: float = field(default=0.0, metadata={"help": "sum of per-scan times inside the workers"})
 
@@ -70,17 +73,18 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _fit_one(job: tuple[int, str, PreprocessConfig, str]) -> tuple[int, str | None, float]:
-    """Worker: decode + fit + write one scan; (index, failure reason or None, seconds)."""
+def _fit_one(job: tuple[int, str, PreprocessConfig, str]) -> tuple[int, str | None, float, list[str]]:
+    """Worker: decode + fit + write one scan; (index, failure reason or None, seconds, series warnings)."""
     i, path, cfg, series_uid = job
     t = time.perf_counter()
+    warnings: list[str] = []
     try:
-        VolumeCache(cfg.cache_dir).get(Path(path), cfg, series_uid)  # type: ignore[arg-type]
+        VolumeCache(cfg.cache_dir).get(Path(path), cfg, series_uid, warnings)  # type: ignore[arg-type]
     except VolumeReadError as err:
-        return i, str(err), time.perf_counter() - t
+        return i, str(err), time.perf_counter() - t, []
     except Exception as err:  # noqa: BLE001 - a bad scan must not stop the others; its reason is reported
-        return i, f"{path}: cannot preprocess ({type(err).__name__}: {err})", time.perf_counter() - t
-    return i, None, time.perf_counter() - t
+        return i, f"{path}: cannot preprocess ({type(err).__name__}: {err})", time.perf_counter() - t, []
+    return i, None, time.perf_counter() - t, warnings
 
 
 def preprocess_manifest(manifest: str | Path, cfg: PreprocessConfig, root: str | Path | None = None,
@@ -101,6 +105,9 @@ def preprocess_manifest(manifest: str | Path, cfg: PreprocessConfig, root: str |
     paths = [base / p for p in df["path"]]
     series = list(df["series_uid"]) if "series_uid" in df.columns else [""] * len(df)
     for i, path in enumerate(paths):
+        if os.path.isabs(df["path"][i]):                              # as validate and train refuse it
+            report.failed.append({"scan_id": ids[i], "path": str(path), "reason": absolute_path_message(df["path"][i])})
+            continue
         try:
             key = cache.key(path, cfg, series[i])
         except OSError as err:                                         # missing file / folder
@@ -111,14 +118,16 @@ def preprocess_manifest(manifest: str | Path, cfg: PreprocessConfig, root: str |
         else:
             todo.append((i, str(path), cfg, series[i]))
     t0 = time.perf_counter()
-    for i, reason, seconds in _run(todo, workers, progress):
+    for i, reason, seconds, warnings in _run(todo, workers, progress):
         report.worker_seconds += seconds
+        report.warnings += [{"scan_id": ids[i], "path": str(paths[i]), "warning": w} for w in warnings]
         if reason is None:
             report.done += 1
         else:
             report.failed.append({"scan_id": ids[i], "path": str(paths[i]), "reason": reason})
     report.seconds = time.perf_counter() - t0
     report.failed.sort(key=lambda r: r["scan_id"])
+    report.warnings.sort(key=lambda r: r["scan_id"])
     atomic_write(cache.dir / REPORT_NAME, json.dumps({**asdict(report), "scans_per_s": report.scans_per_s},
                                                       indent=2) + "\n")
     return report

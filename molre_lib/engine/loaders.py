@@ -128,6 +128,24 @@ def build_datasets(cfg: Any, spec: Any, splits: Sequence[str]) -> dict[str, Data
     return out
 
 
+def series_warnings(datasets: dict[str, Dataset]) -> list[str]:
+    """The manifest's per-scan warnings (``column 'path'``: a gantry tilt corrected, an oblique series resampled,
+    a bone kernel read with ``bone_kernel=warn``, a missing slice interpolated), once each, for training to print
+    before its first step: what the loaders change or tolerate is said, never done silently."""
+    from molre_lib.data.dataset import unwrap_dataset
+
+    seen: dict[str, None] = {}
+    for ds in datasets.values():
+        try:
+            base = unwrap_dataset(ds, ("df",))
+        except TypeError:                                              # a notebook's own dataset
+            continue
+        for w in base.df.attrs.get("warnings", []):
+            if "column 'path'" in w:
+                seen.setdefault(w)
+    return list(seen)
+
+
 def preprocess_config(cfg: Any, spec: Any) -> Any:
     """PreprocessConfig from a TrainConfig: shape and windows default to the backbone's input."""
     from molre_lib.data.dataset import PreprocessConfig

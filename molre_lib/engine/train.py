@@ -39,7 +39,7 @@ from .build import apply_adapter, build_model, new_modules, seed_everything
 from .checkpoint import (frozen_fingerprint, load_latest, load_trainable, rng_state, save_checkpoint, set_rng_state,
                          trainable_state)
 from .config import TrainConfig
-from .loaders import StepBatchSampler, autocast, build_datasets, make_loader, predict_dataset
+from .loaders import StepBatchSampler, autocast, build_datasets, make_loader, predict_dataset, series_warnings
 from .losses import MaskedFocalLoss, pos_weights_from_labels
 from .optim import lr_lambda, param_groups
 from .run_lock import RunLock
@@ -134,6 +134,18 @@ def _wrap_ddp(cfg: TrainConfig, model: nn.Module, info: D.DistInfo) -> nn.Module
         **_no_buffer_sync())
 
 
+def _say_series_warnings(cfg: TrainConfig, datasets: dict[str, Dataset], show: int = 10) -> None:
+    """Print what the loaders correct or tolerate (a gantry tilt resampled, a bone kernel read with
+    ``bone_kernel=warn``, ...) before the first step, at most ``show`` lines."""
+    lines = series_warnings(datasets)
+    for line in lines[:show]:
+        print(f"molre train: {line}", file=sys.stderr)
+    if len(lines) > show:
+        root = f" --root {cfg.data_root}" if cfg.data_root else ""
+        print(f"molre train: ... and {len(lines) - show} more scan warning(s); molre validate {cfg.manifest}{root} "
+              "lists every one", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- the run
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, *, model: Optional[nn.Module] = None,
           datasets: Optional[dict[str, Dataset]] = None, callbacks: Sequence[Callable[[dict], None]] = (),
@@ -169,6 +181,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, model: Optional[nn.Mod
 
         splits = [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
         datasets = build_datasets(cfg, get_spec(cfg.backbone), splits)
+        if info.is_main:
+            _say_series_warnings(cfg, datasets)
     trainer = Trainer(cfg, run_dir, info, datasets, model)
     if resume:
         trainer.restore()

@@ -174,7 +174,7 @@ def test_converted_manifest_is_read_by_every_loader(tree, converted, tmp_path):
     assert (report.done, report.failed) == (5, [])
 
 
-def test_predict_names_series_and_refuses_each_bad_one(tree, run, tmp_path):
+def test_predict_names_series_and_refuses_each_bad_one(tree, run, tmp_path, capsys):
     root, expected, _ = tree
     run_dir, _ = run
     study = root / "PAT001" / "ACC1001_CT_HEAD"
@@ -193,6 +193,59 @@ def test_predict_names_series_and_refuses_each_bad_one(tree, run, tmp_path):
     assert "X-Ray Radiation Dose SR Storage" in rest.loc[1, "error"] and "AttributeError" not in rest.loc[1, "error"]
     assert rest.loc[2, "status"] == "ok" and "gantry tilt 20.0 deg corrected" in rest.loc[2, "warning"]
     assert rest.loc[3, "error"].startswith(f"{study} holds no files, only 6 subfolder(s): SE001_Scout, SE002_HEAD_STD_5mm")
+    err = capsys.readouterr().err                          # with --out, the terminal says what was corrected too
+    assert f"molre predict: warning: {inputs[3]}: gantry tilt 20.0 deg corrected by resampling onto an axial grid" in err
+    assert "molre predict: 6 of 8 row(s) (one per series of 5 input(s)) failed" in err
+
+
+def test_training_says_what_the_loaders_corrected(tree, converted, tmp_path, capsys):
+    root, _, _ = tree
+    manifest, _ = converted                            # train split: the tilted and the oblique study
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--manifest", str(manifest), "--data-root", str(root),
+                 "--backbone", "phantom_vit", "--reduced", "--no-pretrained", "--volume-shape", "8", "16", "16",
+                 "--max-steps", "1", "--batch-size", "2", "--device", "cpu", "--eval-bootstrap", "0",
+                 "--series-policy", "gantry_tilt=correct", "--series-policy", "oblique=resample"]) == 0
+    err = capsys.readouterr().err
+    assert "molre train: warning: row 4 (line 5), column 'path': " in err
+    assert "SE002_Head_50_H30s: gantry tilt 20.0 deg corrected by resampling onto an axial grid" in err
+    assert "SE002_HEAD_STD_5mm: oblique slices (25.0 deg) resampled onto an axial grid" in err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["train"]["series_policy"] == ["gantry_tilt=correct", "oblique=resample"]   # a repeated flag adds up
+
+
+def test_validate_without_root_says_to_pass_it(converted, capsys):
+    manifest, _ = converted                            # paths relative to the export root, not the manifest's folder
+    assert main(["validate", str(manifest), "--require-splits", ""]) == 2
+    assert (f"error: column 'path': none of the 5 path(s) exists under {manifest.parent}; if they are relative to "
+            "another folder, pass it (molre validate --root FOLDER") in capsys.readouterr().out
+
+
+def test_preprocess_reads_with_the_series_policy_and_says_what_it_corrected(tree, tmp_path, capsys):
+    from molre_lib.backbones import get_spec
+    from molre_lib.data.dataset import VolumeCache
+    from molre_lib.engine.config import TrainConfig
+    from molre_lib.engine.loaders import preprocess_config
+
+    root, expected, _ = tree
+    bone, tilted = _path(root, expected, "ACC1001", "bone"), _path(root, expected, "ACC3001", "soft")
+    manifest, cache = tmp_path / "m.csv", tmp_path / "cache"
+    manifest.write_text("scan_id,patient_id,split,path\n" f"s1,P1,train,{bone.relative_to(root).as_posix()}\n"
+                        f"s2,P2,train,{tilted.relative_to(root).as_posix()}\ns3,P3,train,{tilted}\n")
+    args = ["preprocess", str(manifest), "--root", str(root), "--cache-dir", str(cache), "--shape", "8,16,16",
+            "--workers", "0", "--quiet"]
+    assert main([*args, "--series-policy", "bone_kernel=warn"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: s1: {bone}: bone-kernel reconstruction 'BONE', not soft tissue" in out
+    assert f"warning: s2: {tilted}: gantry tilt 20.0 deg corrected by resampling onto an axial grid" in out
+    assert f"skipped s3: path '{tilted}' is absolute; write paths relative to one root folder" in out   # as train says
+    assert "2 preprocessed" in out and "1 failed of 3" in out
+    # a run with the same series_policy reads these files instead of decoding again
+    pre = preprocess_config(TrainConfig(manifest=str(manifest), data_root=str(root), volume_shape=[8, 16, 16],
+                                        series_policy=["bone_kernel=warn"], cache_dir=str(cache)), get_spec("phantom_vit"))
+    assert VolumeCache(cache).get(bone, pre)[1] is True
+    manifest.write_text(f"scan_id,patient_id,split,path\ns3,P3,train,{tilted}\n")
+    assert main(args) == 2                                                       # nothing usable: not exit 0
+    assert "every scan of" in capsys.readouterr().err
 
 
 def _vertex(hu, origin, spacing):
@@ -203,9 +256,36 @@ def _vertex(hu, origin, spacing):
     return origin[2] + d * spacing[0], origin[1] + rows.mean() * spacing[1]
 
 
+def _phantom_on_grid(vol, hu, spacing, origin):
+    """The phantom (``hu`` on its own grid) resampled onto ``vol``'s voxel grid (LPS from its RAS affine)."""
+    from scipy.ndimage import map_coordinates
+
+    a = vol.meta["affine_ras"]
+    grid_origin = np.array([-a[0, 3], -a[1, 3], a[2, 3]])
+    d, h, w = np.meshgrid(*map(np.arange, vol.hu.shape), indexing="ij")
+    lps = grid_origin[:, None] + np.stack([w.ravel() * vol.spacing[2], h.ravel() * vol.spacing[1], d.ravel() * vol.spacing[0]])
+    return map_coordinates(hu, [(lps[2] - origin[2]) / spacing[0], (lps[1] - origin[1]) / spacing[1],
+                                (lps[0] - origin[0]) / spacing[2]], order=1, cval=-1024.0).reshape(vol.hu.shape)
+
+
+def _shift_errors(hu, ref, reach=2):
+    """{(slices, rows): mean |HU difference|} of ``hu`` against ``ref`` moved by that many slices and rows, over
+    the head inside both (away from the edges the move wraps)."""
+    from scipy.ndimage import binary_erosion
+
+    out = {}
+    for dz in range(-reach, reach + 1):
+        for dy in range(-reach, reach + 1):
+            moved = np.roll(ref, (dz, dy), (0, 1))
+            inside = binary_erosion((hu > -900) & (moved > -900))
+            inside[:reach], inside[-reach:], inside[:, :reach], inside[:, -reach:] = False, False, False, False
+            out[(dz, dy)] = float(np.abs(hu[inside] - moved[inside]).mean())
+    return out
+
+
 @pytest.mark.parametrize("acc", ["ACC3001", "ACC4001"])                 # 20 deg gantry tilt, 25 deg oblique
 def test_tilted_and_oblique_series_land_where_the_phantom_is(tree, acc):
-    from scipy.ndimage import binary_erosion, map_coordinates
+    from scipy.ndimage import binary_erosion
 
     root, expected, _ = tree
     study = expected[acc]
@@ -219,18 +299,21 @@ def test_tilted_and_oblique_series_land_where_the_phantom_is(tree, acc):
     z_ref, y_ref = _vertex(hu, origin, spacing)
     assert abs(z - z_ref) <= 5.0 and abs(y - y_ref) <= spacing[1]       # within one slice and one pixel
     # voxel by voxel, where the acquisition covered the head: the phantom resampled onto the same grid
-    d, h, w = np.meshgrid(*map(np.arange, vol.hu.shape), indexing="ij")
-    lps = grid_origin[:, None] + np.stack([w.ravel() * vol.spacing[2], h.ravel() * vol.spacing[1], d.ravel() * vol.spacing[0]])
-    ref = map_coordinates(hu, [(lps[2] - origin[2]) / spacing[0], (lps[1] - origin[1]) / spacing[1],
-                               (lps[0] - origin[0]) / spacing[2]], order=1, cval=-1024.0).reshape(vol.hu.shape)
+    ref = _phantom_on_grid(vol, hu, spacing, origin)
     both = binary_erosion((vol.hu > -900) & (ref > -900))             # inside the head and the acquired slab
     diff = np.abs(vol.hu[both] - ref[both])                            # (two linear interpolations of 7 mm voxels)
     assert both.sum() > 5000 and np.corrcoef(vol.hu[both], ref[both])[0, 1] > 0.9 and np.median(diff) < 20
+    # every structure on the right slice and row: of the volume moved by up to 2 slices (head to foot) and 2 rows
+    # (front to back), the unmoved one matches the phantom best; one slice or row off adds half the error or more
+    err = _shift_errors(vol.hu, ref)
+    assert min(err, key=err.get) == (0, 0) and min(e for k, e in err.items() if k != (0, 0)) > 1.5 * err[(0, 0)]
     # read as an orthogonal stack (no correction: what the loaders did before), the vertex is off by > 2 slices
     raw = load_volume(folder, policy=SeriesPolicy(max_angle_deg=89.0))
     ra = raw.meta["affine_ras"]
     z_raw, y_raw = _vertex(raw.hu, np.array([-ra[0, 3], -ra[1, 3], ra[2, 3]]), raw.spacing)
     assert abs(z_raw - z_ref) > 10.0 or abs(y_raw - y_ref) > 10.0
+    raw_err = _shift_errors(raw.hu, _phantom_on_grid(raw, hu, spacing, origin))       # no shift fixes a shear
+    assert min(raw_err.values()) > 2 * err[(0, 0)]
     with pytest.raises(VolumeReadError, match="gantry tilt 20.0 deg|oblique axial slices"):
         load_volume(folder, policy=SeriesPolicy(gantry_tilt="refuse", oblique="refuse"))
 
