@@ -76,6 +76,48 @@ def test_lora_run_has_no_routing_and_tensorboard_can_be_switched_off(tmp_path):
     assert not (off / "tensorboard").exists()
 
 
+def test_a_sweeps_runs_line_up_in_one_hparams_view(tmp_path):
+    """TensorBoard's own HPARAMS backend, pointed at the folder above two runs (as `tensorboard --logdir` a sweep),
+    lists one session group per run with that run's hyperparameters and its best validation AUC."""
+    from google.protobuf import json_format
+    from tensorboard import context as tb_context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment, list_session_groups
+
+    from molre_lib.engine.train import seed_everything, train
+
+    sweep = tmp_path / "sweep"
+    arms = {"lora_r2": dict(adapter="lora", rank=2), "molre_r4": dict(adapter="molre", rank=4, n_experts=2)}
+    best = {}
+    for name, over in arms.items():
+        seed_everything(0)
+        run = train(toy_config(epochs=1, eval_every=0, checkpoint_every=0, **over), sweep / name, model=ToyModel(),
+                    datasets=toy_datasets())
+        best[name] = _events(run).Scalars("val/best_macro_auc")[-1].value
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(sweep))
+    mux.Reload()
+    tb = base_plugin.TBContext(logdir=str(sweep), multiplexer=mux,
+                               data_provider=data_provider.MultiplexerDataProvider(mux, str(sweep)))
+    ctx, request = backend_context.Context(tb), tb_context.RequestContext()
+    experiment = get_experiment.Handler(request, ctx, "", api_pb2.GetExperimentRequest()).run()
+    assert {"adapter", "rank", "n_experts", "lr"} <= {h.name for h in experiment.hparam_infos}
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/best_macro_auc", "val/macro_auc"]
+    query = {"startIndex": 0, "sliceSize": 10, "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+             "colParams": [{"hparam": h, "includeInResult": True} for h in ("adapter", "rank")]
+             + [{"metric": {"tag": "val/best_macro_auc"}, "includeInResult": True}]}
+    groups = list_session_groups.Handler(request, ctx, "", json_format.ParseDict(
+        query, api_pb2.ListSessionGroupsRequest())).run().session_groups
+    got = {g.name.split("/")[0]: g for g in groups}
+    assert set(got) == set(arms)
+    for name, over in arms.items():
+        assert got[name].hparams["adapter"].string_value == over["adapter"]
+        assert got[name].hparams["rank"].number_value == over["rank"]
+        metric = {m.name.tag: m.value for m in got[name].metric_values}
+        assert metric["val/best_macro_auc"] == pytest.approx(best[name], abs=1e-6)
+
+
 def test_routing_stats_agree_with_the_full_routing_log():
     """The constant-memory summary equals entropy / usage computed from every recorded gate."""
     from molre_lib.adapters import MoLREConfig, gate_entropy, inject, routing_log
