@@ -154,7 +154,11 @@ def _convert_rsna(args) -> int:
 def _convert_cq500(args) -> int:
     from molre_lib.data.converters import convert_cq500
 
-    print(f"wrote {convert_cq500(args.src, args.out, series=args.series, split=args.split)}")
+    skipped: list = []
+    manifest = convert_cq500(args.src, args.out, series=args.series, split=args.split, skipped=skipped)
+    for name, why in skipped:                                  # listed, never dropped silently
+        print(f"skipped {name}: {why}")
+    print(f"wrote {manifest}" + (f" ({len(skipped)} reads.csv name(s) skipped, listed above)" if skipped else ""))
     return 0
 
 

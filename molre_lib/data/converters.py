@@ -135,29 +135,35 @@ def _series_folders(patient_dir: Path) -> list[Path]:
                    and not f.name.startswith(".")})
 
 
-def _pick_series(folders: list[Path], policy: str) -> list[Path]:
-    """Series to keep: 'plain' = the acceptable soft-tissue series with thickness closest to 5 mm, 'thin' = the
-    thinnest acceptable one, 'all' = every folder. Acceptable = passes the loaders' series check
-    (:func:`~molre_lib.data.dicom_series.check_series`: no scout, dose report, reformat or bone kernel); a missing
-    SliceThickness ranks last instead of counting as 5 mm."""
+def _pick_series(folders: list[Path], policy: str, why: list | None = None) -> list[tuple[Path, str]]:
+    """Series to keep as (folder, series_uid): 'plain' = the acceptable soft-tissue series with thickness closest
+    to 5 mm, 'thin' = the thinnest acceptable one, 'all' = every folder. Acceptable = passes the loaders' series
+    check (:func:`~molre_lib.data.dicom_series.check_series`: no scout, dose report, reformat or bone kernel); a
+    missing SliceThickness ranks last instead of counting as 5 mm. ``series_uid`` is set when the folder holds
+    several series (the manifest's series_uid column then picks it). With none acceptable, ``why`` gets each
+    series' refusal."""
     from .dicom_series import check_series, series_of
 
     if policy == "all":
-        return folders
+        return [(d, "") for d in folders]
     if policy not in ("plain", "thin"):
         raise ValueError(f"series policy must be plain, thin or all, got {policy!r}")
     info = []
     for d in folders:
-        for s in series_of(sorted(f for f in d.iterdir() if f.is_file())).values():
-            if check_series(s).ok and s.n_images > 1:
+        found = series_of(sorted(f for f in d.iterdir() if f.is_file()))
+        for uid, s in found.items():
+            verdict = check_series(s)
+            if verdict.ok and s.n_images > 1:
                 t = s.thickness_mm if s.thickness_mm is not None else s.spacing_mm
-                info.append((d, float("inf") if t is None else t, s.kernel_class != "soft"))
-    soft = sorted(info, key=lambda t: t[2])
+                info.append((d, uid if len(found) > 1 else "", float("inf") if t is None else t, s.kernel_class != "soft"))
+            elif why is not None:
+                why.append(verdict.reason or f"{s.label()}: a single image, not a volume")
+    soft = sorted(info, key=lambda t: t[3])
     if not soft:
         return []
     if policy == "thin":
-        return [min(soft, key=lambda t: (t[2], t[1]))[0]]
-    return [min(soft, key=lambda t: (t[2], abs(t[1] - 5.0)))[0]]
+        return [min(soft, key=lambda t: (t[3], t[2]))[:2]]
+    return [min(soft, key=lambda t: (t[3], abs(t[2] - 5.0)))[:2]]
 
 
 def _patient_dir(src: Path, name: str) -> Path | None:
@@ -168,9 +174,12 @@ def _patient_dir(src: Path, name: str) -> Path | None:
     return None
 
 
-def convert_cq500(src: str | Path, out: str | Path, series: str = "plain", split: str = "auto") -> Path:
+def convert_cq500(src: str | Path, out: str | Path, series: str = "plain", split: str = "auto",
+                  skipped: list | None = None) -> Path:
     """CQ500 (reads.csv majority vote) -> manifest at ``out``; each kept series is linked as
-    ``cq500_series/<name>[__<series>]`` next to the manifest."""
+    ``cq500_series/<name>[__<series>]`` next to the manifest (with its ``series_uid`` when the folder holds
+    several). ``skipped`` gets ``(name, reason)`` for each reads.csv name without a folder or an acceptable
+    series."""
     src, manifest = Path(src), Path(out)
     table = src / "reads.csv"
     if not table.exists():
@@ -187,6 +196,8 @@ def convert_cq500(src: str | Path, out: str | Path, series: str = "plain", split
         pdir = _patient_dir(src, name)
         if pdir is None:
             missing.append(name)
+            if skipped is not None:
+                skipped.append((name, f"no folder named {name} under {src}"))
             continue
         labels: dict[str, int | None] = {}
         for field_, key in CQ500_MAP.items():
@@ -199,14 +210,18 @@ def convert_cq500(src: str | Path, out: str | Path, series: str = "plain", split
         fracture = _vote([r[c] for c in cols if re.fullmatch(r"R\d+:Fracture", c)])
         if fracture == 0:
             labels.update({k: 0 for k in FRACTURE_KEYS})
-        for d in _pick_series(_series_folders(pdir), series):
+        why: list[str] = []
+        picked = _pick_series(_series_folders(pdir), series, why)
+        if not picked and skipped is not None:
+            skipped.append((name, "no acceptable series: " + ("; ".join(why) or "no DICOM series found")))
+        for d, uid in picked:
             scan_id = name if series != "all" else f"{name}__{re.sub(r'[^A-Za-z0-9]+', '_', d.name)}"
             target = manifest.parent / "cq500_series" / scan_id
             target.parent.mkdir(parents=True, exist_ok=True)
             _link(d, target, "symlink")
             rows.append(_row(scan_id, name, auto_split(name) if split == "auto" else split,
                              target.relative_to(manifest.parent).as_posix(), labels,
-                             {"meta_category": r.get("Category", ""), "meta_series": d.name}))
+                             {"meta_category": r.get("Category", ""), "meta_series": d.name, "series_uid": uid}))
     if missing and not rows:
         raise FileNotFoundError(f"{src}: no patient folder found for any reads.csv name (e.g. {missing[0]})")
     return _write(manifest, rows)

@@ -362,3 +362,25 @@ def test_series_policy_reaches_the_training_loaders(tree, tmp_path):
     assert any("bone-kernel reconstruction 'BONE'" in w for w in ds.df.attrs["warnings"])
     with pytest.raises(ManifestError, match="bone-kernel reconstruction 'BONE'"):
         HeadCTDataset(manifest, root, None, PreprocessConfig(shape=(8, 16, 16)))
+
+
+def test_cq500_converter_on_an_export_tree_picks_soft_tissue_and_lists_what_it_skips(tree, tmp_path, capsys):
+    import shutil
+
+    root, expected, _ = tree
+    src = tmp_path / "src"
+    shutil.copytree(root, src)
+    fields = ["name", "Category", *(f"R1:{k}" for k in ("ICH", "IPH", "IVH", "SDH", "EDH", "SAH", "CalvarialFracture",
+                                                         "MassEffect", "MidlineShift", "Fracture"))]
+    names = sorted({s["patient_id"] for s in expected.values()}) + ["PAT999"]
+    (src / "reads.csv").write_text(",".join(fields) + "\n" + "".join(f"{n},B" + ",0" * 10 + "\n" for n in names))
+    manifest = tmp_path / "m.csv"
+    assert main(["convert", "cq500", str(src), "--out", str(manifest), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert 'skipped PAT005: no acceptable series: series 1 "Scout" (kernel STANDARD): a localizer' in out
+    assert "1 slice(s) missing near z = 18.5 mm (tolerance 0)" in out and "skipped PAT999: no folder named PAT999" in out
+    df = read_manifest(manifest, required_splits=())                    # the flat folder's series by series_uid
+    assert list(df["scan_id"]) == ["PAT001", "PAT002", "PAT003", "PAT004"]
+    assert list(df["meta_series"]) == ["SE002_HEAD_STD_5mm", "ACC2001_CT_HEAD", "SE002_Head_50_H30s", "SE002_HEAD_STD_5mm"]
+    flat = df.set_index("scan_id").loc["PAT002"]
+    assert flat["series_uid"] == _series_uid(src, src / "PAT002" / "ACC2001_CT_HEAD", 2)
