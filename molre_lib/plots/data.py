@@ -148,7 +148,9 @@ def plot_cooccurrence(
         for tick, cat in zip(ticks, cats):
             tick.set_color(category_colour(cat))
     ax.spines[:].set_visible(False)
-    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("P(column finding | row finding)", fontsize=6)  # the matrix is not symmetric: say which way
+    bar.ax.tick_params(labelsize=6)
     if title:
         ax.set_title(title)
     return fig

@@ -36,6 +36,15 @@ def _require(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
         raise KeyError(f"{what}: missing column(s) {missing}; has {list(df.columns)}")
 
 
+CURVE_NAMES = {"loss": "training loss", "train_loss": "training loss", "val_loss": "validation loss",
+               "val_macro_auc": "validation macro AUC", "val_micro_auc": "validation micro AUC"}
+
+
+def curve_name(column: str) -> str:
+    """A train-log column as a legend reads it (``val_macro_auc`` -> "validation macro AUC")."""
+    return CURVE_NAMES.get(column, column.replace("_", " ").replace("auc", "AUC").replace("val ", "validation "))
+
+
 def plot_training_curves(
     log: pd.DataFrame, x: str | None = None, loss_cols: Sequence[str] | None = None, auc_cols: Sequence[str] | None = None,
     title: str | None = None,
@@ -62,7 +71,7 @@ def plot_training_curves(
         for col in cols:
             part = log[[x, col]].dropna()
             marker = "o" if len(part) < 30 else None
-            ax.plot(part[x], part[col], marker=marker, markersize=2.5, label=col)
+            ax.plot(part[x], part[col], marker=marker, markersize=2.5, label=curve_name(col))
         ax.set_xlabel(x)
         ax.set_ylabel(ylabel)
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), borderaxespad=0.0)  # above the axes, off the curves
