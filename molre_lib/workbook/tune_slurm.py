@@ -178,7 +178,7 @@ def submit_tuning(cfg: Any, scfg: Any, records: dict[str, Any], queue: dict[str,
         for arm in arms(cfg):
             trials = open_study(cfg, arm, storage).get_trials(deepcopy=False)
             states = [t.state.name for t in trials]
-            live = tasks[arm.name] = [e for e in tasks.get(arm.name, []) if is_live(e, queue)]
+            live = [e for e in tasks.setdefault(arm.name, []) if is_live(e, queue)]  # ended ones kept for --status
             waits[arm.name] = [e["job_id"] for e in live]
             if states.count("FAIL") >= (tcfg.max_failed or tcfg.n_trials):
                 log(f"tune {arm.name}: {states.count('FAIL')} failed trials, the arm stops (tune.max_failed)")
