@@ -46,6 +46,7 @@ from .runner import notebook_error
 from .sweep import DONE_MARKER, Job, SweepConfig, expand_runs, plan_analysis
 
 LOGS = "slurm/logs"
+KERNEL_START_S = 300  # papermill's 60 s fails kernels that start on a busy node (seen with two trials at once)
 
 
 @dataclass
@@ -264,7 +265,8 @@ def execute_here(job: Job, kernel: str, cwd: str, timeout: int | None) -> str | 
     job.output.with_suffix(".params.yaml").write_text(yaml.safe_dump(job.parameters, sort_keys=False))
     try:
         papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters, kernel_name=kernel,
-                                   cwd=cwd, progress_bar=False, execution_timeout=timeout, kernel_manager_class=KernelManager)
+                                   cwd=cwd, progress_bar=False, execution_timeout=timeout, kernel_manager_class=KernelManager,
+                                   start_timeout=KERNEL_START_S)
     except papermill.PapermillExecutionError as err:
         return notebook_error(job.output) or f"{err.ename}: {err.evalue}"[:300]
     except Exception as err:  # the kernel died (killed, out of memory) or a cell timed out

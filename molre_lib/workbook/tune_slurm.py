@@ -25,6 +25,7 @@ counted twice. ``molre sweep --status`` adds one ``[tune] <arm>`` row per arm wi
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -106,6 +107,16 @@ class TrialTask:
     def __init__(self, cfg: Any, arm: str, cwd: str, wait_s: int, device: str | None = None) -> None:
         self.cfg, self.arm, self.cwd, self.wait_s, self.device = cfg, arm, cwd, wait_s, device
         self.run_dir: Path | None = None  # the trial running now (for checkpoint())
+        self.terminated = False           # SIGTERM came (scancel, requeue, preemption): tell nothing more
+
+    def _on_sigterm(self) -> None:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            self.terminated = True
+            if callable(previous):
+                previous(signum, frame)  # submitit's own handler
+        signal.signal(signal.SIGTERM, handler)
 
     def __call__(self) -> str:
         from .slurm import execute_here
@@ -115,8 +126,9 @@ class TrialTask:
         arm = next(a for a in arms(cfg) if a.name == self.arm)
         storage = storage_for(cfg, "slurm")
         study = open_study(cfg, arm, storage)
-        told = []
-        while True:
+        told, self.terminated = [], False  # (a requeued task starts from this object's pickle)
+        self._on_sigterm()
+        while not self.terminated:
             with claim_lock(cfg):
                 claimed = claim(cfg, arm, study, me, live_jobs())
                 write_tables(cfg, studies_of(cfg, storage))
@@ -126,9 +138,9 @@ class TrialTask:
             run_dir = self.run_dir = trial_run(cfg, arm, number, tuned).run_dir
             stops = len(preemptions(run_dir))
             error = execute_trial(cfg, arm, number, tuned, self._runner(execute_here))
-            if error is not None and len(preemptions(run_dir)) > stops:  # the scheduler stopped it: resume later
-                raise RuntimeError(f"tune {arm.name} trial {number}: stopped by the scheduler after a checkpoint; "
-                                   "the requeued task (or the next submission) resumes it")
+            if error is not None and (self.terminated or len(preemptions(run_dir)) > stops):
+                raise RuntimeError(f"tune {arm.name} trial {number}: stopped by the scheduler; the trial stays "
+                                   "running, and the requeued task (or the next one) resumes it")
             with claim_lock(cfg):
                 told.append(f"{number}:{finish(study, number, run_dir, error)}")
                 write_tables(cfg, studies_of(cfg, storage))
