@@ -98,7 +98,7 @@ def main() -> int:
         auc, n = _macro_auc(run, truth)
         metrics = json.loads((run / "metrics.json").read_text())
         result[name] = {"test_macro_auc_vs_truth": round(auc, 4), "findings_scored": n,
-                        "metrics_json_test_macro": metrics.get("test", {}).get("macro_auc"),
+                        "metrics_json_test_macro": metrics.get("test", {}).get("summary", {}).get("macro_auc"),
                         "train_cpu_s": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - t0, 1),
                         "train_wall_s_under_load": round(time.time() - w0, 1)}
         print(name, result[name], flush=True)
