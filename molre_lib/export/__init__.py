@@ -32,8 +32,10 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, include_backbone:
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a new or empty folder")
     if out.exists() and any(out.iterdir()):
-        raise ExportError(f"{out} already holds files; export into a new or empty folder")
+        raise ExportError(f"--out {out} already holds files; export into a new or empty folder")
     info = read_run(run_dir)
     return FORMATS[fmt](info, out, include_backbone)
 

@@ -130,8 +130,9 @@ python -m monai.bundle verify_net_in_out network_def --meta_file BUNDLE/configs/
     --config_file BUNDLE/configs/inference.json --bundle_root BUNDLE
 ```
 
-`--weights PATH` points at the backbone's weight file when it is not where the run found it. Each input gets a row
-(input, series_uid, status, error, then one probability per finding); unreadable inputs get their error."""
+`--weights PATH` points at the backbone's weight file when it is not where the run found it. Each input (each series of
+a folder that holds several) gets a row with `molre predict`'s columns (input, series_uid, status, warning, error,
+series_number, series_description, kernel), then one probability per finding; unreadable inputs get their error."""
 
 
 def write_bundle(info: RunInfo, out: Path, include_backbone: bool) -> dict[str, str]:
@@ -169,7 +170,8 @@ def write_bundle(info: RunInfo, out: Path, include_backbone: bool) -> dict[str, 
     shape = list(pre.shape)
     run = {"config": info.config, "adapter": info.adapter_meta, "finding_keys": keys, "windows": [list(w) for w in pre.windows],
            "preprocess": {"shape": shape, "spacing": list(pre.spacing) if pre.spacing else None, "fit": pre.fit,
-                          "windows": [list(w) for w in pre.windows]}}
+                          "windows": [list(w) for w in pre.windows],
+                          "series_policy": list(pre.series_policy) if pre.series_policy else None}}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2))
     (out / "configs" / "metadata.json").write_text(json.dumps(metadata(info, shape, keys), indent=2))
     (out / "configs" / "inference.json").write_text(json.dumps(inference_config(), indent=2))

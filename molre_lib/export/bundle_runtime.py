@@ -99,38 +99,53 @@ def predict_files(network: HUProbabilities, inputs: str | Sequence[str], output_
                   bundle_root: str | Path, min_slices: int = 10, min_extent_mm: float = 80.0) -> Path:
     """Probabilities for NIfTI files / DICOM series folders, as ``molre predict`` computes them, to a CSV.
 
-    Columns: ``input``, ``series_uid``, ``status`` (ok | error), ``error``, then one per finding. An unreadable
-    input gets a row with its error; the others are still predicted.
+    Each input passes ``molre predict``'s checks: the run's DICOM series policy (``series_policy``), Modality CT,
+    ``min_slices`` / ``min_extent_mm``. Columns: ``molre predict``'s (``input``, ``series_uid``, ``status`` (ok |
+    error), ``warning``, ``error``, ``series_number``, ``series_description``, ``kernel``), then one per finding.
+    A folder with several series gives one row per series; an unreadable input gets a row with its error and the
+    others are still predicted.
     """
+    from dataclasses import replace
+
     import pandas as pd
 
     from molre_lib.data.dataset import PreprocessConfig, fit_volume
+    from molre_lib.data.dicom_series import SeriesPolicy
     from molre_lib.data.io import VolumeReadError, check_extent, load_volume
-
-    from molre_lib.engine.predict import expand_inputs
+    from molre_lib.engine.predict import INFO_COLUMNS, PredictChecks, _warnings, expand_series
 
     run = read_run_file(bundle_root)
     pre = PreprocessConfig.from_dict(run["preprocess"])
+    policy = SeriesPolicy.from_pairs(pre.series_policy) if pre.series_policy else SeriesPolicy()
+    policy = replace(policy, min_images=1)  # slices are counted by check_extent, as molre predict does
+    checks = PredictChecks(min_slices=min_slices, min_extent_mm=min_extent_mm)
     keys = run["finding_keys"]
-    items = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    items = expand_series([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     if not items:
         raise ValueError("no inputs: pass --inputs \"['scan.nii.gz', 'dicom_series_folder']\"")
+    per_input = pd.Series([i for i, *_ in items]).value_counts().to_dict()
     dev = next(network.parameters()).device
     rows = []
-    for _, path, uid in items:
-        row = {"input": str(path), "series_uid": uid or "", "status": "ok", "error": ""}
+    for i, path, uid, info in items:
+        row = {"input": str(path), "series_uid": uid or "", "status": "ok", "warning": "", "error": "",
+               "series_number": getattr(info, "series_number", ""),
+               "series_description": getattr(info, "description", ""), "kernel": getattr(info, "kernel", "")}
         try:
-            vol = load_volume(path, series_uid=uid)
-            check_extent(vol, min_slices, min_extent_mm)
-            row["series_uid"] = vol.meta.get("series_uid", row["series_uid"])
+            vol = load_volume(path, series_uid=uid, policy=policy)
+            check_extent(vol, checks.min_slices, checks.min_extent_mm)
+            row.update({k: vol.meta.get(k, row[k]) for k in ("series_uid", "series_number", "series_description",
+                                                            "kernel")})
+            row["warning"] = "; ".join(_warnings(vol.meta, checks, per_input[i]))
             hu = torch.from_numpy(fit_volume(vol, pre).astype("float32"))[None, None].to(dev)  # (1, 1, D, H, W)
             with torch.no_grad():
                 row.update({k: float(p) for k, p in zip(keys, network(hu)[0].cpu().numpy())})
         except VolumeReadError as err:
             row.update(status="error", error=str(err))
+        except Exception as err:  # noqa: BLE001 - any reader / decoder failure is this input's, as in molre predict
+            row.update(status="error", error=f"{path}: cannot read as NIfTI / DICOM ({type(err).__name__}: {err})")
         rows.append(row)
     out = Path(output_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["input", "series_uid", "status", "error", *keys]).to_csv(out, index=False)
+    pd.DataFrame(rows, columns=[*INFO_COLUMNS, *keys]).to_csv(out, index=False)
     print(f"wrote {out} ({sum(r['status'] == 'ok' for r in rows)} of {len(rows)} inputs predicted)")
     return out

@@ -67,7 +67,7 @@ def test_monai_bundle_run_gives_molre_predict_probabilities(runs, bundle, tmp_pa
     ref = pd.read_csv(ref_csv)
     from molre_lib.data.taxonomy import FINDING_KEYS as keys
 
-    assert list(got.columns[4:]) == keys
+    assert list(got.columns) == list(ref.columns) and list(got.columns[8:]) == keys  # molre predict's columns
     np.testing.assert_allclose(got[keys].iloc[:4].to_numpy(float), ref[keys].to_numpy(float), atol=1e-5, rtol=0)
     assert got["series_uid"].iloc[3] == ref["series_uid"].iloc[3] != ""  # the DICOM series was read as one
 
@@ -176,6 +176,39 @@ def test_peft_refuses_a_molre_run_in_one_line(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "PEFT has no mixture-of-low-rank-experts" in err and "monai-bundle" in err
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_run", "is not a folder; give a run folder"),
+    ("unfinished_run", "metrics.json is missing"),
+    ("out_is_a_file", "is a file; give a new or empty folder"),
+    ("out_holds_files", "already holds files"),
+    ("peft_with_backbone", "--include-backbone applies to --format monai-bundle only"),
+])
+def test_user_errors_are_one_line_naming_the_file_exit_2(runs, tmp_path, capsys, case, message):
+    run, out, fmt, extra = runs["lora"], tmp_path / "out", "peft", []
+    if case == "missing_run":
+        run = tmp_path / "no_such_run"
+    elif case == "unfinished_run":
+        run = tmp_path / "unfinished"
+        run.mkdir()
+        for name in ("config.json", "adapter.safetensors"):
+            shutil.copy(runs["lora"] / name, run / name)
+    elif case == "out_is_a_file":
+        out.write_text("x")
+    elif case == "out_holds_files":
+        out.mkdir()
+        (out / "keep.txt").write_text("x")
+    else:
+        extra = ["--include-backbone"]
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", fmt, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    if case in ("out_is_a_file", "out_holds_files"):
+        assert str(out) in err and (out.is_file() or [p.name for p in out.iterdir()] == ["keep.txt"])
+    else:
+        assert not out.exists()
 
 
 def test_model_card_front_matter_parses_and_states_the_run(runs, bundle):
