@@ -147,6 +147,8 @@ def test_00_and_01_write_data_and_runs(series) -> None:
                      "predictions_test.parquet", "metrics.json"):
             assert (run / name).is_file(), f"{run.name}: {name} missing"
         assert (series["figures"] / f"01_{run.name.split('-')[1]}" / "training_curves.png").is_file()
+    printed = (series["work"] / "01_train.ipynb").read_text()  # the last one executed: the MoLRE run
+    assert f"watch it live: tensorboard --logdir {series['runs']['molre']}" in printed
 
 
 @pytest.mark.slow
