@@ -384,3 +384,16 @@ def test_cq500_converter_on_an_export_tree_picks_soft_tissue_and_lists_what_it_s
     assert list(df["meta_series"]) == ["SE002_HEAD_STD_5mm", "ACC2001_CT_HEAD", "SE002_Head_50_H30s", "SE002_HEAD_STD_5mm"]
     flat = df.set_index("scan_id").loc["PAT002"]
     assert flat["series_uid"] == _series_uid(src, src / "PAT002" / "ACC2001_CT_HEAD", 2)
+
+
+def test_labels_join_by_study_uid_and_unmatched_rows_are_listed(tree, tmp_path, capsys):
+    root, expected, _ = tree
+    uid = expected["ACC1002"]["study_uid"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"study_uid,intracranial_hemorrhage\n{uid},1\n1.2.3.nope,0\n")
+    assert main(["convert", "pacs", str(root), "--out", str(tmp_path / "m.csv"), "--labels", str(labels)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 4 studies have no row in --labels (their labels are unknown): ACC1001, ACC2001, ACC3001, ACC4001" in out
+    assert "warning: 1 --labels rows match no study: 1.2.3.nope" in out
+    df = read_manifest(tmp_path / "m.csv", root=root, required_splits=()).set_index("scan_id")
+    assert df.loc["ACC1002", "intracranial_hemorrhage"] == "1" and df.loc["ACC1001", "intracranial_hemorrhage"] == ""
