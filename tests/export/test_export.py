@@ -117,6 +117,41 @@ def test_bundle_model_pt_is_adapters_and_head_only_and_loads_with_a_key_check(ru
             load_network(copy)
 
 
+def test_bundle_checks_dicom_series_with_the_runs_series_policy(runs, bundle, tmp_path):
+    """A bone-kernel series is refused by default and read with a warning under the run's bone_kernel=warn, in the
+    bundle as in molre predict."""
+    from molre_lib.data.phantom import PhantomConfig, make_subject
+    from molre_lib.data.writers import write_dicom_series
+    from molre_lib.export.bundle_runtime import load_network, predict_files
+
+    s = make_subject(3, PhantomConfig(shape=(6, 32, 32), pv_subsamples=1))
+    series = tmp_path / "bone_series"
+    write_dicom_series(series, s.hu, s.spacing, s.origin, "uid-bone", "P9", kernel="BONE")
+    run = tmp_path / "warn_run"
+    shutil.copytree(runs["molre"], run)
+    doc = json.loads((run / "config.json").read_text())
+    doc["train"]["series_policy"] = ["bone_kernel=warn"]
+    (run / "config.json").write_text(json.dumps(doc))
+    warn_bundle = tmp_path / "warn_bundle"
+    assert main(["export", str(run), "--format", "monai-bundle", "--out", str(warn_bundle)]) == 0
+    assert json.loads((warn_bundle / "configs" / "molre_run.json").read_text())["preprocess"]["series_policy"] == \
+        ["bone_kernel=warn"]
+    rows = {}
+    for name, root in (("default", bundle), ("warn", warn_bundle)):
+        out = predict_files(load_network(root), [str(series)], tmp_path / f"{name}.csv", root, min_slices=4)
+        rows[name] = pd.read_csv(out, keep_default_na=False).iloc[0]
+    assert rows["default"]["status"] == "error" and "bone-kernel reconstruction 'BONE'" in rows["default"]["error"]
+    assert rows["warn"]["status"] == "ok" and "bone-kernel reconstruction 'BONE'" in rows["warn"]["warning"]
+    assert rows["warn"]["kernel"] == "BONE"
+    ref_csv = tmp_path / "predict.csv"
+    main(["predict", str(run), str(series), "--out", str(ref_csv), "--min-slices", "4", "--device", "cpu"])
+    ref = pd.read_csv(ref_csv, keep_default_na=False).iloc[0]
+    assert (ref["status"], ref["warning"]) == (rows["warn"]["status"], rows["warn"]["warning"])
+    from molre_lib.data.taxonomy import FINDING_KEYS as keys
+
+    np.testing.assert_allclose(rows["warn"][keys].to_numpy(float), ref[keys].to_numpy(float), atol=1e-5, rtol=0)
+
+
 def test_include_backbone_ships_workbook_weights_and_refuses_hub_weights(runs, tmp_path):
     from molre_lib.export.bundle_runtime import load_network
 
