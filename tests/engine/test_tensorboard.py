@@ -118,6 +118,31 @@ def test_a_sweeps_runs_line_up_in_one_hparams_view(tmp_path):
         assert metric["val/best_macro_auc"] == pytest.approx(best[name], abs=1e-6)
 
 
+def test_phantom_run_logs_per_category_auc_as_its_metrics_json_states_them(tmp_path):
+    """A run on the 75 findings (tiny phantom, MoLRE): val/auc_<category> at the best step equals metrics.json's
+    validation category AUC (the same weights), and every category with a defined AUC gets a curve."""
+    from molre_lib.cli import main
+    from molre_lib.data.synth import synthesize
+
+    manifest = synthesize(tmp_path / "data", 24, shape=(4, 32, 32), seed=0, workers=1, splits=(0.5, 0.25, 0.25))
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--manifest", str(manifest), "--backbone", "phantom_vit", "--reduced",
+                 "--no-pretrained", "--volume-shape", "4", "32", "32", "--epochs", "2", "--batch-size", "4",
+                 "--lr", "1e-2", "--device", "cpu", "--adapter", "molre", "--rank", "2", "--n-experts", "2"]) == 0
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    want = {k.split(":", 1)[1]: s["value"] for k, s in metrics["val"]["summary"].items()
+            if k.startswith("category:") and s["value"] is not None}
+    ea = _events(run)
+    tags = set(ea.Tags()["scalars"])
+    assert want and {f"val/auc_{c}" for c in want} <= tags
+    for cat, value in want.items():
+        at_best = [e.value for e in ea.Scalars(f"val/auc_{cat}") if e.step == metrics["best_step"]]
+        assert at_best == [pytest.approx(value, abs=1e-6)], cat
+    assert any(t.startswith("routing/encoder.blocks.0.attn.qkv/expert_") for t in tags)
+
+
 def test_routing_stats_agree_with_the_full_routing_log():
     """The constant-memory summary equals entropy / usage computed from every recorded gate."""
     from molre_lib.adapters import MoLREConfig, gate_entropy, inject, routing_log
