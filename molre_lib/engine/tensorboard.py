@@ -20,7 +20,8 @@ Scalar tags (``tensorboard --logdir runs/`` shows every run below it; the HPARAM
 
 ``hparams`` (the run's TrainConfig, with ``val/best_macro_auc`` and ``val/macro_auc`` as its metrics) are written
 into the same event file, so a sweep's runs line up in one HPARAMS table without extra folders.
-Cost per step: ``benchmarks/tensorboard_cost.py`` (results/tensorboard_cost.json).
+Cost per step: ``benchmarks/tensorboard_overhead.py`` (the same run with TensorBoard on and off; writes
+benchmarks/results/tensorboard_overhead.json).
 """
 from __future__ import annotations
 
