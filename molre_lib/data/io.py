@@ -95,13 +95,19 @@ def _folder_files(p: Path) -> list[Path]:
     return sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
 
 
-def subfolders_message(p: Path) -> str | None:
-    """'X holds no files, only 5 subfolder(s): ...' for a folder of series folders (a study / patient folder)."""
+def subfolders_message(p: Path, other_files: list[Path] = ()) -> str | None:
+    """'X holds no files, only 5 subfolder(s): ...' for a folder of series folders (a study / patient folder);
+    with ``other_files`` (none of them DICOM: a README, a DICOMDIR), 'X holds no DICOM files (1 other file:
+    README.TXT), only 5 subfolder(s): ...'."""
     subs = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subs:
         return None
     shown = ", ".join(subs[:6]) + (f" ... (+{len(subs) - 6})" if len(subs) > 6 else "")
-    return (f"{p} holds no files, only {len(subs)} subfolder(s): {shown}; give one series folder, or index the "
+    held = "no files"
+    if other_files:
+        names = ", ".join(f.name for f in list(other_files)[:3]) + (" ..." if len(other_files) > 3 else "")
+        held = f"no DICOM files ({len(other_files)} other file(s): {names})"
+    return (f"{p} holds {held}, only {len(subs)} subfolder(s): {shown}; give one series folder, or index the "
             "export tree with molre convert pacs")
 
 
@@ -181,7 +187,7 @@ def load_nifti(path: Path) -> Volume:
     return Volume(hu, spacing, {"path": str(path), "format": "nifti", "affine_ras": aff})
 
 
-def _read_dicoms(files: list[Path]):
+def _read_dicoms(files: list[Path], folder: bool = False):
     """[(path, dataset)] of the DICOM files (pixel data included); non-DICOM files of a folder are skipped."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -191,7 +197,7 @@ def _read_dicoms(files: list[Path]):
         try:
             ds = pydicom.dcmread(str(f))
         except InvalidDicomError:
-            if len(files) == 1:
+            if len(files) == 1 and not folder:
                 raise VolumeReadError(f"{f}: not a DICOM file (no DICM preamble) and not .nii/.nii.gz") from None
             continue                                                      # DICOMDIR-less folders hold other files
         except Exception as err:  # noqa: BLE001
@@ -255,9 +261,10 @@ def load_dicom_series(files: list[Path], source: Path | None = None, series_uid:
     from .dicom_series import SeriesPolicy, check_series, describe_series
 
     where = source or (files[0] if files else Path("."))
-    items = _read_dicoms(files)
+    folder = source is not None and source.is_dir()
+    items = _read_dicoms(files, folder)
     if not items:
-        raise VolumeReadError(f"{where}: no DICOM image files found")
+        raise VolumeReadError((folder and subfolders_message(source, files)) or f"{where}: no DICOM image files found")
     uid, items, n_image_series = _pick(where, items, series_uid)
     ds0 = items[0][1]
     modality = str(getattr(ds0, "Modality", "") or "")

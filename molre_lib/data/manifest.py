@@ -146,10 +146,15 @@ def _check_path(root: Path, rel: str, series_uid: str = "", policy=None) -> tupl
         return f"{p} is unreadable ({type(err).__name__}: {err})", []
 
 
-def _sniff_dicom(f: Path) -> None:
+def _is_dicom(f: Path) -> bool:
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    pydicom.dcmread(str(f), stop_before_pixels=True)
+    try:
+        pydicom.dcmread(str(f), stop_before_pixels=True)
+    except InvalidDicomError:
+        return False
+    return True
 
 
 _SERIES_MEMO: dict = {}
@@ -165,9 +170,14 @@ def _check_series_files(p: Path, files: list[Path], series_uid: str, policy) -> 
     key = (str(p), tuple(file_signature(p)))
     series = _SERIES_MEMO.get(key)
     if series is None:
-        _sniff_dicom(files[0])                                          # a non-DICOM file: its reader's message
         series = _SERIES_MEMO.setdefault(key, series_of(files))
-    if not series:
+    if not series:                                                      # a study folder with a README beside
+        sub = subfolders_message(p, files) if p.is_dir() else None      # its series folders, or not DICOM at all
+        if sub:
+            return sub, []
+        if not _is_dicom(files[0]):
+            return (f"{files[0]}: not a DICOM file (no DICM preamble) and not .nii/.nii.gz" if len(files) == 1 else
+                    f"{p}: no DICOM files among its {len(files)} file(s) (e.g. {files[0].name}: no DICM preamble)"), []
         return f"{p}: no DICOM files found", []
     if series_uid:
         if series_uid not in series:

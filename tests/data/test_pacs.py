@@ -397,3 +397,23 @@ def test_labels_join_by_study_uid_and_unmatched_rows_are_listed(tree, tmp_path, 
     assert "warning: 1 --labels rows match no study: 1.2.3.nope" in out
     df = read_manifest(tmp_path / "m.csv", root=root, required_splits=()).set_index("scan_id")
     assert df.loc["ACC1002", "intracranial_hemorrhage"] == "1" and df.loc["ACC1001", "intracranial_hemorrhage"] == ""
+
+
+def test_a_study_folder_with_a_readme_beside_its_series_folders_lists_them(tree, run, tmp_path, capsys):
+    import shutil
+
+    root, _, _ = tree
+    run_dir, _ = run
+    study = tmp_path / "study"
+    shutil.copytree(root / "PAT001" / "ACC1001_CT_HEAD", study)
+    (study / "README.TXT").write_text("exported by PACS\n")                  # what CD / PACS exports put there
+    why = (f"{study} holds no DICOM files (1 other file(s): README.TXT), only 6 subfolder(s): SE001_Scout, "
+           "SE002_HEAD_STD_5mm")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("scan_id,patient_id,split,path\ns1,P1,train,study\n")
+    assert main(["validate", str(manifest), "--require-splits", ""]) == 2
+    assert why in capsys.readouterr().out                                    # not a pydicom InvalidDicomError
+    with pytest.raises(VolumeReadError, match="holds no DICOM files"):
+        load_volume(study)
+    assert main(["predict", str(run_dir), str(study), "--out", str(tmp_path / "p.csv"), "--device", "cpu"]) == 2
+    assert f"molre predict: error: {why}" in capsys.readouterr().err
