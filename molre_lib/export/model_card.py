@@ -130,6 +130,8 @@ def model_card(info: RunInfo, library_name: str, how_to_use: str, files: dict[st
     params = info.config.get("params") or {}
     meta = yaml.safe_dump(front_matter(info, library_name), sort_keys=False, allow_unicode=True)
     weights = ("included in this export (the licence allows it)" if backbone_included else
+               "not needed: the run trained on a random-initialised backbone, which the receiver rebuilds from the "
+               "registry with the run's seed (checked by its frozen-weight fingerprint)" if not cfg.pretrained else
                f"not included: the receiver builds the backbone from the registry, with weights from "
                f"{spec.hub_id or 'the local file / cache used at training'} ({lic.note or lic.name})")
     lines = [f"---\n{meta}---", "", f"# {info.name}: {adapter_text(info)}", "", f"**{RESEARCH_ONLY}** This model was "

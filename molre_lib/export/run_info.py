@@ -88,6 +88,8 @@ def _manifest_summary(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     phantom = (root / "phantom.json").is_file()
     source = ("synthetic head-CT phantom (molre_lib.data.synth): labels are the lesions it rendered" if phantom else
               "the manifest's finding columns (1 / 0 / empty = unknown); the manifest does not record who labelled")
+    first = [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s in splits]
+    splits = {s: splits[s] for s in first + [s for s in splits if s not in first]}  # train, val, test, then others
     return {"path": str(path), "available": True, "splits": splits, "n_findings": len(keys), "label_source": source,
             "synthetic": phantom}
 

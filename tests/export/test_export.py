@@ -268,6 +268,9 @@ def test_model_card_front_matter_parses_and_states_the_run(runs, bundle):
     for split, n in split_counts.items():
         assert any(line.startswith(f"| {split} | {n} |") for line in body.splitlines())
     assert "synthetic head-CT phantom" in body and "Known positives of the `test` split" in body
+    assert "Weights not needed: the run trained on a random-initialised backbone" in body  # --no-pretrained run
+    assert [line.split(" |")[0] for line in body.splitlines() if line.startswith(("| train |", "| val |", "| test |"))] \
+        == ["| train", "| val", "| test"]
 
 
 def test_cli_formats_are_the_library_formats():
