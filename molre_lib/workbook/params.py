@@ -225,7 +225,12 @@ SCHEMAS: dict[str, dict[str, Param]] = {
 
 
 def _imported(name: str, value: Any) -> bool:
-    """True for a constant imported from a module (e.g. ``FINDING_KEYS``): not a parameter."""
+    """True for a constant imported from a module (e.g. ``FINDING_KEYS``): not a parameter.
+
+    Only containers and objects count: a small int or short string is one shared object in CPython, so
+    ``MIN_POSITIVES = 5`` in a parameters cell *is* ``plots.style.MIN_POSITIVES`` and identity says nothing."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return False
     missing = object()
     return any(getattr(mod, name, missing) is value for mod_name, mod in list(sys.modules.items())
                if mod is not None and mod_name.split(".")[0] in ("molre_lib", "torch", "numpy", "pandas", "matplotlib"))

@@ -54,7 +54,8 @@ def test_env_overrides_and_no_marker_means_cwd(tmp_path, monkeypatch):
 
 def test_check_parameters_returns_absolute_paths(book, monkeypatch):
     monkeypatch.chdir(book / "notebooks")
-    params = dict(RUN_DIRS=["runs/a", "runs/b"], SPLIT="test", BOOTSTRAP=0, SEED=0, OUT_DIR="out", FIGURES_DIR="")
+    params = dict(RUN_DIRS=["runs/a", "runs/b"], SPLIT="test", BOOTSTRAP=0, SEED=0, MIN_POSITIVES=5, OUT_DIR="out",
+                  FIGURES_DIR="")
     got = check_parameters("03_per_finding_auc", params)
     assert got["RUN_DIRS"] == [str(book.resolve() / "runs" / "a"), str(book.resolve() / "runs" / "b")]
     assert got["OUT_DIR"] == str(book.resolve() / "out") and got["FIGURES_DIR"] == ""
@@ -62,9 +63,10 @@ def test_check_parameters_returns_absolute_paths(book, monkeypatch):
 
 
 def test_every_path_parameter_is_marked():
-    # names that hold a file or folder end in _DIR, _DIRS, _ROOT or are MANIFEST
+    # names that hold a folder end in _DIR, _DIRS or _ROOT; those that hold a file name the file (a CSV)
+    files = ("MANIFEST", "REPORTS", "GOLD")
     for nb, schema in SCHEMAS.items():
-        expected = [n for n in schema if n.endswith(("_DIR", "_DIRS", "_ROOT")) or n == "MANIFEST"]
+        expected = [n for n in schema if n.endswith(("_DIR", "_DIRS", "_ROOT")) or n in files]
         assert path_parameters(nb) == expected, nb
 
 
@@ -88,3 +90,13 @@ def _defaults(name):
     nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse("".join(cell["source"])).body}
+
+
+def test_a_parameter_equal_to_a_library_constant_is_still_a_parameter(book, monkeypatch):
+    # plots.style.MIN_POSITIVES is 5 too: CPython shares small ints, so identity must not make it "imported"
+    from molre_lib.plots.style import MIN_POSITIVES
+
+    monkeypatch.chdir(book / "notebooks")
+    params = dict(RUN_DIRS=["runs/a"], SPLIT="test", BOOTSTRAP=0, SEED=0, MIN_POSITIVES=MIN_POSITIVES, OUT_DIR="out",
+                  FIGURES_DIR="")
+    assert check_parameters("03_per_finding_auc", params)["MIN_POSITIVES"] == MIN_POSITIVES
