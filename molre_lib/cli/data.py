@@ -163,6 +163,9 @@ def _convert_cq500(args) -> int:
 
 
 def _convert_pacs(args) -> int:
+    import dataclasses
+
+    from molre_lib.data.dicom_series import SeriesPolicy
     from molre_lib.data.pacs import convert_pacs, parse_policy
 
     sel, ser = parse_policy(args.policy)
@@ -182,8 +185,15 @@ def _convert_pacs(args) -> int:
     if r["manifest"] is None:
         print("no study has an acceptable series; no manifest written (see the inventory's reason column)")
         return 2
+    # series-check keys changed here must be given to every reader too, or they refuse what was chosen
+    series_keys = {f.name for f in dataclasses.fields(SeriesPolicy)}
+    flags = "".join(f" --series-policy {p.strip()}" for p in args.policy
+                    if p.partition("=")[0].strip().replace("-", "_") in series_keys)
     print(f"wrote {r['manifest']}; its paths are relative to {r['root']}: molre validate {r['manifest']} "
-          f"--root {r['root']}")
+          f"--root {r['root']}{flags}")
+    if flags:
+        print(f"its series were chosen with a changed series check: read it with{flags} (molre validate, preprocess "
+              "and train; predict takes the run's own), or the defaults refuse those series")
     return 0
 
 

@@ -103,10 +103,12 @@ def test_convert_picks_the_axial_soft_tissue_series_of_every_study(tree, convert
 @pytest.mark.parametrize("change, acc, number", [("target_thickness_mm=2.5", "ACC1001", "4"),
                                                  ("max_missing_slices=1", "ACC5001", "2"),
                                                  ("bone_kernel=warn", "ACC1001", "2")])
-def test_policy_changes_the_choice(tree, change, acc, number):
+def test_policy_changes_the_choice(tree, change, acc, number, capsys):
     root, _, out = tree
     m = out / f"p_{change.split('=')[0]}" / "m.csv"
     assert main(["convert", "pacs", str(root), "--out", str(m), "--policy", change]) == 0
+    printed = capsys.readouterr().out                   # a changed series check is to be given to every reader
+    assert (f"--root {root} --series-policy {change}\n" in printed) == ("thickness" not in change)
     rows = {r["accession"]: r for r in csv.DictReader(open(m.parent / "m_inventory.csv")) if r["decision"] == "chosen"}
     assert rows[acc]["series_number"] == number
     assert json.loads((m.parent / "m_policy.json").read_text())["selection" if "thickness" in change else "series"][
