@@ -26,7 +26,23 @@ def field_help(node: ast.AST) -> str | None:
     return None
 
 
+def field_default(node: ast.AST) -> str | None:
+    """The default of ``name: T = field(default=X, ...)`` as source (``factory()`` for ``default_factory=factory``),
+    else None: the page shows ``= X``, not the whole ``field(...)`` call with the help text a second time."""
+    value = getattr(node, "value", None)
+    if not isinstance(value, ast.Call) or getattr(value.func, "id", getattr(value.func, "attr", None)) != "field":
+        return None
+    for keyword in value.keywords:
+        if keyword.arg == "default":
+            return ast.unparse(keyword.value)
+        if keyword.arg == "default_factory":
+            return f"{ast.unparse(keyword.value)}()"
+    return None
+
+
 class FieldHelp(Extension):
     def on_attribute_instance(self, *, node: Any, attr: Attribute, agent: Any, **kwargs: Any) -> None:
         if attr.docstring is None and isinstance(node, ast.AST) and (text := field_help(node)):
             attr.docstring = Docstring(text, parent=attr)
+            if (default := field_default(node)) is not None:
+                attr.value = default
