@@ -201,18 +201,25 @@ def test_predict_names_series_and_refuses_each_bad_one(tree, run, tmp_path, caps
 
 
 def test_training_says_what_the_loaders_corrected(tree, converted, tmp_path, capsys):
-    root, _, _ = tree
+    root, expected, _ = tree
     manifest, _ = converted                            # train split: the tilted and the oblique study
     assert main(["train", "--run-dir", str(tmp_path / "r"), "--manifest", str(manifest), "--data-root", str(root),
                  "--backbone", "phantom_vit", "--reduced", "--no-pretrained", "--volume-shape", "8", "16", "16",
                  "--max-steps", "1", "--batch-size", "2", "--device", "cpu", "--eval-bootstrap", "0",
-                 "--series-policy", "gantry_tilt=correct", "--series-policy", "oblique=resample"]) == 0
+                 "--series-policy", "gantry_tilt=correct", "--series-policy", "bone_kernel=warn"]) == 0
     err = capsys.readouterr().err
     assert "molre train: warning: row 4 (line 5), column 'path': " in err
     assert "SE002_Head_50_H30s: gantry tilt 20.0 deg corrected by resampling onto an axial grid" in err
     assert "SE002_HEAD_STD_5mm: oblique slices (25.0 deg) resampled onto an axial grid" in err
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["train"]["series_policy"] == ["gantry_tilt=correct", "oblique=resample"]   # a repeated flag adds up
+    assert config["train"]["series_policy"] == ["gantry_tilt=correct", "bone_kernel=warn"]   # a repeated flag adds up
+    # predict reads with the run's own series policy unless told otherwise
+    bone, out = _path(root, expected, "ACC1001", "bone"), tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "r"), str(bone), "--out", str(out), "--device", "cpu"]) == 0
+    row = pd.read_csv(out, keep_default_na=False, dtype=str).iloc[0]
+    assert row["status"] == "ok" and row["warning"] == "bone-kernel reconstruction 'BONE', not soft tissue"
+    assert main(["predict", str(tmp_path / "r"), str(bone), "--out", str(out), "--device", "cpu",
+                 "--series-policy", "bone_kernel=refuse"]) == 2
 
 
 def test_validate_without_root_says_to_pass_it(converted, capsys):
