@@ -165,7 +165,8 @@ def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("h
 
 def plot_specialisation_tests(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Cramér's V of dominant expert vs tissue class and vs lesion per routed layer (dots), against the
-    permutation null (grey: mean to 95th percentile); p-values annotated."""
+    permutation null (grey: mean to 95th percentile); p-values annotated, as "p≤1/(n_perm+1)" where no permutation
+    reached the observed V (the smallest p the test can give, not an estimate)."""
     targets = list(dict.fromkeys(table["target"]))
     if not targets:  # no routed layer with per-token gates on a grid
         fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN, 1.2))
@@ -181,8 +182,10 @@ def plot_specialisation_tests(table: pd.DataFrame, title: str | None = None) -> 
         ax.bar(x, t["v_null_95"] - t["v_null_mean"], bottom=t["v_null_mean"], width=0.5, color="0.8",
                label="null (mean–95%)")
         ax.plot(x, t["v"], "o-", color="#0072B2", ms=4, lw=0.8, label="observed")
-        for xi, v, p in zip(x, t["v"], t["p"]):
-            ax.annotate(f"p={p:.3g}", (xi, v), textcoords="offset points", xytext=(0, 4), ha="center", va="bottom",
+        floor = 1.0 / (t["n_perm"].to_numpy(dtype=float) + 1) if "n_perm" in t else np.zeros(len(t))
+        for xi, v, p, lo in zip(x, t["v"], t["p"], floor):
+            text = f"p≤{lo:.2g}" if lo > 0 and p <= lo * (1 + 1e-9) else f"p={p:.2g}"  # the permutation floor
+            ax.annotate(text, (xi, v), textcoords="offset points", xytext=(0, 4), ha="center", va="bottom",
                         rotation=90, fontsize=5.5)  # upright labels collide on 8+ neighbouring layers
         ax.set_xticks(x, [str(i) for i in x])
         ax.set_xlabel("routed layer", fontsize=7)

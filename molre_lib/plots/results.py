@@ -327,12 +327,14 @@ def plot_reliability(
 
 def plot_confidence_shift(
     shift: pd.DataFrame, label_a: str = "LoRA", label_b: str = "MoLRE", categories: Mapping[str, str] | None = None,
-    title: str | None = None,
+    title: str | None = None, band: tuple[float, float] = (0.3, 0.7),
 ) -> Figure:
     """Confidence-regime shift of positives from run A to run B (``calibration.confidence_regime_shift``).
 
     Top: totals over findings (borderline in A, moved up, moved down, confident in A / B). Below: per finding
     with positives, share of positives moved up (borderline in A -> confident in B, right) and down (left).
+    ``band``: the borderline band the table was computed with; the legend states it, so "borderline" and
+    "confident" have their thresholds on the figure.
     """
     _require(shift, ["finding", "n_pos", "borderline_a", "moved_up", "moved_down", "confident_a", "confident_b"],
              "confidence-regime shift")
@@ -360,15 +362,17 @@ def plot_confidence_shift(
         y = np.arange(len(part))
         npos = part["n_pos"].to_numpy(dtype=float)
         ax.barh(y, part["moved_up"] / npos, color="#009E73", height=0.8,
-                label=f"borderline {label_a} → confident {label_b}")
+                label=f"moved up: borderline in {label_a} → confident in {label_b}")
         ax.barh(y, -part["moved_down"] / npos, color="#D55E00", height=0.8,
-                label=f"borderline {label_b} ← confident {label_a}")
+                label=f"moved down: confident in {label_a} → borderline in {label_b}")
         ax.axvline(0, color="0.4", lw=0.6)
         _finding_ticks(ax, part, y, [category_colour(c) for c in part["category"]])
         ax.set_xlabel("share of positives")
     if title:
         tax.set_title(title)
-    _legend_below(fig, handles=axes[0].get_legend_handles_labels()[0], ncol=1)
+    meaning = Line2D([], [], ls="", label=f"positives only; borderline: {band[0]:g} ≤ p ≤ {band[1]:g}, "
+                                          f"confident: p > {band[1]:g}")
+    _legend_below(fig, handles=[*axes[0].get_legend_handles_labels()[0], meaning], ncol=1)
     return fig
 
 

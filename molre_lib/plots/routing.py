@@ -14,7 +14,8 @@ from molre_lib.plots.data import _order_by_category
 from molre_lib.plots.images import expert_colormap
 from molre_lib.plots.results import _require
 from molre_lib.plots.names import finding_name, finding_names
-from molre_lib.plots.style import DIVERGING_CMAP, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, category_colour, finding_categories
+from molre_lib.plots.style import (DIVERGING_CMAP, DOUBLE_COLUMN_IN, MIN_POSITIVES, SINGLE_COLUMN_IN, category_colour,
+                                  finding_categories)
 
 
 def short_layer_names(layers: Sequence[str]) -> list[str]:
@@ -77,15 +78,23 @@ def plot_gate_entropy(entropy: pd.DataFrame, title: str | None = None) -> Figure
 
 def plot_gates_by_finding(
     table: pd.DataFrame, findings: Sequence[str] | None = None, max_findings: int = 12, title: str | None = None,
+    min_positives: int = MIN_POSITIVES,
 ) -> Figure:
     """Mean gate per expert for scans with (filled) vs without (open) each finding; one small panel per finding.
 
     table: output of ``routing.gates_by_finding`` for one layer (or the layer mean): columns finding, expert,
-    pos_mean, neg_mean, diff. By default the ``max_findings`` findings with the largest |diff| are shown.
+    pos_mean, neg_mean, diff and optionally n_pos (then each panel title says "n+ = ..."). By default the
+    ``max_findings`` findings with the largest |diff| among those with at least ``min_positives`` positive scans
+    are shown (a mean over one or two scans would top the ranking by chance; the forest plots' rare-finding rule);
+    when no finding has that many, the largest |diff| of all.
     """
     _require(table, ["finding", "expert", "pos_mean", "neg_mean", "diff"], "gates by finding")
+    n_pos = table.groupby("finding", sort=False)["n_pos"].max() if "n_pos" in table else None
     if findings is None:
-        strength = table.dropna(subset=["diff"]).groupby("finding", sort=False)["diff"].apply(lambda d: d.abs().max())
+        ranked = table.dropna(subset=["diff"])
+        if n_pos is not None and (n_pos >= min_positives).any():
+            ranked = ranked[ranked["finding"].map(n_pos) >= min_positives]
+        strength = ranked.groupby("finding", sort=False)["diff"].apply(lambda d: d.abs().max())
         findings = list(strength.sort_values(ascending=False).index[:max_findings])
     if not findings:
         raise ValueError("no finding has both positive and negative scans; nothing to plot")
@@ -103,7 +112,8 @@ def plot_gates_by_finding(
         ax.scatter(x, part["neg_mean"], facecolors="white", edgecolors=colours, s=14, zorder=3, label="without")
         ax.set_xticks(x, [f"E{e}" for e in part["expert"]], fontsize=6)
         ax.set_xlim(-0.6, len(part) - 0.4)
-        ax.set_title(textwrap.fill(finding_name(name, short=True), 26), fontsize=6.5)  # 1.75-in panels
+        head = textwrap.fill(finding_name(name, short=True), 26)  # 1.75-in panels
+        ax.set_title(head if n_pos is None else f"{head}\n(n+ = {int(n_pos[name])})", fontsize=6.5)
     for ax in axes.flat[len(findings):]:
         ax.axis("off")
     axes[0, 0].set_ylabel("mean gate")

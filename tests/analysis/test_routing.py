@@ -123,10 +123,29 @@ def test_routing_plots_render(tmp_path):
     paths += plots.save_figure(plots.plot_expert_usage(routing.expert_usage(data)), tmp_path, "usage")
     paths += plots.save_figure(plots.plot_gate_entropy(routing.gate_entropy(data)), tmp_path, "entropy")
     fig = plots.plot_gates_by_finding(routing.gates_by_finding(data, "a"))
-    assert [a.get_title() for a in fig.axes if a.get_title()][:2] == ["f0", "f1"]
+    # every finding here has < MIN_POSITIVES positives: ranked over all of them, each panel says its n+
+    assert [a.get_title() for a in fig.axes if a.get_title()][:2] == ["f0\n(n+ = 2)", "f1\n(n+ = 1)"]
     spec = routing.expert_specialisation(data, "a")
     plots.plot_expert_specialisation(spec, categories={"f0": "hemorrhage", "f1": "mass"})
     base = np.zeros((8, 8))
     fig = plots.plot_routing_maps([base], [routing.dominant_expert_map(data, "a", "s0", 0)], n_experts=2, labels=["s0 z0"])
     paths += plots.save_figure(fig, tmp_path, "routing_map")
     assert all(p.stat().st_size > 0 for p in paths) and len(paths) == 9
+
+
+def test_gates_by_finding_ranks_only_findings_with_enough_positives():
+    """A gate difference over one or two scans would top the ranking by chance: with enough findings of at least
+    MIN_POSITIVES positives, the rare ones are not chosen, and each panel names its n+."""
+    import pandas as pd
+
+    from molre_lib import plots
+    from molre_lib.plots.style import MIN_POSITIVES
+
+    rows = []
+    for finding, n_pos, diff in (("rare", 1, 0.5), ("common", MIN_POSITIVES + 3, 0.05), ("other", MIN_POSITIVES, 0.02)):
+        for e in range(2):
+            rows.append({"finding": finding, "expert": e, "pos_mean": 0.5 + diff * (1 - 2 * e), "neg_mean": 0.5,
+                         "diff": diff * (1 - 2 * e), "n_pos": n_pos, "n_neg": 50})
+    fig = plots.plot_gates_by_finding(pd.DataFrame(rows))
+    assert [a.get_title() for a in fig.axes if a.get_title()] == [f"common\n(n+ = {MIN_POSITIVES + 3})",
+                                                                   f"other\n(n+ = {MIN_POSITIVES})"]
