@@ -9,9 +9,11 @@ import dataclasses
 from typing import Any, Mapping
 
 
-def check_known_keys(cls: type, data: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the first key of ``data`` that is not a field of dataclass ``cls``."""
+def check_known_keys(cls: type, data: Mapping[str, Any], where: str = "") -> None:
+    """Raise ``ValueError`` naming the first key of ``data`` that is not a field of dataclass ``cls``; with
+    ``where`` (the file section, e.g. ``"sweep.yaml: tune"``) the message starts with it."""
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            raise ValueError(f"Unknown {cls.__name__} key: {key!r} (known: {', '.join(sorted(known))})")
+            prefix = f"{where}: " if where else ""
+            raise ValueError(f"{prefix}Unknown {cls.__name__} key: {key!r} (known: {', '.join(sorted(known))})")

@@ -73,10 +73,7 @@ class SlurmConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None, where: str = "slurm") -> "SlurmConfig":
         raw = dict(raw or {})
-        try:
-            check_known_keys(cls, raw)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+        check_known_keys(cls, raw, where)
         cfg = cls(**raw)
         for name in ("time", "analysis_time"):
             minutes(getattr(cfg, name), f"{where}.{name}")

@@ -57,10 +57,7 @@ class SearchParam:
     def from_dict(cls, raw: Any, where: str) -> "SearchParam":
         if not isinstance(raw, dict):
             raise ValueError(f"{where}: expected {{low, high, log}} or {{choices: [...]}}, got {raw!r}")
-        try:
-            check_known_keys(cls, raw)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+        check_known_keys(cls, raw, where)
         p = cls(**{k: _number(v) if k in ("low", "high") else v for k, v in raw.items()})
         if p.choices is not None:
             if not isinstance(p.choices, list) or not p.choices or p.low is not None or p.high is not None:
@@ -119,10 +116,7 @@ class TuneConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None, where: str = "tune") -> "TuneConfig":
         raw = dict(raw or {})
-        try:
-            check_known_keys(cls, raw)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+        check_known_keys(cls, raw, where)
         cfg = cls(**raw)
         if not isinstance(cfg.n_trials, int) or cfg.n_trials < 1:
             raise ValueError(f"{where}.n_trials: expected a positive integer, got {cfg.n_trials!r}")
