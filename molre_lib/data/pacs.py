@@ -20,6 +20,7 @@ from pathlib import Path
 
 from molre_lib.common.config_keys import check_known_keys
 from .dicom_series import HEADER_TAGS, SeriesInfo, SeriesPolicy, check_series, describe_series, read_headers
+from .manifest import NEGATIVE, POSITIVE, UNKNOWN
 from .taxonomy import FINDING_KEYS
 
 INVENTORY_COLUMNS = ("patient_id", "study_uid", "accession", "study_date", "series_number", "description",
@@ -153,6 +154,10 @@ def _labels(path: Path | None) -> tuple[dict[str, dict], list[str]]:
                          "rename it or prefix it with meta_")
     out = {}
     for n, r in enumerate(rows, start=1):
+        for c in cols:                                   # as the manifest check would refuse it, but here
+            v = (r.get(c) or "").strip()
+            if c in FINDING_KEYS and v not in POSITIVE + NEGATIVE + UNKNOWN:
+                raise ValueError(f"{path}: row {n} (line {n + 1}), column {c!r}: label must be 1, 0 or empty, got {v!r}")
         for k in keys:
             v = (r.get(k) or "").strip()
             if v:

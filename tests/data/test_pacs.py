@@ -426,3 +426,13 @@ def test_a_study_folder_with_a_readme_beside_its_series_folders_lists_them(tree,
         load_volume(study)
     assert main(["predict", str(run_dir), str(study), "--out", str(tmp_path / "p.csv"), "--device", "cpu"]) == 2
     assert f"molre predict: error: {why}" in capsys.readouterr().err
+
+
+def test_a_label_other_than_1_0_or_empty_is_refused_when_converting(tree, tmp_path, capsys):
+    root, _, _ = tree
+    labels = tmp_path / "labels.csv"
+    labels.write_text("accession,intracranial_hemorrhage\nACC1001,1\nACC1002,yes\n")
+    assert main(["convert", "pacs", str(root), "--out", str(tmp_path / "m.csv"), "--labels", str(labels)]) == 2
+    assert (f"{labels}: row 2 (line 3), column 'intracranial_hemorrhage': label must be 1, 0 or empty, got 'yes'"
+            in capsys.readouterr().err)                  # not a manifest that validate refuses afterwards
+    assert not (tmp_path / "m.csv").exists()
