@@ -149,8 +149,11 @@ def _scontrol(*args: str) -> str:
     return subprocess.run(["scontrol", *args], capture_output=True, text=True).stdout
 
 
-def _kernels_of(job_id: str) -> list[int]:
-    """The notebook kernels running inside SLURM job ``job_id`` (root sees every process's environment)."""
+def _kernels_of(job_id: str, task: str | None = None) -> list[int]:
+    """The notebook kernels running inside SLURM job ``job_id`` (with ``task``: that task of array ``job_id``);
+    root sees every process's environment."""
+    want = [f"SLURM_JOB_ID={job_id}".encode()] if task is None else [
+        f"SLURM_ARRAY_JOB_ID={job_id}".encode(), f"SLURM_ARRAY_TASK_ID={task}".encode()]
     pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -158,7 +161,7 @@ def _kernels_of(job_id: str) -> list[int]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"ipykernel" in cmd and f"SLURM_JOB_ID={job_id}".encode() in env:
+        if b"ipykernel" in cmd and all(w in env for w in want):
             pids.append(int(proc.name))
     return pids
 
@@ -308,3 +311,152 @@ def test_multi_task_run_joins_one_process_group(slurm, tmp_path, capsys):
     assert metrics["world_size"] == 2 and metrics["sum"] == 3.0
     assert [r["rank"] for r in metrics["ranks"]] == [0, 1] and [r["local_rank"] for r in metrics["ranks"]] == [0, 1]
     assert (run / "01_train.ipynb").is_file() and (run / "01_train.rank1.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_tuning_trials_share_one_journal_as_array_tasks(slurm, tmp_path, capsys):
+    """A tune: section on SLURM (workbook.tune_slurm): the trials run as array tasks on one Optuna journal, two
+    at once; a task requeued mid-trial resumes that trial (same number, same folder); every trial is told once;
+    the final run waits for the tuning (afterany) and trains with the selected learning rate."""
+    import datetime
+
+    from molre_lib.data.synth import synthesize
+    from molre_lib.workbook.tune import read_selected, read_trials
+
+    started = time.time()
+    manifest = synthesize(tmp_path / "data", 40, shape=(8, 32, 32), seed=0)
+    path = _sweep(tmp_path, "tuned", {"ADAPTER": ["lora"], "SEED": [0]}, {"time": 10, "array_parallelism": 2},
+                  str(manifest), tune={"n_trials": 3, "final_seeds": 1,
+                                       "space": {"LR": {"low": 1e-3, "high": 5e-2, "log": True}}})
+    cfg = yaml.safe_load(path.read_text())
+    cfg["parameters"].update(EPOCHS=1, MAX_STEPS=40, BATCH_SIZE=2, VOLUME_SHAPE=[8, 32, 32], THREADS=1,
+                             EVAL_BOOTSTRAP=0, CACHE_DIR="")
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    sweep = tmp_path / "runs" / "tuned"
+    arm = sweep / "tune" / "phantom_vit_lora"
+
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "tune phantom_vit_lora: 0/3 trials done, 0 task(s) queued or running, 3 to submit" in out
+    assert "submitted phantom_vit_lora_seed0" in out
+    tasks = read_records(sweep)["tune"]["phantom_vit_lora"]
+    final = _job(path, "phantom_vit_lora_seed0")
+    assert len(tasks) == 3 and "afterany" in _scontrol("show", "job", final).split("Dependency=")[1].split()[0]
+
+    # requeue the task of trial 0 while it trains: SIGTERM, the trainer checkpoints, the task resumes trial 0
+    trial0 = arm / "trial000"
+    _until("trial 0 to train", lambda: (trial0 / "train_log.csv").is_file()
+           and len((trial0 / "train_log.csv").read_text().splitlines()) > 2, timeout=300, poll=0.2)
+    training_0 = datetime.datetime.now()  # trial 0 is training now
+    owner = _journal_trials(sweep)[0].user_attrs["owner"]["job"]
+    kernels = _kernels_of(*owner.split("_"))  # paused, so that the tiny trial cannot end before the signal
+    for pid in kernels:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        _scontrol("requeue", owner)
+        time.sleep(1)
+    finally:
+        for pid in kernels:
+            os.kill(pid, signal.SIGCONT)
+    _until("trial 0's stop on SIGTERM", lambda: (trial0 / "preemptions.jsonl").is_file(), timeout=120)
+
+    from molre_lib.workbook.cluster_status import wait_for_jobs
+    from molre_lib.workbook.sweep import SweepConfig
+
+    wait_for_jobs(SweepConfig.from_yaml(path), poll_s=2, timeout_s=900, log=lambda *_: None)
+    trials = _journal_trials(sweep)
+    assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]
+    assert trials[0].user_attrs["owner"]["job"] == owner  # resumed by its own requeued task, not a fourth trial
+    assert sorted(p.name for p in arm.iterdir()) == ["trial000", "trial001", "trial002"]
+    stops = [json.loads(line) for line in (trial0 / "preemptions.jsonl").read_text().splitlines()]
+    assert [s["signal"] for s in stops] == ["SIGTERM"]
+    # two trials ran at the same time, in two tasks, on the one journal: trial 1 was asked before the moment
+    # trial 0 was seen training, and told after trial 0 was asked
+    a, b = trials[0], trials[1]
+    assert a.user_attrs["owner"]["job"] != b.user_attrs["owner"]["job"]
+    assert b.datetime_start < training_0 and a.datetime_start < b.datetime_complete
+    table, selected = read_trials(sweep), read_selected(sweep)
+    assert list(table["trial"]) == [0, 1, 2] and set(table["state"]) == {"COMPLETE"}
+    best = table.loc[table["val_auc"].idxmax()]
+    assert selected.loc[0, "best_trial"] == best["trial"] and selected.loc[0, "n_trials"] == 3
+    run = sweep / "phantom_vit_lora_seed0"
+    params = yaml.safe_load((run / "01_train.params.yaml").read_text())
+    assert params["LR"] == pytest.approx(best["param_LR"]) and params["SEED"] == 0
+    assert "test" in json.loads((run / "metrics.json").read_text())
+    assert all("test" not in json.loads((arm / t / "metrics.json").read_text()) for t in ("trial000", "trial001"))
+
+    states = _status(path, capsys)
+    assert states["[tune] phantom_vit_lora"]["state"] == "tuned"
+    assert states["[tune] phantom_vit_lora"]["reason"].startswith("3/3 trials done, 0 running, 0 failed")
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 0  # a rerun continues: nothing left to do
+    out = capsys.readouterr().out
+    assert "3/3 trials done, 0 task(s) queued or running, 0 to submit" in out and "submitted" not in out
+    print(f"SLURM tuning test: {time.time() - started:.0f} s, load {os.getloadavg()}")
+
+
+def _journal_trials(sweep: Path, arm: str = "phantom_vit_lora") -> list:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = str(sweep / "tune" / "studies.journal")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return optuna.load_study(study_name=arm, storage=storage).get_trials(deepcopy=False)
+
+
+STAND_IN = """
+import json, pathlib, time
+from molre_lib.engine.run_lock import RunLock
+run = pathlib.Path(RUN_DIR)
+lock = RunLock(RUN_DIR).acquire()
+with open(LOG, "a") as fh:
+    fh.write(f"{run.name} {LR:.6g} {TEST_SPLIT!r}\\n")
+while pathlib.Path(HOLD).exists():
+    time.sleep(0.2)
+val = {"summary": {"macro_auc": {"value": 0.9 - abs(LR - 0.01)}}}
+(run / "metrics.json").write_text(json.dumps({"steps": 1, "val": val, **({"test": val} if TEST_SPLIT else {})}))
+lock.release()
+"""
+
+
+@pytest.mark.slow
+def test_tuning_trials_of_a_cancelled_task_are_resumed_not_recounted(slurm, tmp_path, capsys):
+    """scancel of a tuning task mid-trial (a stand-in notebook holds both trials): its trial stays RUNNING, --status
+    calls it orphaned, and the sibling task resumes it under the same number; two trials in all."""
+    import nbformat
+
+    nbs, hold, log = tmp_path / "nbs", tmp_path / "hold", tmp_path / "exec.log"
+    nbs.mkdir()
+    hold.touch()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('RUN_DIR = ""\nLR = 0.001\nSEED = 0\nTEST_SPLIT = "test"\nMANIFEST = ""\n'
+                                          'DATA_ROOT = ""\nLOG = ""\nHOLD = ""\nADAPTER = "lora"',
+                                          metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(STAND_IN)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nbformat.write(nb, nbs / "01_train.ipynb")
+    (tmp_path / "manifest.csv").write_text("scan_id,split,path\ns0,train,a\ns1,val,b\ns2,test,c\n")
+    path = tmp_path / "held.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "held", "notebooks_dir": str(nbs), "kernel": "python3", "device_param": None,
+        "runs_dir": str(tmp_path / "runs"), "grid": {"ADAPTER": ["lora"]},
+        "parameters": {"MANIFEST": str(tmp_path / "manifest.csv"), "LOG": str(log), "HOLD": str(hold)},
+        "slurm": {"cpus_per_gpu": 1, "array_parallelism": 2, "time": 10},
+        "tune": {"n_trials": 2, "final_seeds": 1, "space": {"LR": {"low": 1e-3, "high": 1e-1, "log": True}}}}))
+    sweep = tmp_path / "runs" / "held"
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 0
+    _until("both trials to be held", lambda: log.is_file() and len(log.read_text().splitlines()) == 2, timeout=300)
+    victim = _journal_trials(sweep, "lora")[0].user_attrs["owner"]["job"]
+    subprocess.run(["scancel", victim], capture_output=True)
+    _until("the cancelled task's trial to be orphaned", lambda: _status(path, capsys)["[tune] lora"]["reason"]
+           .endswith("1 orphaned"), timeout=120)
+    hold.unlink()
+    from molre_lib.workbook.cluster_status import wait_for_jobs
+    from molre_lib.workbook.sweep import SweepConfig
+
+    wait_for_jobs(SweepConfig.from_yaml(path), poll_s=2, timeout_s=600, log=lambda *_: None)
+    trials = _journal_trials(sweep, "lora")
+    assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    assert trials[0].user_attrs["owner"]["job"] == trials[1].user_attrs["owner"]["job"] != victim
+    started = sorted(line.split()[0] for line in log.read_text().splitlines())
+    best = max(trials, key=lambda t: t.value).params["LR"]
+    assert started == ["lora_seed0", "trial000", "trial000", "trial001"]  # trial 0 started twice, told once
+    assert f"lora_seed0 {best:.6g} 'test'" in log.read_text()
