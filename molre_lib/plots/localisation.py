@@ -122,7 +122,8 @@ def plot_cam_comparison(bases: Sequence[np.ndarray], masks: Sequence[np.ndarray]
 
 
 ATTRIBUTION_NAMES = {"gradcam": "Grad-CAM", "occlusion": "Occlusion"}  # figure titles name the method
-METRIC_LABELS = {"hit": "pointing game (hit rate)", "energy": "CAM energy in the mask", "auroc": "voxel AUROC"}
+METRIC_LABELS = {"hit": "pointing game\n(hit rate)", "energy": "CAM energy\nin the mask", "auroc": "voxel AUROC"}
+ROW_PITCH_IN = 0.1  # inches per (finding, model) row: 40 findings x 2 models fit a page (6-pt labels, 0.2 in each)
 
 
 def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("hit", "energy"),
@@ -134,7 +135,7 @@ def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("h
     models = list(dict.fromkeys(summary[model]))
     colours = {**arm_colours(models), **{m: ADAPTER_COLOURS[m] for m in models if m in ADAPTER_COLOURS}}
     n = len(findings)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(DOUBLE_COLUMN_IN * 0.75, 0.2 * n * len(models) + 0.9),
+    fig, axes = plt.subplots(1, len(metrics), figsize=(DOUBLE_COLUMN_IN * 0.75, ROW_PITCH_IN * n * len(models) + 1.0),
                              sharey=True, squeeze=False)
     y0 = np.arange(n)[::-1].astype(float)
     step = 0.7 / max(len(models), 1)
@@ -150,6 +151,8 @@ def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("h
         else:
             ax.barh(y0, chance, height=0.8, color="0.88", zorder=0, label="chance" if m == metrics[0] else None)
         ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])  # "1.0" and the next panel's "0.0" ran together
+        ax.set_ylim(-0.6, n - 0.4)  # the rows, not a margin of empty rows above and below
         ax.set_xlabel(METRIC_LABELS.get(m, m), fontsize=7)
         ax.grid(axis="x", lw=0.3, color="0.85")
     axes[0, 0].set_yticks(y0, [f"{finding_name(f, short=True)} (n={int(summary[summary[finding] == f]['n_scans'].max())})"
