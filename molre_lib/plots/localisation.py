@@ -135,7 +135,7 @@ def plot_localisation_forest(summary: pd.DataFrame, metrics: Sequence[str] = ("h
     models = list(dict.fromkeys(summary[model]))
     colours = {**arm_colours(models), **{m: ADAPTER_COLOURS[m] for m in models if m in ADAPTER_COLOURS}}
     n = len(findings)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(DOUBLE_COLUMN_IN * 0.75, ROW_PITCH_IN * n * len(models) + 1.0),
+    fig, axes = plt.subplots(1, len(metrics), figsize=(DOUBLE_COLUMN_IN * 0.75, ROW_PITCH_IN * n * len(models) + 1.3),
                              sharey=True, squeeze=False)
     y0 = np.arange(n)[::-1].astype(float)
     step = 0.7 / max(len(models), 1)
