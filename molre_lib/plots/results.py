@@ -380,8 +380,12 @@ def plot_summary(
     table: pd.DataFrame, x: str = "backbone", group: str = "arm", value: str = "mean_auc",
     lo: str | None = "ci_low", hi: str | None = "ci_high", title: str | None = None,
 ) -> Figure:
-    """Grouped bars (e.g. mean AUC per backbone for each arm: LoRA, MoLRE, variants) with CI whiskers, from a long table."""
+    """Grouped bars (e.g. mean AUC per backbone for each arm: LoRA, MoLRE, variants) with CI whiskers, from a long table.
+
+    An AUC (``value`` naming one) is drawn as a bar rising from chance, 0.5, where its axis starts: bars on an axis
+    cut anywhere else would make a 0.02 difference look like a factor of two."""
     _require(table, [x, group, value] + [c for c in (lo, hi) if c], "summary table")
+    base = 0.5 if "auc" in value.lower() else 0.0
     xs = list(dict.fromkeys(table[x]))
     groups = list(dict.fromkeys(table[group]))
     colours = arm_colours(groups)
@@ -393,12 +397,15 @@ def plot_summary(
         yerr = None
         if lo and hi:
             yerr = np.vstack([part[value] - part[lo], part[hi] - part[value]]).clip(min=0)
-        ax.bar(pos, part[value], width=width * 0.95, yerr=yerr, capsize=1.5, error_kw={"lw": 0.6},
-               color=colours[str(g)], label=method_name(str(g)) if group == "arm" else str(g))
+        ax.bar(pos, part[value] - base, bottom=base, width=width * 0.95, yerr=yerr, capsize=1.5,
+               error_kw={"lw": 0.6}, color=colours[str(g)], label=method_name(str(g)) if group == "arm" else str(g))
     ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
     finite = table[[c for c in (value, lo, hi) if c]].to_numpy(dtype=float)  # whiskers stay inside the axes
     finite = finite[np.isfinite(finite)]
-    if finite.size:
+    if base:
+        top = min(1.0, max(finite.max(), base) + 0.02) if finite.size and finite.max() <= 1 else None
+        ax.set_ylim(min(base, finite.min() - 0.02) if finite.size else base, top)
+    elif finite.size:
         ax.set_ylim(max(0.0, finite.min() - 0.05), min(1.0, finite.max() + 0.02) if finite.max() <= 1 else None)
     ax.set_ylabel({"mean_auc": "Mean AUC"}.get(value, value.replace("_", " ")))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the axes: arm names can be long
