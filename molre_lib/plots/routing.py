@@ -130,11 +130,15 @@ def plot_gates_by_finding(
 
 def plot_expert_specialisation(
     matrix: pd.DataFrame, categories: Mapping[str, str] | None = None, drop_empty: bool = True, title: str | None = None,
+    n_pos: Mapping[str, int] | pd.Series | None = None, min_positives: int = MIN_POSITIVES,
 ) -> Figure:
     """Diverging heatmap finding × expert of (mean gate | positive − mean gate | negative), rows by category.
 
     matrix: output of ``routing.expert_specialisation`` (index = finding keys, columns = expert ids).
     Red: the expert is used more when the finding is present.
+    n_pos: positive scans per finding (``routing.gates_by_finding``'s n_pos); rows with fewer than ``min_positives``
+    are drawn grey and left out of the colour scale (a mean over one or two scans would set it by chance), and a
+    note under the map says so.
     """
     keys = list(matrix.index)
     order = _order_by_category(pd.DataFrame({"finding": keys, "category": finding_categories(keys, categories)}))
@@ -144,9 +148,17 @@ def plot_expert_specialisation(
         keep = matrix.notna().any(axis=1).to_numpy()
         matrix, cats = matrix[keep], [c for c, k in zip(cats, keep) if k]
     values = matrix.to_numpy(dtype=float)
+    rare = np.zeros(len(matrix), bool)
+    if n_pos is not None:
+        counts = pd.Series(n_pos).reindex(matrix.index).to_numpy(dtype=float)
+        rare = ~(counts >= min_positives)
+        values = np.where(rare[:, None], np.nan, values)
     vmax = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
     fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN * 0.6 + 0.25 * matrix.shape[1], 0.11 * len(matrix) + 0.9))
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=DIVERGING_CMAP, vmin=-vmax, vmax=vmax, aspect="auto")
+    cmap = plt.get_cmap(DIVERGING_CMAP).with_extremes(bad="0.88")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
+    if rare.any():
+        ax.set_xlabel(f"grey: < {min_positives} positive scans", fontsize=5.5)
     ax.set_xticks(range(matrix.shape[1]), [f"E{c}" for c in matrix.columns])
     ax.set_yticks(range(len(matrix)), finding_names(matrix.index, short=True), fontsize=5)
     for tick, cat in zip(ax.get_yticklabels(), cats):

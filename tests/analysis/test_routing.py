@@ -149,3 +149,17 @@ def test_gates_by_finding_ranks_only_findings_with_enough_positives():
     fig = plots.plot_gates_by_finding(pd.DataFrame(rows))
     assert [a.get_title() for a in fig.axes if a.get_title()] == [f"common\n(n+ = {MIN_POSITIVES + 3})",
                                                                    f"other\n(n+ = {MIN_POSITIVES})"]
+
+
+def test_expert_specialisation_greys_rare_rows_and_keeps_them_out_of_the_scale():
+    import pandas as pd
+
+    from molre_lib import plots
+
+    spec = pd.DataFrame({0: [0.9, 0.05], 1: [-0.9, -0.05]}, index=["rare", "common"])
+    fig = plots.plot_expert_specialisation(spec, categories={"rare": "mass", "common": "mass"},
+                                           n_pos={"rare": 1, "common": 12})
+    image = fig.axes[0].get_images()[0]
+    assert np.ma.getmaskarray(image.get_array())[0].all() and not np.ma.getmaskarray(image.get_array())[1].any()
+    assert image.get_clim() == (-0.05, 0.05)  # the one-scan row does not set the colour scale
+    assert "grey" in fig.axes[0].get_xlabel()
