@@ -102,6 +102,7 @@ def main() -> None:
     import torch
 
     from molre_lib.backbones import find_local_weights, get_spec
+    from molre_lib.common.determinism import cpu_model
     from molre_lib.engine.train import train
 
     weights = find_local_weights(get_spec("phantom_vit"))
@@ -113,7 +114,7 @@ def main() -> None:
     doc = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     runs = {(r["adapter"], r["seed"]): r for r in doc.get("runs", []) if doc.get("backbone_sha256") == digest}
     env = {"backbone_sha256": digest, "test_scans": test_scans(manifest), "torch": torch.__version__,
-           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count()}
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model(), "cores": os.cpu_count()}
     for seed in a.seeds:
         for adapter in ("lora", "molre"):
             if (adapter, seed) in runs:
