@@ -26,7 +26,9 @@ from .weights import cache_dir
 
 @dataclass
 class PretrainConfig(MAEConfig):
-    """Knobs of the demo pretraining: 600 steps, all run (no time cap: the weights are the same on any machine).
+    """Knobs of the demo pretraining: 600 steps, all run, on 2 pinned threads (no time cap), so a machine's speed
+    and core count do not change the weights; its instruction set and torch version do
+    (docs/explanation/reproducibility.md).
 
     150 steps on 96 subjects gave features no better than random init in a linear probe (scan-level macro AUC
     0.565 vs 0.588); 600 steps on 192 subjects give 0.674 vs 0.588 (benchmarks/phantom_vit_probe.py).

@@ -14,8 +14,12 @@ DEFAULT_SWEEP = "notebooks/sweeps/demo.yaml"
 # Demo backbones built on this machine the first time a sweep needs them: (module, pretraining function).
 DEMO_PRETRAINING = {"phantom_vit": ("molre_lib.backbones.phantom_pretrain", "pretrain_phantom_vit"),
                     "natural_vit": ("molre_lib.backbones.natural_vit", "pretrain_natural_vit")}
-# sha256 of model.safetensors as pretrained where the documented demo numbers were measured (2 pinned threads)
-REFERENCE_CHECKSUMS: dict[str, tuple[str, str]] = {}
+# sha256 of model.safetensors as pretrained where the documented demo numbers were measured (2 pinned threads);
+# another instruction set or torch version gives other weights (docs/explanation/reproducibility.md)
+REFERENCE_CHECKSUMS: dict[str, tuple[str, str]] = {
+    "phantom_vit": ("2d3aafca384b42044de3a3d8e35cb484b589caf4fa4df418f1dcdb486067c8e3",
+                    "2026-12-04, x86-64 AVX-512, torch 2.14.1, 2 threads, 600 steps"),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

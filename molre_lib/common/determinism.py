@@ -39,5 +39,18 @@ def determinism_state() -> dict[str, Any]:
     """The settings that decide whether a rerun reproduces bit for bit (written into config.json)."""
     return {"torch_threads": torch.get_num_threads(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model(),
+            "torch": torch.__version__, "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+
+
+def cpu_model() -> str:
+    """The CPU's model name: with the same instruction set, Intel and AMD CPUs can still take other BLAS paths."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

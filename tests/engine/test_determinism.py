@@ -65,3 +65,19 @@ def test_pretraining_pins_its_threads_and_gives_the_caller_its_own_back(torch_se
     torch.set_num_threads(2)
     pretrain_mae(vit, sample, 3, MAEConfig(steps=2, threads=1, device="cpu", batch_size=4), "toy", log=lambda m: None)
     assert seen == [1, 1] and torch.get_num_threads() == 2 and grid == 4
+
+
+def test_demo_states_the_backbone_checksum_and_whether_it_is_the_reference(tmp_path, monkeypatch) -> None:
+    import hashlib
+
+    from molre_lib.cli import demo
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    monkeypatch.setattr(demo, "REFERENCE_CHECKSUMS", {})
+    assert f"sha256 {digest}: no reference" in demo.checksum_line("phantom_vit", weights)
+    monkeypatch.setattr(demo, "REFERENCE_CHECKSUMS", {"phantom_vit": (digest, "here")})
+    assert "the reference backbone" in demo.checksum_line("phantom_vit", weights)
+    monkeypatch.setattr(demo, "REFERENCE_CHECKSUMS", {"phantom_vit": ("0" * 64, "here")})
+    assert "differs from the reference" in demo.checksum_line("phantom_vit", weights)
