@@ -4,10 +4,12 @@ Runs a shortened ``pretrain_phantom_vit`` (same code path, fewer scans and steps
 ``PretrainConfig.threads`` 1, then 2, then 2 again, and compares the resulting ``model.safetensors``: sha256 and
 the largest absolute weight difference. Where two runs differ, each op of the pretraining step (patch-embedding
 convolution, attention, MLP, LayerNorm, AdamW's step) is run forward and backward at both thread counts on
-the same inputs, to name the op whose result depends on the thread count. Writes
-``benchmarks/results/determinism.json``.
+the same inputs, to name the op whose result depends on the thread count. Then, on an AVX-512 CPU, the
+2-thread pretraining is run once more in a fresh process with the kernels capped at AVX2 (``ATEN_CPU_CAPABILITY``,
+``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``), which is what another CPU generation would pick: same code,
+seed and thread count, other instruction set. Writes ``benchmarks/results/determinism.json``.
 
-    python benchmarks/determinism.py [--steps 40 --subjects 24]
+    flock /tmp/molre-heavy.lock python benchmarks/determinism.py [--steps 40 --subjects 24]
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +40,20 @@ def pretrain(threads: int, steps: int, subjects: int, out: Path) -> dict:
                          log=lambda m: None)
     return {"threads": threads, "sha256": sha256(out / "model.safetensors"),
             "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
+
+
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def pretrain_in_process(threads: int, steps: int, subjects: int, out: Path, env: dict[str, str]) -> dict:
+    """``pretrain`` in a fresh interpreter with ``env`` added (kernel-dispatch variables are read at start-up)."""
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import determinism as d; "
+            "r = d.pretrain(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])); "
+            "import torch; r['cpu_capability'] = torch.backends.cpu.get_cpu_capability(); print(json.dumps(r))")
+    res = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(threads), str(steps),
+                          str(subjects), str(out)], env={**os.environ, **env}, capture_output=True, text=True,
+                         check=True)
+    return {**json.loads(res.stdout.strip().splitlines()[-1]), "env": env}
 
 
 def max_weight_diff(a: Path, b: Path) -> float:
@@ -95,12 +113,24 @@ def main() -> None:
             print(f"threads {threads}: sha256 {runs[-1]['sha256'][:16]} ({runs[-1]['cpu_s']} CPU s)", flush=True)
         diff_1_vs_2 = max_weight_diff(dirs[0], dirs[1])
         diff_2_vs_2 = max_weight_diff(dirs[1], dirs[2])
+        isa = None
+        if torch.backends.cpu.get_cpu_capability() == "AVX512":
+            # control: a fresh process without the cap must match the in-process 2-thread run, so that a
+            # difference below is the instruction set's, not the process's
+            control = pretrain_in_process(2, a.steps, a.subjects, Path(tmp) / "control", {})
+            out = Path(tmp) / "avx2"
+            run = pretrain_in_process(2, a.steps, a.subjects, out, AVX2)
+            print(f"threads 2, AVX2 kernels: sha256 {run['sha256'][:16]} ({run['cpu_s']} CPU s)", flush=True)
+            isa = {"control_fresh_process": control, "run": run,
+                   "control_identical_to_2_threads": control["sha256"] == runs[1]["sha256"],
+                   "identical_to_avx512_2_threads": run["sha256"] == runs[1]["sha256"],
+                   "max_abs_weight_diff_vs_avx512_2_threads": max_weight_diff(dirs[1], out)}
     ops = op_thread_dependence()
     doc = {"steps": a.steps, "subjects": a.subjects, "runs": runs,
            "identical_1_vs_2_threads": runs[0]["sha256"] == runs[1]["sha256"],
            "identical_2_vs_2_threads": runs[1]["sha256"] == runs[2]["sha256"],
            "max_abs_weight_diff_1_vs_2": diff_1_vs_2, "max_abs_weight_diff_2_vs_2": diff_2_vs_2,
-           "op_differs_between_1_and_2_threads": ops,
+           "op_differs_between_1_and_2_threads": ops, "avx2_vs_avx512_same_threads": isa,
            "torch": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_average_1min": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

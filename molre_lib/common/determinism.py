@@ -1,11 +1,11 @@
 """Pin what makes two runs of the same seed differ: torch's thread count and nondeterministic kernels.
 
 Measured on this workbook's CPU path (``benchmarks/determinism.py``): the same seed gives bit-identical weights
-run after run at one thread count, but 1 and 2 threads give different weights, because the backward of
-``nn.Linear`` (a GEMM reducing over the batch) and of LayerNorm split their reductions across threads and
-float addition is not associative. So the thread count is part of a run's configuration: pinning it makes the
-result independent of the machine's core count (not of its instruction set or torch version, which pick other
-kernels). On CUDA, ``torch.use_deterministic_algorithms`` selects deterministic kernels where they exist
+run after run at one thread count, but 1 and 2 threads give different weights, because backward passes (LayerNorm's
+on every machine measured, the GEMMs of ``nn.Linear`` on some) split their reductions over the batch across
+threads and float addition is not associative. So the thread count is part of a run's configuration: pinning it
+makes the result independent of the machine's core count (not of its CPU model, instruction set or torch
+version, which pick other kernels: docs/explanation/reproducibility.md). On CUDA, ``torch.use_deterministic_algorithms`` selects deterministic kernels where they exist
 (cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG``, set here before the first CUDA call); ops without one warn instead
 of failing (``warn_only``), so no CUDA path breaks.
 """
