@@ -62,7 +62,7 @@ class SlurmConfig:
     time: int | str = field(default=240, metadata={"help": "time limit per job: minutes or [D-]HH:MM[:SS]"})
     account: str | None = field(default=None, metadata={"help": "sbatch --account"})
     qos: str | None = field(default=None, metadata={"help": "sbatch --qos"})
-    array_parallelism: int = field(default=32, metadata={"help": "training runs running at once"})
+    array_parallelism: int = field(default=32, metadata={"help": "training runs (and tuning trials) running at once, per job array"})
     signal_delay_s: int = field(default=120, metadata={"help": "seconds before the time limit the job is told to checkpoint"})
     max_requeues: int = field(default=20, metadata={"help": "time-limit requeues per run before it counts as failed"})
     sbatch: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra #SBATCH options, e.g. {constraint: a100}"})
