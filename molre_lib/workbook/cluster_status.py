@@ -202,7 +202,7 @@ def sweep_status(cfg: Any) -> list[dict[str, Any]]:
         queue = {}  # a local sweep: the states come from the folder alone
     rows = status_rows(sweep_dir, expand_runs(cfg), cfg.train_notebook, records, queue)
     if getattr(cfg, "tune", None):
-        from .tune_slurm import tune_status_rows
+        from .tune_status import tune_status_rows
 
         rows += tune_status_rows(cfg, records, queue)
     write_status(sweep_dir / STATUS_FILE, rows)

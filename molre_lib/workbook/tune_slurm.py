@@ -30,11 +30,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import optuna
-
 from molre_lib.engine.preemption import preemptions
 
-from .tune import JOURNAL_FILE, SQLITE_FILE, Arm, arms, arm_name, selection, trial_run, tune_config, tune_dir, write_tables
+from .tune import Arm, arms, arm_name, selection, trial_run, tune_config, tune_dir, write_tables
+from .tune_status import studies_of
 from .tune_trials import _trial, ask, execute_trial, finish, make_sampler, open_study, owner_gone, owner_here, storage_for
 
 CLAIM_LOCK = "claim"   # tune/claim.lock
@@ -69,12 +68,6 @@ def claim_lock(cfg: Any) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def studies_of(cfg: Any, storage: Any) -> dict[str, Any]:
-    """Arm name -> its study, for the arms that have one in ``storage``."""
-    names = set(optuna.study.get_all_study_names(storage))
-    return {a.name: optuna.load_study(study_name=a.name, storage=storage) for a in arms(cfg) if a.name in names}
 
 
 def claim(cfg: Any, arm: Arm, study: Any, me: str, live: set[str] | None) -> tuple[int, dict[str, Any]] | None:
@@ -119,7 +112,7 @@ class TrialTask:
         signal.signal(signal.SIGTERM, handler)
 
     def __call__(self) -> str:
-        from .slurm import execute_here
+        from .slurm_task import execute_here
 
         os.chdir(self.cwd)  # the sweep's relative paths (runs_dir) are the submitter's
         cfg, me = self.cfg, task_id()
@@ -158,7 +151,7 @@ class TrialTask:
         """Let the trial's trainer checkpoint (as a training job does), then be requeued: the trial resumes."""
         import submitit
 
-        from .slurm import stop_kernels
+        from .slurm_task import stop_kernels
 
         if self.run_dir is not None:
             stop_kernels(self.run_dir, self.wait_s)
@@ -246,35 +239,3 @@ def selected_parameters(cfg: Any, run_name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- status
-
-
-def tune_status_rows(cfg: Any, records: dict[str, Any], queue: dict[str, Any]) -> list[dict[str, Any]]:
-    """One ``[tune] <arm>`` row per arm for ``--status``: tuned | tuning | pending | failed (its tasks left the
-    queue before the arm was tuned: the next submission continues) | incomplete (trials without SLURM tasks: a
-    local sweep stopped or still tuning) | not submitted, with the trials done / running / failed (and orphaned:
-    their owner is gone; the next task or submission resumes them)."""
-    tcfg = tune_config(cfg)
-    folder = tune_dir(cfg)
-    storage = None
-    if (folder / JOURNAL_FILE).is_file() or (folder / SQLITE_FILE).is_file():
-        storage = storage_for(cfg, "slurm" if (folder / JOURNAL_FILE).is_file() else "local")
-    studies = studies_of(cfg, storage) if storage is not None else {}
-    chosen, live = selection(cfg), {j for j, e in queue.items() if e.live}
-    rows = []
-    for arm in arms(cfg):
-        trials = studies[arm.name].get_trials(deepcopy=False) if arm.name in studies else []
-        states = [t.state.name for t in trials]
-        orphans = sum(s == "RUNNING" and owner_gone(t.user_attrs.get("owner"), live) for s, t in zip(states, trials))
-        tasks = (records.get("tune") or {}).get(arm.name, [])
-        entries = [queue[e["job_id"]] for e in tasks if e["job_id"] in live]
-        progress = (f"{states.count('COMPLETE')}/{tcfg.n_trials} trials done, {states.count('RUNNING') - orphans} "
-                    f"running, {states.count('FAIL')} failed" + (f", {orphans} orphaned" if orphans else ""))
-        if arm.name in chosen:
-            progress += f"; best trial {chosen[arm.name]['best_trial']} val AUC {chosen[arm.name]['best_val_auc']:.4f}"
-        state = ("tuning" if any(e.label == "running" for e in entries) else "pending" if entries else
-                 "tuned" if arm.name in chosen else "failed" if tasks else "incomplete" if trials else "not submitted")
-        rows.append({"run": f"[tune] {arm.name}", "state": state,
-                     "job_id": entries[0].job_id if entries else (tasks[-1]["job_id"] if tasks else ""),
-                     "restarts": sum(e.restarts for e in entries) if entries else "", "preemptions": "",
-                     "reason": progress, "log": tasks[-1]["log"] if tasks else "", "error": ""})
-    return rows

@@ -7,7 +7,8 @@ import pytest
 from molre_lib.workbook.cluster_status import QueueEntry
 from molre_lib.workbook.sweep import SweepConfig
 from molre_lib.workbook.tune import arms
-from molre_lib.workbook.tune_slurm import claim, training_groups, tune_status_rows
+from molre_lib.workbook.tune_slurm import claim, training_groups
+from molre_lib.workbook.tune_status import tune_status_rows
 from molre_lib.workbook.tune_trials import finish, open_study, storage_for
 
 
