@@ -8,6 +8,7 @@ submission for skipping live and finished runs and resubmitting a failed one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -233,8 +234,9 @@ def test_sweep_on_slurm_survives_requeue_and_time_limit(slurm, tmp_path, capsys)
     try:
         _until("SLURM's time-limit warning", warned)
     finally:
-        for pid in kernels:
-            os.kill(pid, signal.SIGCONT)
+        for pid in kernels:  # the warning's requeue may already have ended the paused kernel
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     _until("the time-limit requeue", lambda: "Restarts=1" in _scontrol("show", "job", limit_job))
     _scontrol("update", f"JobId={limit_job}", "TimeLimit=30")  # the requeued job may now finish in one go
 
@@ -356,8 +358,9 @@ def test_tuning_trials_share_one_journal_as_array_tasks(slurm, tmp_path, capsys)
         _scontrol("requeue", owner)
         time.sleep(1)
     finally:
-        for pid in kernels:
-            os.kill(pid, signal.SIGCONT)
+        for pid in kernels:  # the warning's requeue may already have ended the paused kernel
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     _until("trial 0's stop on SIGTERM", lambda: (trial0 / "preemptions.jsonl").is_file(), timeout=120)
 
     from molre_lib.workbook.cluster_status import wait_for_jobs
