@@ -10,13 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.collections import Collection  # noqa: E402
-from matplotlib.image import AxesImage  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
 
 from molre_lib import plots  # noqa: E402
+from molre_lib.plots.checks import legends_over_data  # noqa: E402
 from molre_lib.data.taxonomy import FINDING_KEYS  # noqa: E402
 
 
@@ -26,37 +22,18 @@ def _close_figures():
     plt.close("all")
 
 
-def _data_boxes(ax, renderer):
-    """Window extents of what an axes plots: lines, markers, bars, error bars, images, data labels."""
-    boxes = []
-    for artist in ax.get_children():
-        if artist is ax.patch or not artist.get_visible() or artist is ax.get_legend():
-            continue
-        if isinstance(artist, Line2D) and len(artist.get_xdata()) == 0:
-            continue
-        if isinstance(artist, (Line2D, Collection, Patch, AxesImage)) or (isinstance(artist, Text) and artist.get_text()
-                                                                          and artist not in (ax.title, ax._left_title, ax._right_title)):
-            if isinstance(artist, Patch) and artist in ax.spines.values():
-                continue
-            box = artist.get_window_extent(renderer)
-            if box.width > 0 or box.height > 0:
-                boxes.append((artist, box))
-    return boxes
-
-
 def assert_no_legend_over_data(fig):
+    """The library's check (molre_lib.plots.checks, also run on every notebook figure), plus: there is a legend and
+    it lies inside the figure."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     assert legends, "expected a legend"
     for legend in legends:
-        lbox = legend.get_window_extent(renderer)
-        fbox = fig.bbox
+        lbox, fbox = legend.get_window_extent(renderer), fig.bbox
         assert fbox.x0 - 1 <= lbox.x0 and lbox.x1 <= fbox.x1 + 1 and fbox.y0 - 1 <= lbox.y0 and lbox.y1 <= fbox.y1 + 1, \
             "legend partly outside the figure"
-        for ax in fig.axes:
-            for artist, box in _data_boxes(ax, renderer):
-                assert not lbox.overlaps(box), f"legend over {type(artist).__name__} {artist.get_label()!r} in {ax.get_title()!r}"
+    assert not legends_over_data(fig)
 
 
 def _per_finding(seed=1):
