@@ -135,7 +135,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "REPORT_UNMENTIONED": Param(STR, choices=("negative", "unknown")),
         "FIGURES_DIR": Param(STR, path=True),
     },
-    "00b_labels": {
+    "00_labels": {
         "REPORTS": Param(STR, path=True),
         "ID_COLUMN": Param(STR),
         "TEXT_COLUMN": Param(STR),

@@ -1,4 +1,4 @@
-"""notebooks/00b_labels.ipynb under papermill on synthetic phantom reports (truth as gold), tiny sizes."""
+"""notebooks/00_labels.ipynb under papermill on synthetic phantom reports (truth as gold), tiny sizes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,10 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_00b_labels_writes_labels_agreement_figure_and_sample(tmp_path):
+def test_00_labels_writes_labels_agreement_figure_and_sample(tmp_path):
     (tmp_path / ".molre-root").write_text("")
     out, figures = tmp_path / "labels", tmp_path / "figures"
-    papermill.execute_notebook(str(ROOT / "notebooks/00b_labels.ipynb"), str(tmp_path / "00b.ipynb"),
+    papermill.execute_notebook(str(ROOT / "notebooks/00_labels.ipynb"), str(tmp_path / "00_labels.ipynb"),
                                parameters={"N_SYNTHETIC": 40, "N_BOOT": 20, "SAMPLE": 8, "OUT_DIR": str(out),
                                            "FIGURES_DIR": str(figures)},
                                kernel_name="molre", cwd=str(tmp_path), progress_bar=False)
