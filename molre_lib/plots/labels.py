@@ -7,16 +7,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from molre_lib.data.taxonomy import CATEGORIES, FINDINGS
-from molre_lib.plots.style import CATEGORY_COLOURS, DOUBLE_COLUMN_IN, UNKNOWN_CATEGORY_COLOUR
+from molre_lib.plots.style import CATEGORY_COLOURS, DOUBLE_COLUMN_IN, MIN_POSITIVES, UNKNOWN_CATEGORY_COLOUR
 
 _NAMES = {f.key: f.name for f in FINDINGS}
 MODE_LABELS = {"u->neg": "uncertain as negative", "u->pos": "uncertain as positive", "3-class": "3 classes"}
 
 
 def plot_label_agreement(table: pd.DataFrame, mode: str = "u->neg", metrics: tuple[str, ...] = ("f1", "kappa"),
-                         min_positives: int = 1, title: str | None = None) -> Figure:
+                         min_positives: int = 1, title: str | None = None, rare_below: int = MIN_POSITIVES) -> Figure:
     """Dot plot (rows: findings with at least ``min_positives`` gold positives, then categories and all) of each
-    metric with its CI, coloured by category. ``table``: :func:`molre_lib.reports.agreement.agreement_table`."""
+    metric with its CI, coloured by category; a finding with fewer than ``rare_below`` positives is drawn hollow
+    without an interval (as in 03's forest plots). ``table``: :func:`molre_lib.reports.agreement.agreement_table`."""
     t = table[table["mode"] == mode]
     per = t[(t["level"] == "finding") & (t["positives"] >= min_positives)].copy()
     per["order"] = per["category"].map({c: i for i, c in enumerate(CATEGORIES)})
@@ -36,14 +37,17 @@ def plot_label_agreement(table: pd.DataFrame, mode: str = "u->neg", metrics: tup
         v, lo, hi = (rows[c].to_numpy(float) for c in (m, f"{m}_lo", f"{m}_hi"))
         err = np.vstack([np.nan_to_num(v - lo), np.nan_to_num(hi - v)])
         for i in range(n):
-            marker = "o" if rows.iloc[i]["level"] == "finding" else "D"
-            ax.errorbar(v[i], y[i], xerr=err[:, i:i + 1], fmt=marker, ms=3, lw=0.8, color=colours[i])
+            finding = rows.iloc[i]["level"] == "finding"
+            rare = finding and rows.iloc[i]["positives"] < rare_below
+            ax.errorbar(v[i], y[i], xerr=None if rare else err[:, i:i + 1], fmt="o" if finding else "D", ms=3,
+                        lw=0.8, color=colours[i], mfc="white" if rare else colours[i])
         ax.axhline(len(rest) - 0.5, color="0.7", lw=0.5)
+        ax.set_ylim(-0.7, n - 0.3)
         ax.set_xlim(min(0.0, np.nanmin(lo) if np.isfinite(lo).any() else 0.0) - 0.02, 1.02)
         ax.set_xlabel({"f1": "F1", "kappa": "Cohen's κ"}.get(m, m))
         ax.grid(axis="x", lw=0.3, color="0.85")
     axes[0, 0].set_yticks(y, labels, fontsize=6)
-    fig.suptitle(title or f"Report labeller vs hand labels ({MODE_LABELS.get(mode, mode)}; 95% bootstrap CI)",
-                 fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(title or f"Report labeller vs hand labels ({MODE_LABELS.get(mode, mode)}; 95% bootstrap CI)\n"
+                          f"hollow: fewer than {rare_below} positives, no interval", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # 0.4 in for the two-line title
     return fig
