@@ -94,12 +94,18 @@ def test_bad_reports_file_is_one_line_exit_2_nothing_written(tmp_path, capsys, r
     ("report_id,r\xe9port\na,No SAH.\n", "row 0 (header), column 2 (line 1): not UTF-8"),
 ])
 def test_non_utf8_reports_name_row_and_column(tmp_path, capsys, content, where):
+    path, err = _refused(tmp_path, capsys, content.encode("latin-1"))
+    assert where in err and str(path) in err
+
+
+def _refused(tmp_path, capsys, data: bytes):
+    """label-reports on a reports file holding ``data``: exit 2, nothing written; (path, the error line)."""
     path = tmp_path / "reports.csv"
-    path.write_bytes(content.encode("latin-1"))
+    path.write_bytes(data)
     assert main(["label-reports", str(path), "--out", str(tmp_path / "l.csv")]) == 2
     err = _error(capsys)
-    assert where in err and str(path) in err
     assert list(tmp_path.iterdir()) == [path]
+    return path, err
 
 
 @pytest.mark.parametrize("content,where", [
@@ -109,12 +115,8 @@ def test_non_utf8_reports_name_row_and_column(tmp_path, capsys, content, where):
 ])
 def test_an_unclosed_quote_is_an_error_not_swallowed_rows(tmp_path, capsys, content, where):
     """Read leniently, the quote would swallow the rows after it into one report: b and c silently lost."""
-    path = tmp_path / "reports.csv"
-    path.write_text(content, encoding="utf-8")
-    assert main(["label-reports", str(path), "--out", str(tmp_path / "l.csv")]) == 2
-    err = _error(capsys)
+    path, err = _refused(tmp_path, capsys, content.encode("utf-8"))
     assert f"{path}: {where}: a quoted cell does not close" in err
-    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_quotes_written_as_csv_writers_write_them_are_read(tmp_path):
