@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from molre_lib.engine.run_files import read_predictions
-from molre_lib.stats.seeds import compare_seeds
+from molre_lib.stats.seeds import compare_seeds, hierarchical_delta
 
 COMPARISON_COLUMNS = ["backbone", "arm_a", "arm_b", "n_seeds", "mean_auc_a", "mean_auc_b", "mean_delta",
                       "delta_ci_low", "delta_ci_high", "sign_flip_p", "p_better", "wins", "min_delta", "max_delta",
@@ -91,3 +91,18 @@ def arm_summary(selected: pd.DataFrame, runs: pd.DataFrame, split: str = "test")
                     f"min_{split}_auc": aucs.min() if aucs.size else np.nan,
                     f"max_{split}_auc": aucs.max() if aucs.size else np.nan})
     return pd.DataFrame(out)
+
+
+def delta_replicates(runs: pd.DataFrame, backbone: str, arm_a: str, arm_b: str, split: str = "test",
+                     n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """(n_boot,) hierarchical bootstrap replicates of mean-over-seeds ΔAUC (A - B) within ``backbone``: the draws
+    behind :func:`seed_comparisons`' CI, for questions about two comparisons at once (e.g. is a gain larger on one
+    backbone than on another: the replicates of two backbones are independent, so their difference is one too)."""
+    finished = runs[(runs["status"] == "finished") & (runs["backbone"] == backbone)]
+    ra = finished[finished["arm"] == arm_a].set_index("seed")["run_dir"]
+    rb = finished[finished["arm"] == arm_b].set_index("seed")["run_dir"]
+    seeds = sorted(set(ra.index) & set(rb.index))
+    if len(seeds) < 2:
+        raise ValueError(f"{backbone}: {arm_a} and {arm_b} share {len(seeds)} finished seed(s); 2 or more are needed")
+    labels, mask, probs = _aligned([ra[s] for s in seeds] + [rb[s] for s in seeds], split)
+    return hierarchical_delta(labels, probs[:len(seeds)], probs[len(seeds):], mask, n_boot, seed)

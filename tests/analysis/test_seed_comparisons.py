@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from molre_lib.analysis.seeds import arm_summary, seed_comparisons
+from molre_lib.analysis.seeds import arm_summary, delta_replicates, seed_comparisons
 from molre_lib.engine.run_files import write_predictions
-from molre_lib.stats.seeds import compare_seeds
+from molre_lib.stats.seeds import compare_seeds, hierarchical_delta
 
 KEYS = ["ich", "sah", "fracture"]
 
@@ -45,6 +45,18 @@ def test_seed_comparisons_pair_runs_by_seed_on_the_same_scans(tmp_path):
     assert summary.loc[0, "delta_ci_low"] == pytest.approx(direct.ci_low)  # the failed seed 9 is not paired
     assert summary.loc[0, "sign_flip_p"] == pytest.approx(direct.sign_flip_p) and summary.loc[0, "n_seeds"] == 3
     np.testing.assert_allclose(per_seed["delta"], direct.deltas, atol=1e-6)
+
+
+def test_delta_replicates_are_the_draws_behind_the_ci(tmp_path):
+    runs, labels, mask, probs = _runs(tmp_path)
+    reps = delta_replicates(runs, "b", "molre", "lora", n_boot=200, seed=3)
+    direct = hierarchical_delta(labels, [probs["molre", s] for s in range(3)], [probs["lora", s] for s in range(3)],
+                                mask, n_boot=200, seed=3)
+    np.testing.assert_allclose(reps, direct, atol=1e-12)  # file order and the failed seed 9 do not enter
+    summary, _ = seed_comparisons(runs, n_boot=200, seed=3, baseline="lora")
+    assert np.quantile(reps, 0.025) == pytest.approx(summary.loc[0, "delta_ci_low"])
+    with pytest.raises(ValueError, match="b: molre and probe share 0 finished seed"):
+        delta_replicates(runs, "b", "molre", "probe")
 
 
 def test_arm_summary_joins_the_selection_to_its_final_runs(tmp_path):

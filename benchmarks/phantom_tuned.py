@@ -1,0 +1,181 @@
+"""The tuned phantom study's answers, from what its sweep wrote (``make phantom-study`` runs the sweep, then this).
+
+Reads ``runs/phantom_tuned/`` (``tune/selected.csv`` and ``tune/trials.csv`` from the tuning stage, the final
+runs' ``config.json`` / ``metrics.json`` / test predictions) and writes
+
+- ``benchmarks/results/phantom_tuned.csv``: one row per backbone x arm: backbone, family, arm, n_trials, best_lr,
+  best_alpha, effective_step, n_seeds, mean_auc, min_auc, max_auc (test macro AUC over the final seeds),
+  delta_vs_lora with its hierarchical bootstrap CI (seeds, then the same test scans), sign_flip_p (exact paired
+  sign-flip test over seeds), p_better (P(arm > LoRA) across seeds); then best_val_auc, the untuned study's mean
+  AUC for the same arm (``phantom_study.csv``: same data and test scans, LR 0.005, alpha = 2r, 3 seeds) and the
+  change tuning made;
+- ``benchmarks/results/phantom_tuned.json``: the same plus the answers (does a tuned MoLRE beat a tuned LoRA per
+  backbone; does the best adapter beat the tuned linear probe; is the gain larger on the general-domain backbone,
+  with a CI for the difference; how much tuning changed each arm), every chosen configuration at the edge of its
+  grid, and the sweep's notebook seconds.
+
+    python benchmarks/phantom_tuned.py [--sweep-dir runs/phantom_tuned] [--untuned benchmarks/results/phantom_study.csv]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).parent / "results"
+REFERENCE, PROBE = "lora", "linear_probe"
+GRID_KEYS = ("BACKBONE", "ADAPTER", "SHARED_A")
+CSV_COLUMNS = ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha", "effective_step", "n_seeds",
+               "mean_auc", "min_auc", "max_auc", "delta_vs_lora", "delta_ci_low", "delta_ci_high", "sign_flip_p",
+               "p_better", "best_val_auc", "untuned_mean_auc", "tuning_change"]
+
+
+def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The final runs of one tuned arm (``selected.csv`` row), joined on the grid keys both tables hold."""
+    keep = np.ones(len(runs), dtype=bool)
+    for key in GRID_KEYS:
+        if key in row and key in runs:
+            keep &= runs[key].astype(str).to_numpy() == str(row[key])
+    return runs[keep]
+
+
+def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
+              untuned: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per tuned arm: its tuning (trials, chosen LR and alpha, effective step from the final runs'
+    config.json) and its final seeds' test AUCs, with the comparison against the same backbone's tuned LoRA."""
+    rows = []
+    for _, sel in selected.iterrows():
+        mine = _match(runs, sel)
+        done = mine[mine["status"] == "finished"]
+        if mine.empty:
+            raise ValueError(f"selected arm {sel['arm']!r} has no final runs in the sweep folder")
+        first = mine.iloc[0]
+        config = json.loads((Path(first["run_dir"]) / "config.json").read_text()) if len(done) else {}
+        scaling = config.get("scaling") or {}
+        adapter = str(first["adapter"])
+        row = {"backbone": first["backbone"], "family": first["family"], "arm": first["arm"],
+               "n_trials": int(sel["n_trials"]), "best_lr": float(sel["param_LR"]),
+               "best_alpha": float(scaling["alpha"]) if adapter != PROBE and scaling.get("alpha") is not None else np.nan,
+               "effective_step": scaling.get("effective_step", sel.get("effective_step")) if adapter != PROBE else np.nan,
+               "n_seeds": len(done), "mean_auc": done["macro_auc"].mean(), "min_auc": done["macro_auc"].min(),
+               "max_auc": done["macro_auc"].max(), "best_val_auc": float(sel["best_val_auc"])}
+        hit = vs_lora[(vs_lora["backbone"] == row["backbone"]) & (vs_lora["arm_a"] == row["arm"])]
+        if len(hit):
+            h = hit.iloc[0]
+            row.update(delta_vs_lora=h["mean_delta"], delta_ci_low=h["delta_ci_low"], delta_ci_high=h["delta_ci_high"],
+                       sign_flip_p=h["sign_flip_p"], p_better=h["p_better"])
+        if untuned is not None:
+            old = untuned[(untuned["backbone"] == row["backbone"]) & (untuned["arm"] == row["arm"])]
+            if len(old):
+                row.update(untuned_mean_auc=float(old["mean_auc"].iloc[0]),
+                           tuning_change=row["mean_auc"] - float(old["mean_auc"].iloc[0]))
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
+
+
+def _ci(reps: np.ndarray) -> list[float]:
+    return [float(x) for x in np.nanquantile(reps, [0.025, 0.975])]
+
+
+def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, runs: pd.DataFrame,
+            n_boot: int) -> dict:
+    """The study's questions, answered from the tables (numbers rounded for reading; the CSV keeps them all)."""
+    from molre_lib.analysis.seeds import delta_replicates
+
+    out: dict = {"molre_vs_lora": {}, "best_adapter_vs_probe": {}, "tuning_change": {}}
+    for backbone, group in arms.groupby("backbone", sort=False):
+        for _, a in group[group["arm"].str.startswith("molre")].iterrows():
+            out["molre_vs_lora"].setdefault(backbone, {})[a["arm"]] = {
+                "delta": round(a["delta_vs_lora"], 4), "ci": [round(a["delta_ci_low"], 4), round(a["delta_ci_high"], 4)],
+                "sign_flip_p": round(a["sign_flip_p"], 4), "p_better": round(a["p_better"], 3),
+                "resolved": bool(a["delta_ci_low"] > 0 or a["delta_ci_high"] < 0)}
+        adapters = group[group["arm"] != PROBE]
+        best = adapters.loc[adapters["mean_auc"].idxmax()]
+        hit = vs_probe[(vs_probe["backbone"] == backbone) & (vs_probe["arm_a"] == best["arm"])].iloc[0]
+        out["best_adapter_vs_probe"][backbone] = {
+            "arm": best["arm"], "delta": round(hit["mean_delta"], 4),
+            "ci": [round(hit["delta_ci_low"], 4), round(hit["delta_ci_high"], 4)],
+            "sign_flip_p": round(hit["sign_flip_p"], 4), "p_better": round(hit["p_better"], 3)}
+        out["tuning_change"][backbone] = {a["arm"]: None if pd.isna(a["tuning_change"]) else round(a["tuning_change"], 4)
+                                          for _, a in group.iterrows()}
+    # Is the MoLRE - LoRA gain larger on the general-domain backbone? The two backbones' bootstrap replicates are
+    # independent (different runs, independently resampled), so their difference is a replicate of the difference.
+    backbones = {f: b for b, f in arms.groupby("backbone", sort=False)["family"].first().items()}
+    general = next((b for f, b in backbones.items() if f.startswith("general")), None)
+    ct = next((b for f, b in backbones.items() if not f.startswith("general")), None)
+    if general and ct:
+        out["general_minus_ct_gain"] = {}
+        for arm in sorted(set(arms["arm"]) - {REFERENCE, PROBE}):
+            d = (delta_replicates(runs, general, arm, REFERENCE, n_boot=n_boot, seed=1)
+                 - delta_replicates(runs, ct, arm, REFERENCE, n_boot=n_boot, seed=2))
+            point = (arms[(arms["backbone"] == general) & (arms["arm"] == arm)]["delta_vs_lora"].iloc[0]
+                     - arms[(arms["backbone"] == ct) & (arms["arm"] == arm)]["delta_vs_lora"].iloc[0])
+            out["general_minus_ct_gain"][arm] = {"general": general, "ct": ct, "difference": round(float(point), 4),
+                                                 "ci": [round(x, 4) for x in _ci(d)]}
+    return out
+
+
+def edges(trials: pd.DataFrame, selected: pd.DataFrame) -> list[str]:
+    """Chosen values at the end of their arm's searched values (then the arm was not tuned inside its range)."""
+    notes = []
+    for _, sel in selected.iterrows():
+        tried = trials[(trials["arm"] == sel["arm"]) & (trials["state"] == "COMPLETE")]
+        for col in [c for c in selected.columns if c.startswith("param_")]:
+            values = pd.to_numeric(tried[col], errors="coerce").dropna()
+            chosen = pd.to_numeric(pd.Series([sel[col]]), errors="coerce").iloc[0]
+            if len(values.unique()) > 1 and not pd.isna(chosen) and chosen in (values.min(), values.max()):
+                notes.append(f"{sel['arm']}: {col.removeprefix('param_')} = {chosen:g} is the "
+                             f"{'lowest' if chosen == values.min() else 'highest'} value tried")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    from molre_lib.analysis.seeds import seed_comparisons
+    from molre_lib.analysis.summary import collect_runs
+    from molre_lib.workbook.tune import read_selected, read_trials
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep-dir", default="runs/phantom_tuned")
+    ap.add_argument("--untuned", default=str(RESULTS / "phantom_study.csv"),
+                    help="the untuned study's table (same data): how much tuning changed each arm; '' to skip")
+    ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--n-boot", type=int, default=2000)
+    args = ap.parse_args(argv)
+    sweep = Path(args.sweep_dir)
+    try:
+        selected, trials = read_selected(sweep), read_trials(sweep)
+    except FileNotFoundError as err:
+        print(f"error: {err} (run the sweep first: make phantom-study)", file=sys.stderr)
+        return 2
+    runs = collect_runs(sweep)
+    untuned = pd.read_csv(args.untuned) if args.untuned and Path(args.untuned).is_file() else None
+    vs_lora, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=REFERENCE)
+    vs_probe, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=PROBE)
+    arms = arm_table(selected, runs, vs_lora, untuned)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arms.to_csv(out / "phantom_tuned.csv", index=False, float_format="%.6g")
+    status = pd.read_csv(sweep / "sweep_status.csv") if (sweep / "sweep_status.csv").is_file() else pd.DataFrame()
+    report = {"sweep_dir": str(sweep), "n_test_scans": int(runs["n_test_scans"].max()),
+              "arms": json.loads(arms.to_json(orient="records")),
+              "answers": answers(arms, vs_lora, vs_probe, runs, args.n_boot),
+              "chosen_at_grid_edge": edges(trials, selected),
+              "trials": {"n": int(len(trials)), "states": trials["state"].value_counts().to_dict(),
+                         "train_seconds": float(pd.to_numeric(trials["train_seconds"], errors="coerce").sum())},
+              "notebook_seconds": float(status["seconds"].sum()) if "seconds" in status else None}
+    (out / "phantom_tuned.json").write_text(json.dumps(report, indent=2) + "\n")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(arms.round(4).to_string(index=False))
+    print(json.dumps(report["answers"], indent=2))
+    for note in report["chosen_at_grid_edge"]:
+        print(f"note: {note}")
+    print(f"wrote {out / 'phantom_tuned.csv'} and {out / 'phantom_tuned.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""benchmarks/phantom_tuned.py turns the tuned study's sweep folder into phantom_tuned.csv and its answers: checked
+on a small tuned sweep written here (prediction files, config.json, selected.csv, trials.csv) whose gains are
+known: MoLRE is better than LoRA by a wide margin on the general-domain backbone only."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from molre_lib.analysis.seeds import seed_comparisons
+from molre_lib.engine.run_files import write_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["ich", "sah", "fracture"]
+# backbone -> family, and each arm's signal strength in its predictions (higher: a better arm)
+BACKBONES = {"phantom_vit": ("demo", {"lora": 0.3, "molre": 0.3, "linear_probe": 0.1}),
+             "natural_vit": ("general-2D", {"lora": 0.2, "molre": 0.6, "linear_probe": 0.1})}
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("phantom_tuned_report", ROOT / "benchmarks" / "phantom_tuned.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sweep(tmp_path: Path, n_seeds: int = 3, n_scans: int = 120):
+    rng = np.random.default_rng(0)
+    labels = (rng.random((n_scans, len(KEYS))) < 0.4).astype(float)
+    mask = np.ones_like(labels)
+    rows, selected, trials = [], [], []
+    for backbone, (family, signal) in BACKBONES.items():
+        for adapter, gap in signal.items():
+            arm_name = f"BACKBONE={backbone} ADAPTER={adapter}"
+            for seed in range(n_seeds):
+                run_dir = tmp_path / f"{backbone}_{adapter}_seed{seed}"
+                run_dir.mkdir()
+                write_predictions(run_dir / "predictions_test.parquet",
+                                  {"scan_id": [f"s{i:03d}" for i in range(n_scans)], "probs": labels * gap
+                                   + rng.random(labels.shape), "labels": labels, "mask": mask}, "test", KEYS)
+                alpha = None if adapter == "linear_probe" else 4.0
+                (run_dir / "config.json").write_text(json.dumps({"scaling": {"alpha": alpha, "effective_step": 0.002}}))
+                rows.append({"run": run_dir.name, "run_dir": str(run_dir), "status": "finished", "backbone": backbone,
+                             "family": family, "arm": adapter, "adapter": adapter, "seed": seed, "n_test_scans": n_scans,
+                             "macro_auc": 0.6 + gap / 2 + seed / 100, "BACKBONE": backbone, "ADAPTER": adapter})
+            lrs = [0.001, 0.002, 0.005, 0.01]
+            for t, lr in enumerate(lrs):
+                trials.append({"arm": arm_name, "trial": t, "state": "COMPLETE", "val_auc": 0.6 + t / 100,
+                               "param_LR": lr})
+            selected.append({"BACKBONE": backbone, "ADAPTER": adapter, "arm": arm_name, "n_trials": 4,
+                             "best_val_auc": 0.63, "param_LR": 0.01 if adapter == "lora" else 0.005})
+    return pd.DataFrame(rows), pd.DataFrame(selected), pd.DataFrame(trials)
+
+
+def test_arm_table_answers_and_grid_edges(tmp_path):
+    mod = _module()
+    runs, selected, trials = _sweep(tmp_path)
+    vs_lora, _ = seed_comparisons(runs, n_boot=200, baseline="lora")
+    vs_probe, _ = seed_comparisons(runs, n_boot=200, baseline="linear_probe")
+    untuned = pd.DataFrame([{"backbone": "natural_vit", "arm": "lora", "mean_auc": 0.65}])
+    arms = mod.arm_table(selected, runs, vs_lora, untuned)
+
+    assert list(arms.columns[:16]) == ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha",
+                                       "effective_step", "n_seeds", "mean_auc", "min_auc", "max_auc", "delta_vs_lora",
+                                       "delta_ci_low", "delta_ci_high", "sign_flip_p", "p_better"]
+    row = arms.set_index(["backbone", "arm"])
+    assert row.loc[("natural_vit", "lora"), "mean_auc"] == pytest.approx(0.71)  # 0.6 + 0.1 + mean seed 0.01
+    assert row.loc[("natural_vit", "lora"), "tuning_change"] == pytest.approx(0.06)
+    assert np.isnan(row.loc[("natural_vit", "lora"), "delta_vs_lora"])          # the reference itself
+    assert np.isnan(row.loc[("phantom_vit", "linear_probe"), "best_alpha"])     # a probe has no alpha
+    assert row.loc[("phantom_vit", "molre"), "best_alpha"] == 4.0 and row.loc[("phantom_vit", "molre"), "n_seeds"] == 3
+    molre = row.loc[("natural_vit", "molre")]
+    assert molre["delta_ci_low"] > 0 and molre["p_better"] == 1.0
+    assert molre["sign_flip_p"] == pytest.approx(0.25)  # 3 seeds, all positive: 2 / 2^3
+
+    out = mod.answers(arms, vs_lora, vs_probe, runs, n_boot=200)
+    assert out["molre_vs_lora"]["natural_vit"]["molre"]["resolved"]
+    assert out["best_adapter_vs_probe"]["natural_vit"]["arm"] == "molre"
+    gain = out["general_minus_ct_gain"]["molre"]
+    assert gain["general"] == "natural_vit" and gain["ct"] == "phantom_vit"
+    assert gain["ci"][0] < gain["difference"] < gain["ci"][1] and gain["ci"][0] > 0  # larger on the general backbone
+
+    notes = mod.edges(trials, selected)  # LoRA chose 0.01, the highest LR tried; the others an inner value
+    assert notes == [f"BACKBONE={b} ADAPTER=lora: LR = 0.01 is the highest value tried" for b in BACKBONES]
+
+
+def test_without_a_tuned_sweep_it_says_what_to_run(tmp_path, capsys):
+    assert _module().main(["--sweep-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "selected.csv not found" in err and "make phantom-study" in err
+    assert "\n" not in err and not list(tmp_path.glob("phantom_tuned.*"))
