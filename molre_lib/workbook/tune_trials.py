@@ -59,7 +59,7 @@ def storage_for(cfg: Any, executor: str = "local") -> Any:
 
 def open_study(cfg: Any, arm: Arm, storage: Any) -> Any:
     """The arm's study, created or continued, with a sampler seeded by ``sampler_seed`` + the trials it holds
-    (a restarted sweep does not replay the first random suggestions)."""
+    (a restarted sweep does not replay the first random suggestions; a grid keeps ``sampler_seed``)."""
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=arm.name, storage=storage, direction=STUDY_DIRECTION, load_if_exists=True)
@@ -81,7 +81,10 @@ def make_sampler(cfg: Any, arm: Arm, n_existing: int) -> Any:
         if size_of(grid) < tcfg.n_trials:
             raise ValueError(f"sweep {cfg.name}: tune.n_trials {tcfg.n_trials} is more than the {size_of(grid)} points "
                              f"of arm {arm.name}'s grid; lower n_trials or add choices")
-        return AskTellGridSampler(grid, seed=seed)
+        # The grid's order is shuffled by the seed, and trial k takes the k-th point: the seed must stay the same
+        # every time the study is opened, or a continued study repeats points (it did: trials 0 and 1 of a
+        # 4-point grid got the same values). The grid's progress lives in the storage, not in the seed.
+        return AskTellGridSampler(grid, seed=tcfg.sampler_seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = tcfg.n_startup_trials if tcfg.n_startup_trials is not None else max(2, tcfg.n_trials // 3)

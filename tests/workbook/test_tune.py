@@ -172,3 +172,24 @@ def test_kill_9_mid_trial_then_rerun_counts_every_trial_once(tmp_path):
     started = [e[0] for e in _executions(tmp_path)]
     assert started == ["lora/trial000", "lora/trial000", "lora/trial001"]
     assert len(read_selected(tmp_path / "runs" / "t")) == 1
+
+
+def test_grid_sampler_covers_each_point_once_when_the_study_is_reopened_per_trial(tmp_path):
+    """Every trial opens the study afresh (as each sweep process and SLURM task does); the grid must still be
+    walked point by point. It was not: the grid's shuffle followed the per-open seed, and trial 1 repeated trial 0."""
+    from molre_lib.workbook.tune import arms
+    from molre_lib.workbook.tune_trials import open_study
+
+    cfg = SweepConfig.from_dict({"name": "g", "runs_dir": str(tmp_path), "grid": {"ADAPTER": ["lora"]},
+                                 "tune": {"n_trials": 4, "sampler": "grid", "space": {
+                                     "LR": {"choices": [0.002, 0.006]}, "LORA_ALPHA_PER_RANK": {"choices": [0.5, 2.0]}}}})
+    arm = arms(cfg)[0]
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    seen = []
+    for _ in range(4):
+        study = open_study(cfg, arm, storage)
+        trial = study.ask()
+        seen.append((trial.suggest_categorical("LR", [0.002, 0.006]),
+                     trial.suggest_categorical("LORA_ALPHA_PER_RANK", [0.5, 2.0])))
+        study.tell(trial, 0.5)
+    assert sorted(seen) == [(0.002, 0.5), (0.002, 2.0), (0.006, 0.5), (0.006, 2.0)]
