@@ -155,7 +155,8 @@ ALL_ANALYSES = {"02_routing", "03_per_finding_auc", "04_gradcam", "05_summary"}
     ("demo", ALL_ANALYSES, {"lora", "molre"}), ("study", ALL_ANALYSES, {"lora", "molre"}),
     ("shared_a", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre"}),
     ("phantom_study", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre", "linear_probe"}),
-    ("phantom_alpha", set(), {"lora", "molre"})])
+    ("phantom_alpha", set(), {"lora", "molre"}),
+    ("phantom_tuned", {"02_routing", "03_per_finding_auc", "05_summary"}, {"lora", "molre", "linear_probe"})])
 def test_example_sweeps_parse_and_use_registered_backbones(name, analyses, adapters):
     from molre_lib.backbones import list_backbones
 
@@ -188,6 +189,34 @@ def test_phantom_study_design():
     assert len(groups) == 6 and all("_lora_" in Path(j.parameters["RUN_DIRS"][0]).name for j in groups)
     data = cfg.prepare[0].parameters
     assert data["N_SCANS"] * data["SPLITS"][2] / sum(data["SPLITS"]) >= 1000  # ~1,000 test scans
+
+
+def test_phantom_tuned_design():
+    """The tuned study: phantom_study's data, backbones and arms; every arm the same number of trials (the whole
+    grid of its space), 6 final seeds apart from the trials' seed; every trial's parameters pass 01_train's check."""
+    from molre_lib.workbook.params import check_parameters
+    from molre_lib.workbook.tune import arms, tune_config
+    from molre_lib.workbook.tune_trials import make_sampler, size_of
+
+    root = Path(__file__).parents[2] / "notebooks" / "sweeps"
+    cfg = SweepConfig.from_yaml(root / "phantom_tuned.yaml")
+    untuned = SweepConfig.from_yaml(root / "phantom_study.yaml")
+    assert cfg.prepare[0].parameters == untuned.prepare[0].parameters  # the same phantom set and test scans
+    tcfg = tune_config(cfg)
+    tuned_arms = arms(cfg)
+    assert len(tuned_arms) == 8 and tcfg.n_trials >= 6
+    for arm in tuned_arms:
+        assert size_of({n: p.choices for n, p in arm.space.items()}) == tcfg.n_trials  # a full grid, once each
+        assert type(make_sampler(cfg, arm, 0)).__name__ == "AskTellGridSampler"
+        assert ("LORA_ALPHA_PER_RANK" in arm.space) == (arm.values["ADAPTER"] != "linear_probe")
+    runs = expand_runs(cfg)
+    assert sorted({r.values["SEED"] for r in runs}) == list(range(6)) and tcfg.trial_seed not in range(6)
+    train_nb = nbformat.read(root.parent / cfg.train_notebook, as_version=4)
+    defaults: dict = {}
+    exec(next(c.source for c in train_nb.cells if "parameters" in c.metadata.get("tags", [])), {}, defaults)
+    for run in runs:
+        for lr in (0.0005, 0.016):
+            check_parameters("01_train", {**defaults, **run.parameters, "LR": lr, "LORA_ALPHA": 0.5 * run.parameters["RANK"]})
 
 
 def test_phantom_alpha_ablation_matches_the_study():
