@@ -1,5 +1,6 @@
 """Figures of a tuned comparison: the optimisation history of every arm, validation AUC against each tuned
-parameter (slice plots), and the final seed-level comparison (points per seed, paired lines).
+parameter (slice plots), and the final seed-level comparison (points per seed, paired lines); one panel (or row)
+per backbone, arms under their paper names in the same colours in every figure.
 
 Inputs are the tables a tuned sweep writes (``molre_lib.workbook.tune.read_trials``: one row per trial with
 ``arm``, ``trial``, ``state``, ``val_auc``, ``param_<NAME>``) and the per-seed table of
@@ -15,7 +16,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .style import DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, arm_colours, figure_width
+from .style import ADAPTER_COLOURS, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, arm_colours, figure_width
+
+
+PANEL_KEY = "BACKBONE"  # a tuned sweep's trials are compared within a backbone: one panel each
+AXIS_NAMES = {"LR": "learning rate", "LORA_ALPHA_PER_RANK": "alpha / r", "LORA_ALPHA": "alpha"}
+
+
+def method_colours(labels) -> dict[str, str]:
+    """A colour per paper name, the same in every figure: an adapter's own colour for its bare name (LoRA,
+    MoLRE, Linear probe), the extra colours in sorted order for the rest (MoLRE (shared A), ...)."""
+    from .paper_tables import METHOD_NAMES
+
+    adapter_of = {name: key for key, name in METHOD_NAMES.items()}
+    labels = sorted(dict.fromkeys(str(x) for x in labels))
+    colours = {x: ADAPTER_COLOURS[adapter_of[x]] for x in labels if adapter_of.get(x) in ADAPTER_COLOURS}
+    colours.update(arm_colours([x for x in labels if x not in colours]))
+    return colours
 
 
 def _complete(trials: pd.DataFrame) -> pd.DataFrame:
@@ -26,87 +43,148 @@ def _complete(trials: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         raise ValueError("no completed trial to plot (every trial failed or is still running)")
     done["val_auc"] = done["val_auc"].astype(float)
-    return done.sort_values(["arm", "trial"])
+    done["label"] = _labels(done)
+    done["panel"] = done[PANEL_KEY].astype(str) if PANEL_KEY in done else ""
+    order = {p: i for i, p in enumerate(dict.fromkeys(done["panel"]))}  # panels in the sweep's order
+    return done.assign(_order=done["panel"].map(order)).sort_values(["_order", "trial"], kind="stable")
+
+
+def _labels(trials: pd.DataFrame) -> pd.Series:
+    """The paper name of each trial's arm within its panel: from the grid keys trials.csv starts with (ADAPTER, and
+    each other key that varies within an adapter, as in analysis.summary), else the arm name as it is."""
+    from .paper_tables import method_name
+
+    if "ADAPTER" not in trials:
+        return trials["arm"].astype(str)
+    keys = [c for c in trials.columns[:list(trials.columns).index("arm")] if c not in (PANEL_KEY, "ADAPTER")]
+    adapter = trials["ADAPTER"].astype(str)
+    arm = adapter.copy()
+    for key in keys:
+        varies = trials[key].astype(str).groupby(adapter).transform("nunique") > 1
+        arm = arm.where(~varies, arm + f" {key}=" + trials[key].astype(str))
+    return arm.map(method_name)
+
+
+def _panels(done: pd.DataFrame, height: float, n_rows: int = 1):
+    panels = list(dict.fromkeys(done["panel"]))
+    width = SINGLE_COLUMN_IN if len(panels) == 1 else DOUBLE_COLUMN_IN
+    return panels, plt.subplots(n_rows, len(panels), squeeze=False, figsize=(figure_width(width), height))
+
+
+def _legend_below(fig: Figure, colours: dict[str, str], marker: str = "o") -> None:
+    handles = [plt.Line2D([], [], color=c, marker=marker, lw=1.2, ms=4, label=a) for a, c in colours.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize="small", frameon=False)
 
 
 def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) -> Figure:
-    """Best-so-far validation macro AUC against the trial number, every arm on one axes (trial values as dots)."""
+    """Best-so-far validation macro AUC against the trial number, every arm of a backbone on one axes (trial
+    values as dots), one panel per backbone; one legend below."""
     done = _complete(trials)
-    colours = arm_colours(done["arm"].unique())
-    fig, ax = plt.subplots(figsize=(figure_width(SINGLE_COLUMN_IN), 2.4))
-    for arm, part in done.groupby("arm", sort=False):
-        x = np.arange(1, len(part) + 1)  # the arm's completed trials in order (a failed trial does not count)
-        ax.scatter(x, part["val_auc"], s=8, color=colours[arm], alpha=0.45, linewidths=0)
-        ax.step(x, np.maximum.accumulate(part["val_auc"].to_numpy()), where="post", color=colours[arm], lw=1.2,
-                label=arm)
-    ax.set_xlabel("trial (completed)")
-    ax.set_ylabel("best val macro AUC so far")
-    ax.legend(loc="lower right", fontsize="small")
+    colours = method_colours(done["label"].unique())
+    panels, (fig, axes) = _panels(done, 2.6)
+    for ax, panel in zip(axes[0], panels):
+        for label, part in done[done["panel"] == panel].groupby("label", sort=False):
+            x = np.arange(1, len(part) + 1)  # the arm's completed trials in order (a failed trial does not count)
+            ax.scatter(x, part["val_auc"], s=8, color=colours[label], alpha=0.45, linewidths=0)
+            ax.step(x, np.maximum.accumulate(part["val_auc"].to_numpy()), where="post", color=colours[label], lw=1.2,
+                    label=label)
+        ax.set_xlabel("trial (completed)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if panel:
+            ax.set_title(panel, fontsize="small")
+    axes[0][0].set_ylabel("best val macro AUC so far")
+    _legend_below(fig, colours)
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
 def plot_slices(trials: pd.DataFrame, params: Sequence[str] | None = None, log_x: Sequence[str] | None = None,
                 title: str | None = None) -> Figure:
-    """Validation AUC against each tuned parameter (columns), one row per arm; the best trial ringed.
+    """Validation AUC against each tuned parameter (columns), one row per backbone, every arm in its colour; each
+    arm's best trial ringed. An arm without a parameter (a probe has no alpha) is absent from that column.
 
     ``params`` default: every ``param_<NAME>`` column; ``log_x`` default: the numeric parameters whose values are
-    all positive and span more than a factor 10 (learning rates, alpha).
+    all positive and span a factor 4 or more (learning rates, alpha); a grid's values are its ticks.
     """
     done = _complete(trials)
     params = list(params) if params is not None else [c[len("param_"):] for c in done.columns if c.startswith("param_")]
     if not params:
         raise ValueError("the trials table has no param_<NAME> column to plot against")
-    arms = list(done["arm"].unique())
-    colours = arm_colours(arms)
-    fig, axes = plt.subplots(len(arms), len(params), squeeze=False, sharey="row",
-                             figsize=(figure_width(DOUBLE_COLUMN_IN * min(1.0, len(params) / 2)), 1.6 * len(arms) + 0.4))
-    for i, arm in enumerate(arms):
-        part = done[done["arm"] == arm]
-        best = part.loc[part["val_auc"].idxmax()]
+    colours = method_colours(done["label"].unique())
+    panels = list(dict.fromkeys(done["panel"]))
+    fig, axes = plt.subplots(len(panels), len(params), squeeze=False, sharey="row", figsize=(
+        figure_width(DOUBLE_COLUMN_IN * min(1.0, max(len(params), 2) / 2)), 2.0 * len(panels) + 0.6))
+    for i, panel in enumerate(panels):
+        rows = done[done["panel"] == panel]
         for j, name in enumerate(params):
-            ax, values = axes[i][j], pd.to_numeric(part[f"param_{name}"], errors="coerce")
-            ax.scatter(values, part["val_auc"], s=10, color=colours[arm], linewidths=0)
-            ax.scatter([pd.to_numeric(best[f"param_{name}"], errors="coerce")], [best["val_auc"]], s=40,
-                       facecolors="none", edgecolors="black", linewidths=0.8)
-            positive = values.dropna()
-            if (log_x is not None and name in log_x) or (log_x is None and len(positive) and (positive > 0).all()
-                                                          and positive.max() / positive.min() > 10):
+            ax = axes[i][j]
+            all_values = pd.to_numeric(rows[f"param_{name}"], errors="coerce").dropna()
+            groups = list(rows.groupby("label", sort=False))
+            for k, (label, part) in enumerate(groups):
+                values = pd.to_numeric(part[f"param_{name}"], errors="coerce")
+                if values.isna().all():
+                    continue
+                if all_values.nunique() <= 8:  # a grid: arms side by side around each value (x 1.07 apart)
+                    values = values * 1.07 ** (k - (len(groups) - 1) / 2)
+                best = part["val_auc"].to_numpy().argmax()
+                ax.scatter(values, part["val_auc"], s=12, color=colours[label], linewidths=0, alpha=0.85)
+                ax.scatter([values.iloc[best]], [part["val_auc"].iloc[best]], s=46,
+                           facecolors="none", edgecolors=colours[label], linewidths=1.0)
+            if (log_x is not None and name in log_x) or (log_x is None and len(all_values) and (all_values > 0).all()
+                                                          and all_values.max() / all_values.min() >= 4):
                 ax.set_xscale("log")
-            if i == len(arms) - 1:
-                ax.set_xlabel(name)
+                ticks = sorted(all_values.unique())
+                if len(ticks) <= 8 and min(b / a for a, b in zip(ticks, ticks[1:] or [np.inf])) >= 1.6:  # a grid
+                    ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize="small")
+                    ax.minorticks_off()
+                else:
+                    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+            if i == len(panels) - 1:
+                ax.set_xlabel(AXIS_NAMES.get(name, name))
             if j == 0:
-                ax.set_ylabel(f"{arm}\nval AUC", fontsize="small")
+                ax.set_ylabel(f"{panel}\nval macro AUC" if panel else "val macro AUC", fontsize="small")
+    _legend_below(fig, colours)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
 def plot_seed_comparison(per_seed: pd.DataFrame, title: str | None = None) -> Figure:
-    """One panel per comparison (backbone: A vs B): each seed's test macro AUC of both arms, joined by a line."""
+    """One panel per backbone: every arm's test macro AUC per seed (dots), each seed's arms joined by a thin line
+    (seeds are paired: seed s of every arm saw the same data order), the mean over seeds as a bar."""
+    from .paper_tables import method_name
+
     need = ["backbone", "arm_a", "arm_b", "seed", "auc_a", "auc_b"]
     missing = [c for c in need if c not in per_seed.columns]
     if missing:
         raise KeyError(f"per-seed table lacks {missing}: expected molre_lib.analysis.seeds.seed_comparisons(...)[1]")
     if per_seed.empty:
         raise ValueError("no paired seeds to plot")
-    groups = list(per_seed.groupby(["backbone", "arm_a", "arm_b"], sort=False))
-    colours = arm_colours(pd.unique(per_seed[["arm_a", "arm_b"]].to_numpy().ravel()))
-    fig, axes = plt.subplots(1, len(groups), squeeze=False, figsize=(
-        figure_width(min(DOUBLE_COLUMN_IN, 1.8 * len(groups) + 0.6)), 2.4))
-    for ax, ((backbone, a, b), part) in zip(axes[0], groups):
-        for _, row in part.iterrows():
-            colour = "#0072B2" if row["auc_a"] > row["auc_b"] else "#D55E00"
-            ax.plot([0, 1], [row["auc_a"], row["auc_b"]], color=colour, lw=0.8, alpha=0.8)
-        ax.scatter(np.zeros(len(part)), part["auc_a"], color=colours[a], s=14, zorder=3)
-        ax.scatter(np.ones(len(part)), part["auc_b"], color=colours[b], s=14, zorder=3)
-        ax.set_xticks([0, 1], [a, b], fontsize="small")
-        ax.set_xlim(-0.4, 1.4)
-        delta = (part["auc_a"] - part["auc_b"]).mean()
-        ax.set_title(f"{backbone}\nmean Δ {delta:+.3f}, {len(part)} seeds", fontsize="small")
+    long = pd.concat([per_seed[["backbone", "arm_b", "seed", "auc_b"]].set_axis(["backbone", "arm", "seed", "auc"], axis=1),
+                      per_seed[["backbone", "arm_a", "seed", "auc_a"]].set_axis(["backbone", "arm", "seed", "auc"], axis=1)])
+    long = long.drop_duplicates(["backbone", "arm", "seed"])
+    long["label"] = long["arm"].map(method_name)
+    colours = method_colours(long["label"].unique())
+    backbones = list(dict.fromkeys(long["backbone"]))
+    n_arms = long.groupby("backbone")["arm"].nunique().max()
+    fig, axes = plt.subplots(1, len(backbones), squeeze=False, figsize=(
+        figure_width(min(DOUBLE_COLUMN_IN, (0.75 * n_arms + 0.7) * len(backbones))), 2.8))
+    for ax, backbone in zip(axes[0], backbones):
+        part = long[long["backbone"] == backbone]
+        labels = list(dict.fromkeys(part["label"]))
+        wide = part.pivot(index="seed", columns="label", values="auc")[labels]
+        x = np.arange(len(labels))
+        for _, row in wide.iterrows():
+            ax.plot(x, row.to_numpy(), color="#999999", lw=0.6, alpha=0.7, zorder=1)
+        for k, label in enumerate(labels):
+            ax.scatter(np.full(wide[label].notna().sum(), k), wide[label].dropna(), color=colours[label], s=14, zorder=3)
+            ax.hlines(wide[label].mean(), k - 0.25, k + 0.25, color="black", lw=1.4, zorder=4)
+        ax.set_xticks(x, [label.replace(" (", "\n(") for label in labels], fontsize="small")
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.set_title(f"{backbone} ({len(wide)} seeds)", fontsize="small")
     axes[0][0].set_ylabel("test macro AUC")
     if title:
         fig.suptitle(title)

@@ -79,7 +79,42 @@ def test_tuning_figures_from_the_tables(tmp_path):
     best = {line.get_label(): line.get_ydata()[-1] for line in fig.axes[0].get_lines()}
     assert best == {"lora": 0.7, "molre": 0.71}  # best so far over the completed trials
     fig = plot_slices(trials)
-    assert len(fig.axes) == 4 and fig.axes[0].get_xscale() == "log"
+    assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"  # one row (no backbone column), 2 parameters
     runs, *_ = _runs(tmp_path)
     fig = plot_seed_comparison(seed_comparisons(runs, n_boot=20)[1])
     assert len(fig.axes[0].get_lines()) == 3  # one paired line per seed
+
+
+def test_tuning_figures_of_a_sweep_panel_by_backbone_with_paper_names_and_fixed_colours():
+    """trials.csv starts with the grid keys: one panel (row) per backbone, arms under their paper names, and an
+    arm has the same colour in the history, the slices and the seed comparison."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_hex
+
+    from molre_lib.plots.tuning import plot_optimisation_history, plot_seed_comparison, plot_slices
+
+    rows = []
+    for backbone in ("phantom_vit", "natural_vit"):
+        for adapter, shared in (("lora", False), ("molre", True), ("molre", False), ("linear_probe", False)):
+            for t, lr in enumerate((0.001, 0.003, 0.009)):
+                rows.append({"BACKBONE": backbone, "ADAPTER": adapter, "SHARED_A": shared,
+                             "arm": f"{backbone}_{adapter}_shared_a{shared}", "trial": t, "state": "COMPLETE",
+                             "val_auc": 0.6 + t / 100, "param_LR": lr,
+                             "param_LORA_ALPHA_PER_RANK": np.nan if adapter == "linear_probe" else 0.5 * (t + 1)})
+    trials = pd.DataFrame(rows)
+    fig = plot_optimisation_history(trials)
+    assert [ax.get_title() for ax in fig.axes] == ["phantom_vit", "natural_vit"]  # the sweep's order
+    history = {line.get_label(): to_hex(line.get_color()) for line in fig.axes[0].get_lines()}
+    assert set(history) == {"LoRA", "MoLRE (shared A)", "MoLRE", "Linear probe"}
+    fig = plot_slices(trials)
+    assert len(fig.axes) == 4 and fig.axes[0].get_ylabel().startswith("phantom_vit")
+    # the probe has no alpha: its dots are in the LR column only (2 collections per arm: dots and the ringed best)
+    assert len(fig.axes[0].collections) == 8 and len(fig.axes[1].collections) == 6
+    per_seed = pd.DataFrame([{"backbone": "natural_vit", "arm_a": a, "arm_b": "lora", "seed": s, "auc_a": 0.7,
+                              "auc_b": 0.69} for a in ("molre SHARED_A=True", "molre") for s in range(3)])
+    fig = plot_seed_comparison(per_seed)
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["LoRA", "MoLRE\n(shared A)", "MoLRE"] and len(fig.axes[0].get_lines()) == 3  # a line per seed
+    scatters = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]  # not the mean bars
+    dots = {ticks[k].replace("\n", " "): to_hex(c.get_facecolor()[0]) for k, c in enumerate(scatters)}
+    assert all(dots[name] == history[name] for name in dots)
