@@ -9,7 +9,12 @@ validating after every epoch (cosine schedule over the whole run), and reports e
 per epoch. Only the validation split is read. One run at a time, ``--threads`` torch threads each.
 Writes ``benchmarks/results/phantom_plateau.json``.
 
+``--tuned runs/phantom_tuned`` trains each arm instead with the learning rate and alpha that the tuned phantom study
+chose for it on ``--backbone`` (one epoch per trial there), for ``--epochs`` epochs at seed 0: does the tuned
+ranking hold where the curves have flattened? It writes ``benchmarks/results/phantom_plateau_tuned.json``.
+
     python benchmarks/phantom_plateau.py [--epochs 6] [--arms linear_probe lora molre] [--work /tmp/phantom_plateau]
+    python benchmarks/phantom_plateau.py --tuned runs/phantom_tuned --arms linear_probe lora molre molre_separate
 """
 from __future__ import annotations
 
@@ -29,7 +34,11 @@ ARMS = {  # the phantom study's arms (phantom_study.yaml overrides), alpha = 2r 
     "linear_probe": ["--adapter", "linear_probe", "--rank", "8", "--n-experts", "1"],
     "lora": ["--adapter", "lora", "--rank", "8", "--n-experts", "1"],
     "molre": ["--adapter", "molre", "--rank", "2", "--n-experts", "4", "--router", "token", "--shared-a"],
+    "molre_separate": ["--adapter", "molre", "--rank", "2", "--n-experts", "4", "--router", "token", "--no-shared-a"],
 }
+# the tuned study's arm of each ARMS key (tune/selected.json keys, after the backbone)
+TUNED_ARMS = {"linear_probe": "linear_probe_shared_aFalse", "lora": "lora_shared_aFalse",
+              "molre": "molre_shared_aTrue", "molre_separate": "molre_shared_aFalse"}
 
 
 def study_data(work: Path) -> Path:
@@ -41,13 +50,17 @@ def study_data(work: Path) -> Path:
     return manifest
 
 
-def train(arm: str, manifest: Path, work: Path, epochs: int, lr: float, threads: int) -> dict:
-    run_dir = work / f"{arm}_e{epochs}"
+def train(arm: str, manifest: Path, work: Path, epochs: int, lr: float, threads: int, alpha: float | None = None,
+          backbone: str = "phantom_vit", tuned: bool = False) -> dict:
+    tag = f"_lr{lr:g}" + (f"_alpha{alpha:g}" if alpha is not None else "")
+    plain = not tuned and backbone == "phantom_vit"  # the folders of the first measurement keep their names
+    run_dir = work / (f"{arm}_e{epochs}" if plain else f"{backbone}_{arm}_e{epochs}{tag}")
+    extra = ["--lora-alpha", str(alpha)] if alpha is not None else []
     if not (run_dir / "metrics.json").is_file():
-        cmd = MOLRE + ["train", "--run-dir", str(run_dir), "--manifest", str(manifest), "--backbone", "phantom_vit",
+        cmd = MOLRE + ["train", "--run-dir", str(run_dir), "--manifest", str(manifest), "--backbone", backbone,
                        "--test-split", "", "--volume-shape", "8", "64", "64", "--cache-dir", str(work / "cache"),
                        "--epochs", str(epochs), "--batch-size", "8", "--lr", str(lr), "--threads", str(threads),
-                       "--eval-bootstrap", "0", "--seed", "0", *ARMS[arm]]
+                       "--eval-bootstrap", "0", "--seed", "0", *ARMS[arm], *extra]
         if (run_dir / "config.json").is_file():
             cmd.append("--resume")
         start, cpu0 = time.time(), os.times()
@@ -71,19 +84,39 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/phantom_plateau"))
+    parser.add_argument("--tuned", type=Path, default=None,
+                        help="a tuned sweep folder (runs/phantom_tuned): each arm's chosen LR and alpha instead of --lr")
+    parser.add_argument("--backbone", default="phantom_vit", help="the backbone (with --tuned: whose chosen values)")
     args = parser.parse_args()
+    chosen = {}
+    if args.tuned is not None:
+        selected = args.tuned / "tune" / "selected.json"
+        if not selected.is_file():
+            print(f"error: {selected} not found: run the tuned study first (make phantom-study)", file=sys.stderr)
+            sys.exit(2)
+        picks = json.loads(selected.read_text())
+        for arm in args.arms:
+            key = f"{args.backbone}_{TUNED_ARMS[arm]}"
+            if key not in picks:
+                print(f"error: {selected} has no arm {key!r}; arms: {', '.join(picks)}", file=sys.stderr)
+                sys.exit(2)
+            chosen[arm] = picks[key]["parameters"]
     args.work.mkdir(parents=True, exist_ok=True)
-    manifest = study_data(args.work)
-    results = {"epochs": args.epochs, "lr": args.lr, "threads": args.threads, "load_start": os.getloadavg()[0],
+    manifest = study_data(args.work)  # after the checks: building it takes minutes
+    results = {"epochs": args.epochs, "lr": args.lr if not chosen else None, "threads": args.threads,
+               "load_start": os.getloadavg()[0], "backbone": args.backbone,
                "data": "phantom_study.yaml 00_data: 2,300 scans, seed 7, prevalence x2.5, volume 8x64x64", "arms": {}}
     for arm in args.arms:
-        results["arms"][arm] = train(arm, manifest, args.work, args.epochs, args.lr, args.threads)
+        lr, alpha = (chosen[arm]["LR"], chosen[arm].get("LORA_ALPHA")) if chosen else (args.lr, None)
+        results["arms"][arm] = {"lr": lr, "alpha": alpha, **train(arm, manifest, args.work, args.epochs, lr, args.threads,
+                                                                  alpha, args.backbone, bool(chosen))}
         curve = results["arms"][arm]["curve"]
         print(f"{arm:13s} val macro AUC by epoch: " + " ".join(f"{p['val_macro_auc']:.3f}" for p in curve), flush=True)
     results["load_end"] = os.getloadavg()[0]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    out = RESULTS.with_name("phantom_plateau_tuned.json") if chosen else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
