@@ -11,8 +11,9 @@ runs' ``config.json`` / ``metrics.json`` / test predictions) and writes
   change tuning made;
 - ``benchmarks/results/phantom_tuned.json``: the same plus the answers (does a tuned MoLRE beat a tuned LoRA per
   backbone; does the best adapter beat the tuned linear probe; is the gain larger on the general-domain backbone,
-  with a CI for the difference; how much tuning changed each arm), every chosen configuration at the edge of its
-  grid, and the sweep's notebook seconds.
+  with a CI for the difference; how much tuning changed each arm; the validation AUC of the one trial that chose
+  each configuration beside that of its final seeds), every chosen configuration at the edge of its grid, and
+  the sweep's notebook seconds.
 
     python benchmarks/phantom_tuned.py [--sweep-dir runs/phantom_tuned] [--untuned benchmarks/results/phantom_study.csv]
 """
@@ -31,7 +32,7 @@ REFERENCE, PROBE = "lora", "linear_probe"
 GRID_KEYS = ("BACKBONE", "ADAPTER", "SHARED_A")
 CSV_COLUMNS = ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha", "effective_step", "n_seeds",
                "mean_auc", "min_auc", "max_auc", "delta_vs_lora", "delta_ci_low", "delta_ci_high", "sign_flip_p",
-               "p_better", "best_val_auc", "untuned_mean_auc", "tuning_change"]
+               "p_better", "best_val_auc", "final_val_mean", "final_val_min", "untuned_mean_auc", "tuning_change"]
 
 
 def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
@@ -44,9 +45,11 @@ def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
 
 
 def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
-              untuned: pd.DataFrame | None) -> pd.DataFrame:
+              untuned: pd.DataFrame | None, runs_val: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per tuned arm: its tuning (trials, chosen LR and alpha, effective step from the final runs'
-    config.json) and its final seeds' test AUCs, with the comparison against the same backbone's tuned LoRA."""
+    config.json) and its final seeds' test AUCs, with the comparison against the same backbone's tuned LoRA;
+    with ``runs_val`` (``collect_runs(sweep, "val")``) also the final seeds' validation AUCs, to set beside the
+    one trial that chose the configuration (best_val_auc)."""
     rows = []
     for _, sel in selected.iterrows():
         mine = _match(runs, sel)
@@ -63,6 +66,10 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
                "effective_step": scaling.get("effective_step", sel.get("effective_step")) if adapter != PROBE else np.nan,
                "n_seeds": len(done), "mean_auc": done["macro_auc"].mean(), "min_auc": done["macro_auc"].min(),
                "max_auc": done["macro_auc"].max(), "best_val_auc": float(sel["best_val_auc"])}
+        if runs_val is not None:
+            val = _match(runs_val, sel)
+            val = val.loc[val["status"] == "finished", "macro_auc"]
+            row.update(final_val_mean=val.mean(), final_val_min=val.min())
         hit = vs_lora[(vs_lora["backbone"] == row["backbone"]) & (vs_lora["arm_a"] == row["arm"])]
         if len(hit):
             h = hit.iloc[0]
@@ -100,6 +107,10 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
             "arm": best["arm"], "delta": round(hit["mean_delta"], 4),
             "ci": [round(hit["delta_ci_low"], 4), round(hit["delta_ci_high"], 4)],
             "sign_flip_p": round(hit["sign_flip_p"], 4), "p_better": round(hit["p_better"], 3)}
+        out.setdefault("chosen_trial_vs_final_seeds_val", {})[backbone] = {
+            a["arm"]: {"trial": round(a["best_val_auc"], 4), "final_mean": round(a["final_val_mean"], 4),
+                       "final_min": round(a["final_val_min"], 4)}
+            for _, a in group.iterrows() if not pd.isna(a["final_val_mean"])}
         out["tuning_change"][backbone] = {a["arm"]: None if pd.isna(a["tuning_change"]) else round(a["tuning_change"], 4)
                                           for _, a in group.iterrows()}
     # Is the MoLRE - LoRA gain larger on the general-domain backbone? The two backbones' bootstrap replicates are
@@ -155,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     untuned = pd.read_csv(args.untuned) if args.untuned and Path(args.untuned).is_file() else None
     vs_lora, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=REFERENCE)
     vs_probe, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=PROBE)
-    arms = arm_table(selected, runs, vs_lora, untuned)
+    arms = arm_table(selected, runs, vs_lora, untuned, collect_runs(sweep, "val"))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arms.to_csv(out / "phantom_tuned.csv", index=False, float_format="%.6g")

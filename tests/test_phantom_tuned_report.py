@@ -62,7 +62,8 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     vs_lora, _ = seed_comparisons(runs, n_boot=200, baseline="lora")
     vs_probe, _ = seed_comparisons(runs, n_boot=200, baseline="linear_probe")
     untuned = pd.DataFrame([{"backbone": "natural_vit", "arm": "lora", "mean_auc": 0.65}])
-    arms = mod.arm_table(selected, runs, vs_lora, untuned)
+    runs_val = runs.assign(macro_auc=runs["macro_auc"] - 0.05)  # the final seeds' validation AUCs
+    arms = mod.arm_table(selected, runs, vs_lora, untuned, runs_val)
 
     assert list(arms.columns[:16]) == ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha",
                                        "effective_step", "n_seeds", "mean_auc", "min_auc", "max_auc", "delta_vs_lora",
@@ -70,6 +71,8 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     row = arms.set_index(["backbone", "arm"])
     assert row.loc[("natural_vit", "lora"), "mean_auc"] == pytest.approx(0.71)  # 0.6 + 0.1 + mean seed 0.01
     assert row.loc[("natural_vit", "lora"), "tuning_change"] == pytest.approx(0.06)
+    assert row.loc[("natural_vit", "lora"), "final_val_mean"] == pytest.approx(0.66)  # beside the trial's 0.63
+    assert row.loc[("natural_vit", "lora"), "final_val_min"] == pytest.approx(0.65)
     assert np.isnan(row.loc[("natural_vit", "lora"), "delta_vs_lora"])          # the reference itself
     assert np.isnan(row.loc[("phantom_vit", "linear_probe"), "best_alpha"])     # a probe has no alpha
     assert row.loc[("phantom_vit", "molre"), "best_alpha"] == 4.0 and row.loc[("phantom_vit", "molre"), "n_seeds"] == 3
