@@ -9,6 +9,7 @@ Inputs are the tables a tuned sweep writes (``molre_lib.workbook.tune.read_trial
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -65,15 +66,27 @@ def _labels(trials: pd.DataFrame) -> pd.Series:
     return arm.map(method_name)
 
 
-def _panels(done: pd.DataFrame, height: float, n_rows: int = 1):
-    panels = list(dict.fromkeys(done["panel"]))
-    width = SINGLE_COLUMN_IN if len(panels) == 1 else DOUBLE_COLUMN_IN
-    return panels, plt.subplots(n_rows, len(panels), squeeze=False, figsize=(figure_width(width), height))
+NARROW_IN = 5.0  # below this width (a single print column) panels stack in one column instead of one row
+
+
+def _layout(n_panels: int, panel_width: float, height: float) -> tuple[Figure, list]:
+    """One panel per backbone: side by side when the figure may be wide, stacked in a single print column."""
+    width = figure_width(min(DOUBLE_COLUMN_IN, max(SINGLE_COLUMN_IN, panel_width * n_panels)))
+    rows, cols = (n_panels, 1) if width < NARROW_IN and n_panels > 1 else (1, n_panels)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(width, height * rows + 0.5))
+    return fig, list(axes.ravel())
 
 
 def _legend_below(fig: Figure, colours: dict[str, str], marker: str = "o") -> None:
     handles = [plt.Line2D([], [], color=c, marker=marker, lw=1.2, ms=4, label=a) for a, c in colours.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize="small", frameon=False)
+    ncol = 4 if fig.get_figwidth() >= NARROW_IN else 2
+    fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), fontsize="small", frameon=False)
+
+
+def _legend_room(fig: Figure, n_labels: int) -> tuple[float, float, float, float]:
+    """tight_layout's rect: the bottom inches the legend's rows take, as a fraction of the figure's height."""
+    rows = -(-n_labels // (4 if fig.get_figwidth() >= NARROW_IN else 2))
+    return (0, min(0.4, (0.12 + 0.2 * rows) / fig.get_figheight()), 1, 1)
 
 
 def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) -> Figure:
@@ -81,8 +94,9 @@ def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) ->
     values as dots), one panel per backbone; one legend below."""
     done = _complete(trials)
     colours = method_colours(done["label"].unique())
-    panels, (fig, axes) = _panels(done, 2.6)
-    for ax, panel in zip(axes[0], panels):
+    panels = list(dict.fromkeys(done["panel"]))
+    fig, axes = _layout(len(panels), SINGLE_COLUMN_IN, 2.2)
+    for ax, panel in zip(axes, panels):
         for label, part in done[done["panel"] == panel].groupby("label", sort=False):
             x = np.arange(1, len(part) + 1)  # the arm's completed trials in order (a failed trial does not count)
             ax.scatter(x, part["val_auc"], s=8, color=colours[label], alpha=0.45, linewidths=0)
@@ -92,11 +106,11 @@ def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) ->
         ax.xaxis.get_major_locator().set_params(integer=True)
         if panel:
             ax.set_title(panel, fontsize="small")
-    axes[0][0].set_ylabel("best val macro AUC so far")
+        ax.set_ylabel("best val macro AUC so far")
     _legend_below(fig, colours)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=_legend_room(fig, len(colours)))
     return fig
 
 
@@ -148,7 +162,7 @@ def plot_slices(trials: pd.DataFrame, params: Sequence[str] | None = None, log_x
     _legend_below(fig, colours)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=_legend_room(fig, len(colours)))
     return fig
 
 
@@ -170,9 +184,8 @@ def plot_seed_comparison(per_seed: pd.DataFrame, title: str | None = None) -> Fi
     colours = method_colours(long["label"].unique())
     backbones = list(dict.fromkeys(long["backbone"]))
     n_arms = long.groupby("backbone")["arm"].nunique().max()
-    fig, axes = plt.subplots(1, len(backbones), squeeze=False, figsize=(
-        figure_width(min(DOUBLE_COLUMN_IN, (0.75 * n_arms + 0.7) * len(backbones))), 2.8))
-    for ax, backbone in zip(axes[0], backbones):
+    fig, axes = _layout(len(backbones), 0.75 * n_arms + 0.7, 2.4)
+    for ax, backbone in zip(axes, backbones):
         part = long[long["backbone"] == backbone]
         labels = list(dict.fromkeys(part["label"]))
         wide = part.pivot(index="seed", columns="label", values="auc")[labels]
@@ -182,10 +195,10 @@ def plot_seed_comparison(per_seed: pd.DataFrame, title: str | None = None) -> Fi
         for k, label in enumerate(labels):
             ax.scatter(np.full(wide[label].notna().sum(), k), wide[label].dropna(), color=colours[label], s=14, zorder=3)
             ax.hlines(wide[label].mean(), k - 0.25, k + 0.25, color="black", lw=1.4, zorder=4)
-        ax.set_xticks(x, [label.replace(" (", "\n(") for label in labels], fontsize="small")
+        ax.set_xticks(x, [textwrap.fill(label, 10, break_long_words=False) for label in labels], fontsize="small")
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_title(f"{backbone} ({len(wide)} seeds)", fontsize="small")
-    axes[0][0].set_ylabel("test macro AUC")
+        ax.set_ylabel("test macro AUC")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
