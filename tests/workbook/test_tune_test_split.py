@@ -2,7 +2,8 @@
 AUCs and the same chosen configuration after the test labels were scrambled and the test scans deleted.
 
 The trials train in this process (the notebook's own two calls: ``check_parameters`` + ``train``) instead of
-under papermill, to keep the test cheap; the sweep's papermill path is tested in test_tune.py.
+under papermill, to keep the test cheap; the sweep's papermill path is tested in test_tune.py with stand-in
+notebooks, and here once with the real ones, from the trials to 05_summary's tuned comparison.
 """
 from __future__ import annotations
 
@@ -70,3 +71,34 @@ def test_poisoned_test_labels_and_deleted_test_scans_change_nothing(tmp_path):
     assert (sa.loc[0, "best_trial"], sa.loc[0, "param_LR"]) == (sb.loc[0, "best_trial"], sb.loc[0, "param_LR"])
     for trial in (poisoned / "tune" / "phantom_vit_lora").glob("trial*"):
         assert not (trial / "predictions_test.parquet").exists() and (trial / "predictions_val.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_a_tuned_sweep_through_the_real_notebooks_ends_in_05s_tuned_comparison(tmp_path):
+    """The user's path end to end, at toy size: 01_train trials and final seeds under papermill, then 05_summary's
+    section 4 (the tuned arms, the seed-level statistics, the three tuning figures) on what they wrote."""
+    from molre_lib.data.synth import synthesize
+    from molre_lib.workbook.sweep import run_sweep
+
+    manifest = synthesize(tmp_path / "data", 24, shape=(8, 32, 32), seed=0)
+    cfg = SweepConfig.from_dict({
+        "name": "tiny", "notebooks_dir": str(NOTEBOOKS), "kernel": "molre", "runs_dir": str(tmp_path / "runs"),
+        "cwd": str(tmp_path), "figures_dir": str(tmp_path / "figures"),
+        "grid": {"BACKBONE": ["phantom_vit"], "ADAPTER": ["lora", "molre"]},
+        "parameters": {"MANIFEST": str(manifest), "RANK": 2, "MAX_STEPS": 2, "BATCH_SIZE": 4, "PRETRAINED": False,
+                       "REDUCED": True, "EVAL_BOOTSTRAP": 0, "DEVICE": "cpu", "NUM_WORKERS": 0, "THREADS": 1,
+                       "CACHE_DIR": "", "VOLUME_SHAPE": [4, 32, 32], "FIGURES_DIR": "{figures_dir}/{run}"},
+        "overrides": {"ADAPTER": {"lora": {"N_EXPERTS": 1}, "molre": {"N_EXPERTS": 2}}},
+        "tune": {"n_trials": 2, "final_seeds": 2, "space": {"LR": {"choices": [0.001, 0.01]}}},
+        "analysis": [{"notebook": "05_summary.ipynb", "per": "sweep",
+                      "parameters": {"SWEEP_DIR": "{sweep_dir}", "REFERENCE": "lora",
+                                     "FIGURES_DIR": "{figures_dir}/05_summary"}}]})
+    rows = run_sweep(cfg, log=lambda *_: None)
+    assert {r["status"] for r in rows} == {"ok"}, [r for r in rows if r["status"] != "ok"]
+    sweep = tmp_path / "runs" / "tiny"
+    arms = list(csv.DictReader(open(sweep / "tune" / "tuned_arms.csv")))
+    assert len(arms) == 2 and {a["n_seeds"] for a in arms} == {"2"}
+    comparison = list(csv.DictReader(open(sweep / "tune" / "seed_comparisons.csv")))
+    assert [(c["arm_a"], c["arm_b"], c["n_seeds"]) for c in comparison] == [("molre", "lora", "2")]
+    for name in ("tuning_history", "tuning_slices", "seed_comparison"):
+        assert (tmp_path / "figures" / "tiny" / "05_summary" / f"{name}.pdf").is_file(), name
