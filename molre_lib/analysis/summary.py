@@ -90,7 +90,7 @@ def collect_runs(sweep_dir: str | Path, split: str = "test") -> pd.DataFrame:
         row.update({key: record[key] for key in grid})
         rows.append(row)
     table = pd.DataFrame(rows).reindex(columns=RUN_COLUMNS + grid)
-    table["arm"] = _arms(table, grid)
+    table["arm"] = arm_labels(table, grid)
     return table
 
 
@@ -107,8 +107,9 @@ def method_names(run_dirs) -> dict[str, str]:
     return {run: (f"{name} ({run})" if counts[name] > 1 else name) for run, name in names.items()}
 
 
-def _arms(table: pd.DataFrame, grid: list[str]) -> pd.Series:
-    """The adapter, plus ``KEY=value`` for each grid key (or sweep setting) that varies within that adapter."""
+def arm_labels(table: pd.DataFrame, grid: list[str]) -> pd.Series:
+    """The adapter, plus ``KEY=value`` for each grid key (or sweep setting) that varies within that adapter
+    (``table`` has ``adapter`` and the ``grid`` columns: a runs table, or a trials table given its ADAPTER)."""
     adapter = table["adapter"]
     if "ADAPTER" in table:  # a run that never wrote config.json still has its grid value
         adapter = adapter.fillna(table["ADAPTER"])

@@ -53,17 +53,14 @@ def _complete(trials: pd.DataFrame) -> pd.DataFrame:
 def _labels(trials: pd.DataFrame) -> pd.Series:
     """The paper name of each trial's arm within its panel: from the grid keys trials.csv starts with (ADAPTER, and
     each other key that varies within an adapter, as in analysis.summary), else the arm name as it is."""
+    from molre_lib.analysis.summary import arm_labels
+
     from .paper_tables import method_name
 
     if "ADAPTER" not in trials:
         return trials["arm"].astype(str)
-    keys = [c for c in trials.columns[:list(trials.columns).index("arm")] if c not in (PANEL_KEY, "ADAPTER")]
-    adapter = trials["ADAPTER"].astype(str)
-    arm = adapter.copy()
-    for key in keys:
-        varies = trials[key].astype(str).groupby(adapter).transform("nunique") > 1
-        arm = arm.where(~varies, arm + f" {key}=" + trials[key].astype(str))
-    return arm.map(method_name)
+    keys = list(trials.columns[:list(trials.columns).index("arm")])
+    return arm_labels(trials.assign(adapter=trials["ADAPTER"].astype(str)), keys).map(method_name)
 
 
 NARROW_IN = 5.0  # below this width (a single print column) panels stack in one column instead of one row
@@ -77,15 +74,12 @@ def _layout(n_panels: int, panel_width: float, height: float) -> tuple[Figure, l
     return fig, list(axes.ravel())
 
 
-def _legend_below(fig: Figure, colours: dict[str, str], marker: str = "o") -> None:
+def _legend_below(fig: Figure, colours: dict[str, str], marker: str = "o") -> tuple[float, float, float, float]:
+    """One legend under the panels; returns tight_layout's rect, leaving the bottom inches its rows take."""
     handles = [plt.Line2D([], [], color=c, marker=marker, lw=1.2, ms=4, label=a) for a, c in colours.items()]
-    ncol = 4 if fig.get_figwidth() >= NARROW_IN else 2
-    fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), fontsize="small", frameon=False)
-
-
-def _legend_room(fig: Figure, n_labels: int) -> tuple[float, float, float, float]:
-    """tight_layout's rect: the bottom inches the legend's rows take, as a fraction of the figure's height."""
-    rows = -(-n_labels // (4 if fig.get_figwidth() >= NARROW_IN else 2))
+    ncol = min(4 if fig.get_figwidth() >= NARROW_IN else 2, len(handles))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize="small", frameon=False)
+    rows = -(-len(handles) // ncol)
     return (0, min(0.4, (0.12 + 0.2 * rows) / fig.get_figheight()), 1, 1)
 
 
@@ -107,10 +101,10 @@ def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) ->
         if panel:
             ax.set_title(panel, fontsize="small")
         ax.set_ylabel("best val macro AUC so far")
-    _legend_below(fig, colours)
+    room = _legend_below(fig, colours)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=_legend_room(fig, len(colours)))
+    fig.tight_layout(rect=room)
     return fig
 
 
@@ -159,10 +153,10 @@ def plot_slices(trials: pd.DataFrame, params: Sequence[str] | None = None, log_x
                 ax.set_xlabel(AXIS_NAMES.get(name, name))
             if j == 0:
                 ax.set_ylabel(f"{panel}\nval macro AUC" if panel else "val macro AUC", fontsize="small")
-    _legend_below(fig, colours)
+    room = _legend_below(fig, colours)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=_legend_room(fig, len(colours)))
+    fig.tight_layout(rect=room)
     return fig
 
 
