@@ -56,7 +56,7 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
         done = mine[mine["status"] == "finished"]
         if mine.empty:
             raise ValueError(f"selected arm {sel['arm']!r} has no final runs in the sweep folder")
-        first = mine.iloc[0]
+        first = (done if len(done) else mine).iloc[0]  # a finished run's config.json (an unfinished one may lack it)
         config = json.loads((Path(first["run_dir"]) / "config.json").read_text()) if len(done) else {}
         scaling = config.get("scaling") or {}
         adapter = str(first["adapter"])
