@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from molre_lib.common.arms import arm_labels
 from molre_lib.stats.auroc import bootstrap_counts, per_finding_auc
 from molre_lib.engine.run_files import paired_predictions
 
 TRAIN_STEP = "01_train"  # the sweep's training notebook; failures of analysis steps do not fail a run
 
-FIXED_GRID_KEYS = ("BACKBONE", "ADAPTER", "SEED")  # what pairs runs; any other varied grid key makes an arm
 
 RUN_COLUMNS = ["run", "run_dir", "backbone", "family", "dims", "backbone_params", "adapter", "arm", "seed", "rank",
                "n_experts", "shared_a", "router", "status", "error", "pct_trainable", "pct_added", "macro_auc", "ci_low",
@@ -105,20 +105,6 @@ def method_names(run_dirs) -> dict[str, str]:
         names[run_dir.name] = method_name(train["adapter"], shared_a=train.get("shared_a", False))
     counts = pd.Series(list(names.values())).value_counts()
     return {run: (f"{name} ({run})" if counts[name] > 1 else name) for run, name in names.items()}
-
-
-def arm_labels(table: pd.DataFrame, grid: list[str]) -> pd.Series:
-    """The adapter, plus ``KEY=value`` for each grid key (or sweep setting) that varies within that adapter
-    (``table`` has ``adapter`` and the ``grid`` columns: a runs table, or a trials table given its ADAPTER)."""
-    adapter = table["adapter"]
-    if "ADAPTER" in table:  # a run that never wrote config.json still has its grid value
-        adapter = adapter.fillna(table["ADAPTER"])
-    adapter = adapter.fillna("").astype(str)
-    arms = adapter.copy()
-    for key in (k for k in grid if k not in FIXED_GRID_KEYS):
-        varies = table[key].astype(str).groupby(adapter).transform("nunique") > 1
-        arms = arms.where(~varies, arms + f" {key}=" + table[key].astype(str))
-    return arms
 
 
 def _paired_finding_aucs(run_a: str | Path, run_b: str | Path, split: str, n_boot: int, seed: int):

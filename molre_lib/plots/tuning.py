@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from molre_lib.common.arms import arm_labels
+
 from .style import ADAPTER_COLOURS, DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, arm_colours, figure_width
 
 
@@ -52,9 +54,7 @@ def _complete(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _labels(trials: pd.DataFrame) -> pd.Series:
     """The paper name of each trial's arm within its panel: from the grid keys trials.csv starts with (ADAPTER, and
-    each other key that varies within an adapter, as in analysis.summary), else the arm name as it is."""
-    from molre_lib.analysis.summary import arm_labels
-
+    each other key that varies within an adapter: common.arms), else the arm name as it is."""
     from .paper_tables import method_name
 
     if "ADAPTER" not in trials:
