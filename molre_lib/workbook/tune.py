@@ -102,6 +102,11 @@ class TuneConfig:
     n_startup_trials: int | None = field(default=None, metadata={
         "help": "TPE's random trials before it models the objective; default max(2, n_trials // 3)"})
     trial_seed: int = field(default=1000, metadata={"help": "the seed of every tuning trial (not one of the final seeds)"})
+    confirm_top: int = field(default=0, metadata={
+        "help": "re-run this many best trials of each arm at confirm_seeds and choose by the mean val AUC over "
+                "all their seeds (0: the best single trial is chosen)"})
+    confirm_seeds: list[int] = field(default_factory=list, metadata={
+        "help": "the extra seeds of the confirmation runs (val only; neither trial_seed nor a final seed)"})
     final_seeds: int = field(default=6, metadata={
         "help": "seeds of the final runs when the grid has no seed key (0..K-1); the grid's values win when it has one"})
     seed_key: str = field(default="SEED", metadata={"help": "the grid key that is the seed (not part of an arm)"})
@@ -128,6 +133,19 @@ class TuneConfig:
                 raise ValueError(f"{where}.{name}: {getattr(cfg, name)!r} is not one of {', '.join(choices)}")
         if not isinstance(cfg.final_seeds, int) or cfg.final_seeds < 1:
             raise ValueError(f"{where}.final_seeds: expected a positive integer, got {cfg.final_seeds!r}")
+        seeds = cfg.confirm_seeds
+        if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) \
+                or len(set(seeds)) != len(seeds):
+            raise ValueError(f"{where}.confirm_seeds: expected a list of distinct integer seeds, got {seeds!r}")
+        if cfg.trial_seed in seeds:
+            raise ValueError(f"{where}.confirm_seeds: {cfg.trial_seed} is the trial_seed; confirmation needs other seeds")
+        if not isinstance(cfg.confirm_top, int) or isinstance(cfg.confirm_top, bool) \
+                or not 0 <= cfg.confirm_top <= cfg.n_trials:
+            raise ValueError(f"{where}.confirm_top: expected an integer from 0 to n_trials ({cfg.n_trials}), got "
+                             f"{cfg.confirm_top!r}")
+        if bool(cfg.confirm_top) != bool(seeds):
+            raise ValueError(f"{where}: confirm_top and confirm_seeds go together (top {cfg.confirm_top} trials, seeds "
+                             f"{seeds}): set both, e.g. confirm_top: 2 and confirm_seeds: [1001, 1002], or neither")
         for name, raw_p in cfg.space.items():
             SearchParam.from_dict(raw_p, f"{where}.space.{name}")
         for key, by_value in cfg.space_overrides.items():
@@ -156,6 +174,9 @@ def prepare_grid(raw: dict[str, Any], where: str) -> dict[str, Any]:
         grid[tcfg.seed_key] = list(range(tcfg.final_seeds))
     if tcfg.trial_seed in (grid[tcfg.seed_key] or []):
         raise ValueError(f"{where}: tune.trial_seed {tcfg.trial_seed} is also a final seed in grid.{tcfg.seed_key}; "
+                         "the final runs must use seeds not seen while tuning")
+    if shared := sorted(set(tcfg.confirm_seeds) & set(grid[tcfg.seed_key] or [])):
+        raise ValueError(f"{where}: tune.confirm_seeds {shared} are also final seeds in grid.{tcfg.seed_key}; "
                          "the final runs must use seeds not seen while tuning")
     return {**raw, "grid": grid}
 
@@ -213,17 +234,18 @@ def notebook_values(tuned: dict[str, Any], base: dict[str, Any]) -> dict[str, An
     return out
 
 
-def trial_run(cfg: Any, arm: Arm, number: int, tuned: dict[str, Any]) -> Any:
+def trial_run(cfg: Any, arm: Arm, number: int, tuned: dict[str, Any], seed: int | None = None) -> Any:
     """The 01_train run of trial ``number``: the arm's parameters at the tuning seed plus the tuned values, on
-    the manifest view without test rows and with no test split."""
+    the manifest view without test rows and with no test split. With ``seed``: the same trial's confirmation
+    run at that seed (``trial<NNN>_seed<S>/``, :mod:`.tune_confirm`)."""
     from .grid import make_run, run_parameters
 
     tcfg = tune_config(cfg)
-    values = {**arm.values, tcfg.seed_key: tcfg.trial_seed}
+    values = {**arm.values, tcfg.seed_key: tcfg.trial_seed if seed is None else seed}
     params = run_parameters(cfg, values)
     params.update(notebook_values(tuned, params))
-    name = f"{arm.name}_trial{number:03d}"
-    run = make_run(cfg, name, values, params, tune_dir(cfg) / arm.name / f"trial{number:03d}")
+    folder = f"trial{number:03d}" + ("" if seed is None else f"_seed{seed}")
+    run = make_run(cfg, f"{arm.name}_{folder}", values, params, tune_dir(cfg) / arm.name / folder)
     if tcfg.test_split_param:
         run.parameters[tcfg.test_split_param] = ""
     return run
@@ -299,11 +321,15 @@ TRIAL_COLUMNS = ["arm", "trial", "state", "val_auc", "steps", "effective_step", 
 
 def write_tables(cfg: Any, studies: dict[str, Any]) -> tuple[Path, Path]:
     """trials.csv (every trial of every arm) and selected.csv / selected.json (per arm with all its trials done:
-    the best by validation AUC, ties to the earlier trial) from the studies (arm name -> optuna Study)."""
+    the best by validation AUC, ties to the earlier trial; with ``confirm_top``, once its confirmation runs
+    finished: the best mean over seeds, :mod:`.tune_confirm`) from the studies (arm name -> optuna Study)."""
+    from .tune_confirm import choose, confirmation_steps, confirmed_values, mean_of
+
     tcfg = tune_config(cfg)
     out = tune_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for arm in arms(cfg) for k in arm.values))
+
     trial_rows, selected = [], {}
     for arm in arms(cfg):
         study = studies.get(arm.name)
@@ -316,23 +342,38 @@ def write_tables(cfg: Any, studies: dict[str, Any]) -> tuple[Path, Path]:
                                **{c: t.user_attrs.get(c, "") for c in TRIAL_COLUMNS[4:]}})
         done = [t for t in trials if t.state.name == "COMPLETE"]
         failed = sum(t.state.name == "FAIL" for t in trials)
-        if done and (len(done) >= tcfg.n_trials or failed >= (tcfg.max_failed or tcfg.n_trials)):
-            best = max(done, key=lambda t: (t.value, -t.number))
+        confirmed = choose(cfg, arm, trials) if tcfg.confirm_top else None
+        extra = confirmed_values(cfg, arm, trials) if tcfg.confirm_top else {}
+        for row in trial_rows[len(trial_rows) - len(trials):]:  # this arm's rows: a candidate's other seeds
+            if row["trial"] in extra:
+                seeds = {tcfg.trial_seed: row["val_auc"], **extra[row["trial"]]}
+                row.update(confirm_val_aucs=" ".join(f"{seed}:{v:.4f}" for seed, v in extra[row["trial"]].items()),
+                           mean_val_auc=mean_of(seeds) if len(seeds) == 1 + len(tcfg.confirm_seeds) else "")
+        ready = done and (len(done) >= tcfg.n_trials or failed >= (tcfg.max_failed or tcfg.n_trials))
+        if ready and (not tcfg.confirm_top or confirmed is not None):
+            best = confirmed[0] if confirmed else max(done, key=lambda t: (t.value, -t.number))
             base = trial_run(cfg, arm, best.number, best.params).parameters
             steps = [t.user_attrs.get("steps") for t in done if isinstance(t.user_attrs.get("steps"), int)]
+            steps += confirmation_steps(cfg, arm, trials) if confirmed else []
+            seeds = confirmed[1][best.number] if confirmed else {tcfg.trial_seed: best.value}
             selected[arm.name] = {
                 "values": arm.values, "n_trials": len(done), "n_failed": failed, "best_trial": best.number,
                 "best_val_auc": best.value, "params": dict(best.params),
                 "parameters": notebook_values(dict(best.params), base),
                 "effective_step": best.user_attrs.get("effective_step"),
+                "selected_by": (f"best mean val AUC over seeds {', '.join(map(str, seeds))} of the top "
+                                f"{tcfg.confirm_top} trials" if confirmed else "best val AUC of one trial"),
+                "n_seeds": len(seeds), "mean_val_auc": mean_of(seeds), "min_val_auc": min(seeds.values()),
                 "steps_per_trial": max(steps) if steps else None, "total_steps": sum(steps) if steps else None,
                 "run_dir": best.user_attrs.get("run_dir", "")}
     param_cols = list(dict.fromkeys(f"param_{n}" for arm in arms(cfg) for n in arm.space))
-    _write_csv(out / TRIALS_FILE, keys + ["arm", "trial", "state", "val_auc"] + param_cols + TRIAL_COLUMNS[4:],
-               trial_rows)
+    confirm_cols = ["confirm_val_aucs", "mean_val_auc"] if tcfg.confirm_top else []
+    _write_csv(out / TRIALS_FILE, keys + ["arm", "trial", "state", "val_auc"] + confirm_cols + param_cols
+               + TRIAL_COLUMNS[4:], trial_rows)
     rows = [{**s["values"], "arm": name, **{k: v for k, v in s.items() if k not in ("values", "params", "parameters")},
              **{f"param_{k}": v for k, v in s["params"].items()}} for name, s in selected.items()]
-    _write_csv(out / SELECTED_FILE, keys + ["arm", "n_trials", "n_failed", "best_trial", "best_val_auc"] + param_cols
+    _write_csv(out / SELECTED_FILE, keys + ["arm", "n_trials", "n_failed", "best_trial", "best_val_auc"]
+               + ["selected_by", "n_seeds", "mean_val_auc", "min_val_auc"] + param_cols
                + ["effective_step", "steps_per_trial", "total_steps", "run_dir"], rows)
     tmp = out / (SELECTED_JSON + ".tmp")
     tmp.write_text(json.dumps(selected, indent=1, default=str))

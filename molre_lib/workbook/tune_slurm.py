@@ -16,7 +16,10 @@ NFS), so two tasks never ask beyond ``n_trials``. In order, a task takes:
    requeued (preemption, time limit, ``scontrol requeue``) and **resumes** the trial from its checkpoint;
 2. an orphan: a RUNNING trial whose owner task is no longer in ``squeue`` (cancelled, node lost) and whose run
    folder no live process holds: it resumes that trial under the same number (``tune_trials`` rules);
-3. a new trial (an enqueued retry of a failed one first), while complete + running < ``n_trials``.
+3. a new trial (an enqueued retry of a failed one first), while complete + running < ``n_trials``;
+4. with ``tune.confirm_top``, once the arm's trials are all told: a confirmation run (its own, or one nobody
+   holds, or one whose owner task is gone; :mod:`.tune_confirm`). A submission whose arm has only confirmation
+   runs left queues one task for them.
 
 A task stopped by the scheduler mid-trial tells nothing (the trial stays RUNNING, owned by the task, which
 resumes it when requeued); a trial is told once, from its ``metrics.json``. So a trial is never lost and never
@@ -33,6 +36,7 @@ from typing import Any, Callable, Iterator
 from molre_lib.engine.preemption import preemptions
 
 from .tune import Arm, arms, arm_name, selection, trial_run, tune_config, tune_dir, write_tables
+from .tune_confirm import claim_confirmation, confirmation_run, confirmations
 from .tune_status import studies_of
 from .tune_trials import _trial, ask, execute_trial, finish, make_sampler, open_study, owner_gone, owner_here, storage_for
 
@@ -120,11 +124,18 @@ class TrialTask:
         storage = storage_for(cfg, "slurm")
         study = open_study(cfg, arm, storage)
         told, self.terminated = [], False  # (a requeued task starts from this object's pickle)
+        failed: set[str] = set()           # confirmation runs that failed in this task: left for the next one
         self._on_sigterm()
         while not self.terminated:
             with claim_lock(cfg):
-                claimed = claim(cfg, arm, study, me, live_jobs())
+                live = live_jobs()
+                claimed = claim(cfg, arm, study, me, live)
+                confirm = None if claimed is not None else claim_confirmation(
+                    cfg, arm, study.get_trials(deepcopy=False), owner_here(me), live, failed)
                 write_tables(cfg, studies_of(cfg, storage))
+            if confirm is not None:
+                told.append(self._confirm(cfg, arm, confirm, failed, storage))
+                continue
             if claimed is None:
                 break
             number, tuned = claimed
@@ -139,6 +150,24 @@ class TrialTask:
                 write_tables(cfg, studies_of(cfg, storage))
             self.run_dir = None
         return f"tune {arm.name}: task {me} told trials {', '.join(told) or 'none'}"
+
+    def _confirm(self, cfg: Any, arm: Arm, c: Any, failed: set[str], storage: Any) -> str:
+        """One confirmation run (tune_confirm): a scheduler stop leaves it claimed by this task, which resumes it
+        when requeued; a failure is left for the next task or submission."""
+        from .slurm_task import execute_here
+
+        run_dir = self.run_dir = confirmation_run(cfg, arm, c).run_dir
+        stops = len(preemptions(run_dir))
+        error = execute_trial(cfg, arm, c.trial, c.params, self._runner(execute_here), seed=c.seed)
+        if error is not None and (self.terminated or len(preemptions(run_dir)) > stops):
+            raise RuntimeError(f"tune {arm.name} {c.label}: stopped by the scheduler; the requeued task (or the next "
+                               "one) resumes it")
+        if error is not None:
+            failed.add(c.label)
+        with claim_lock(cfg):
+            write_tables(cfg, studies_of(cfg, storage))
+        self.run_dir = None
+        return f"{c.label}:{'ok' if error is None else 'FAIL'}"
 
     def _runner(self, execute_here: Callable) -> Callable:
         def run(job: Any) -> str | None:
@@ -189,6 +218,10 @@ def submit_tuning(cfg: Any, scfg: Any, records: dict[str, Any], queue: dict[str,
                 log(f"tune {arm.name}: {states.count('FAIL')} failed trials, the arm stops (tune.max_failed)")
                 continue
             need = max(0, tcfg.n_trials - states.count("COMPLETE") - len(live))
+            confirm = [c for c in confirmations(cfg, arm, trials) if not confirmation_run(cfg, arm, c).finished]
+            if confirm and not need and not live:  # trials done, confirmation runs left: one task runs them
+                need = 1
+                log(f"tune {arm.name}: {len(confirm)} confirmation run(s) left (tune.confirm_top)")
             todo += [arm] * need
             log(f"tune {arm.name}: {states.count('COMPLETE')}/{tcfg.n_trials} trials done, {len(live)} task(s) "
                 f"queued or running, {need} to submit")

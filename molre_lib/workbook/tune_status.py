@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 
 from .tune import JOURNAL_FILE, SQLITE_FILE, arms, selection, tune_config, tune_dir
+from .tune_confirm import confirmation_run, confirmations
 from .tune_trials import owner_gone, storage_for
 
 
@@ -41,6 +42,10 @@ def tune_status_rows(cfg: Any, records: dict[str, Any], queue: dict[str, Any]) -
         entries = [queue[e["job_id"]] for e in tasks if e["job_id"] in live]
         progress = (f"{states.count('COMPLETE')}/{tcfg.n_trials} trials done, {states.count('RUNNING') - orphans} "
                     f"running, {states.count('FAIL')} failed" + (f", {orphans} orphaned" if orphans else ""))
+        if tcfg.confirm_top:
+            todo = confirmations(cfg, arm, trials)
+            progress += (f"; {sum(confirmation_run(cfg, arm, c).finished for c in todo)}/"
+                         f"{tcfg.confirm_top * len(tcfg.confirm_seeds)} confirmation runs done")
         if arm.name in chosen:
             progress += f"; best trial {chosen[arm.name]['best_trial']} val AUC {chosen[arm.name]['best_val_auc']:.4f}"
         state = ("tuning" if any(e.label == "running" for e in entries) else "pending" if entries else

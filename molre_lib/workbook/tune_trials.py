@@ -160,23 +160,25 @@ def _trial(study: Any, number: int) -> Any:
     return optuna.trial.Trial(study, trial_id)
 
 
-def execute_trial(cfg: Any, arm: Arm, number: int, tuned: dict[str, Any], run_fn: Any, log=print) -> str | None:
-    """Run trial ``number``'s notebook through ``run_fn(job) -> error | None``; None on success."""
+def execute_trial(cfg: Any, arm: Arm, number: int, tuned: dict[str, Any], run_fn: Any, log=print,
+                  seed: int | None = None) -> str | None:
+    """Run trial ``number``'s notebook (with ``seed``: its confirmation run at that seed) through
+    ``run_fn(job) -> error | None``; None on success."""
     from .runner import Job
 
-    run = trial_run(cfg, arm, number, tuned)
+    run = trial_run(cfg, arm, number, tuned, seed=seed)
     without_test(cfg, run)
     if run.finished:  # killed after its notebook finished but before the trial was told
         return None
     nb = Path(cfg.notebooks_dir) / cfg.train_notebook
     job = Job(nb.stem, run.name, nb, run.run_dir / nb.name, run.parameters, [run.name])
     start = time.time()
-    log(f"run  tune {arm.name} trial {number} {tuned}")
+    what = f"tune {arm.name} trial {number}" + ("" if seed is None else f" confirmation at seed {seed}")
+    log(f"run  {what} {tuned}")
     error = run_fn(job)
     if error is None and not run.finished:
         error = f"notebook finished but wrote no metrics.json in {run.run_dir}"
-    log(f"{'ok  ' if error is None else 'FAIL'} tune {arm.name} trial {number} ({time.time() - start:.0f} s)"
-        + (f": {error}" if error else ""))
+    log(f"{'ok  ' if error is None else 'FAIL'} {what} ({time.time() - start:.0f} s)" + (f": {error}" if error else ""))
     return error
 
 
@@ -235,6 +237,7 @@ def run_tuning(cfg: Any, gpu: str | None = None, log=print, execute: Any = None)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     studies = {}
+    run_fn = execute or (lambda job: execute_notebook(job, cfg.kernel, cfg.cwd, env, cfg.execution_timeout))
     for arm in arms(cfg):
         study = studies[arm.name] = open_study(cfg, arm, storage)
         while True:
@@ -256,12 +259,30 @@ def run_tuning(cfg: Any, gpu: str | None = None, log=print, execute: Any = None)
             else:
                 study.sampler = make_sampler(cfg, arm, len(trials))
                 number, tuned = ask(study, cfg, arm, owner_here())
-            error = execute_trial(cfg, arm, number, tuned, execute or (
-                lambda job: execute_notebook(job, cfg.kernel, cfg.cwd, env, cfg.execution_timeout)), log)
+            error = execute_trial(cfg, arm, number, tuned, run_fn, log)
             finish(study, number, trial_run(cfg, arm, number, tuned).run_dir, error)
             write_tables(cfg, studies)
         running = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
         if running:
             log(f"tune {arm.name}: trials {running} are held by another process; the arm is selected once they end")
+        confirm_locally(cfg, arm, study, run_fn, log)
+        write_tables(cfg, studies)
     write_tables(cfg, studies)
     return studies
+
+
+def confirm_locally(cfg: Any, arm: Arm, study: Any, run_fn: Any, log=print) -> None:
+    """The arm's confirmation runs (``tune.confirm_top``), one at a time here; a failed one is logged and left
+    for the next sweep (the arm stays unselected until every one finished)."""
+    from .tune_confirm import claim_confirmation
+
+    me, failed = owner_here(), set()
+    while True:
+        c = claim_confirmation(cfg, arm, study.get_trials(deepcopy=False), me, exclude=failed)
+        if c is None:
+            break
+        if execute_trial(cfg, arm, c.trial, c.params, run_fn, log, seed=c.seed) is not None:
+            failed.add(c.label)
+    if failed:
+        log(f"tune {arm.name}: {len(failed)} confirmation run(s) failed ({', '.join(sorted(failed))}); the arm is "
+            "selected once they finish: rerun the sweep (a run folder resumes from its checkpoint)")

@@ -34,6 +34,8 @@ rows = list(csv.DictReader(open(MANIFEST)))
 splits = {r["split"] for r in rows}
 assert "test" not in splits or TEST_SPLIT == "test", "a tuning trial was given test rows"
 val = 0.9 - 0.1 * (math.log10(LR) + 2) ** 2 + 0.02 * (ADAPTER == "molre")
+if COLLAPSE_ABOVE and LR > COLLAPSE_ABOVE:  # a lucky trial seed, collapse on every other seed
+    val = val + 0.15 if SEED == 1000 else 0.5
 metrics = {"steps": 7, "val": {"summary": {"macro_auc": {"value": val, "ci_low": val, "ci_high": val}}}}
 if TEST_SPLIT:
     t = val - 0.01 * SEED
@@ -42,7 +44,7 @@ if TEST_SPLIT:
 lock.release()
 """
 PARAMS = ('BACKBONE = "x"\nADAPTER = "lora"\nSEED = 0\nLR = 0.001\nLORA_ALPHA = None\nRANK = 4\nRUN_DIR = ""\n'
-          'MANIFEST = ""\nDATA_ROOT = ""\nTEST_SPLIT = "test"\nLOG = ""\nHOLD = ""')
+          'MANIFEST = ""\nDATA_ROOT = ""\nTEST_SPLIT = "test"\nLOG = ""\nHOLD = ""\nCOLLAPSE_ABOVE = 0.0')
 
 
 def _notebook(path: Path, params: str, body: str, kernel: str = "python3") -> None:
@@ -58,7 +60,8 @@ def _manifest(path: Path) -> None:
     path.write_text("scan_id,patient_id,split,path,ich\n" + "".join(f"{s},{p},{sp},{s}.nii.gz,1\n" for s, p, sp in rows))
 
 
-def _sweep(tmp_path: Path, n_trials: int = 2, arms=("lora", "molre"), hold: str = "", **tune) -> Path:
+def _sweep(tmp_path: Path, n_trials: int = 2, arms=("lora", "molre"), hold: str = "", collapse: float = 0.0,
+           **tune) -> Path:
     nbs = tmp_path / "nbs"
     nbs.mkdir(exist_ok=True)
     _notebook(nbs / "01_train.ipynb", PARAMS, TRAIN_SRC)
@@ -67,7 +70,7 @@ def _sweep(tmp_path: Path, n_trials: int = 2, arms=("lora", "molre"), hold: str 
            "runs_dir": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "figures"),
            "grid": {"ADAPTER": list(arms), "SEED": [0, 1]},
            "parameters": {"MANIFEST": str(tmp_path / "data" / "manifest.csv"), "LOG": str(tmp_path / "exec.log"),
-                          "HOLD": hold},
+                          "HOLD": hold, "COLLAPSE_ABOVE": collapse},
            "tune": {"n_trials": n_trials, "space": {"LR": {"low": "1e-4", "high": 1.0, "log": True}}, **tune}}
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -86,6 +89,16 @@ def test_tune_section_is_checked_and_adds_the_final_seeds():
         TuneConfig.from_dict({"space": {"LR": {"low": 0, "high": 1e-1, "log": True}}})
     with pytest.raises(ValueError, match="trial_seed 3 is also a final seed"):
         SweepConfig.from_dict({"name": "x", "grid": {"SEED": [2, 3]}, "tune": {"trial_seed": 3, "space": {"LR": {"low": 1e-4, "high": 1e-1}}}})
+    space = {"LR": {"low": 1e-4, "high": 1e-1}}
+    with pytest.raises(ValueError, match="confirm_top and confirm_seeds go together"):
+        TuneConfig.from_dict({"confirm_top": 2, "space": space})
+    with pytest.raises(ValueError, match=r"confirm_top: expected an integer from 0 to n_trials \(3\)"):
+        TuneConfig.from_dict({"n_trials": 3, "confirm_top": 4, "confirm_seeds": [1001], "space": space})
+    with pytest.raises(ValueError, match="confirm_seeds: 1000 is the trial_seed"):
+        TuneConfig.from_dict({"confirm_top": 1, "confirm_seeds": [1000], "space": space})
+    with pytest.raises(ValueError, match=r"confirm_seeds \[2\] are also final seeds in grid.SEED"):
+        SweepConfig.from_dict({"name": "x", "grid": {"SEED": [2, 3]},
+                               "tune": {"confirm_top": 1, "confirm_seeds": [2, 1001], "space": space}})
     cfg = SweepConfig.from_dict({"name": "x", "grid": {"ADAPTER": ["lora"]},
                                  "tune": {"final_seeds": 3, "space": {"LR": {"low": "1e-4", "high": 1e-1, "log": True}}}})
     assert [r.name for r in expand_runs(cfg)] == ["lora_seed0", "lora_seed1", "lora_seed2"]
@@ -193,3 +206,30 @@ def test_grid_sampler_covers_each_point_once_when_the_study_is_reopened_per_tria
                      trial.suggest_categorical("LORA_ALPHA_PER_RANK", [0.5, 2.0])))
         study.tell(trial, 0.5)
     assert sorted(seen) == [(0.002, 0.5), (0.002, 2.0), (0.006, 0.5), (0.006, 2.0)]
+
+
+@pytest.mark.slow
+def test_confirmation_seeds_choose_the_configuration_that_holds_up_not_the_lucky_trial(tmp_path):
+    """LR 0.1 has the best trial (seed 1000) but collapses on every other seed; the top 2 trials re-run at two
+    confirmation seeds, and the arm takes LR 0.01, the best mean. Confirmation runs never see the test split."""
+    path = _sweep(tmp_path, arms=("lora",), collapse=0.05, sampler="grid", confirm_top=2, confirm_seeds=[1001, 1002],
+                  space={"LR": {"choices": [0.01, 0.1]}})
+    assert main(["sweep", str(path)]) == 0
+    sweep_dir = tmp_path / "runs" / "t"
+    trials = read_trials(sweep_dir).set_index("param_LR")
+    assert trials.loc[0.1, "val_auc"] == pytest.approx(0.95) and trials.loc[0.01, "val_auc"] == pytest.approx(0.9)
+    assert trials.loc[0.1, "confirm_val_aucs"] == "1001:0.5000 1002:0.5000"
+    assert trials.loc[0.1, "mean_val_auc"] == pytest.approx(0.65) and trials.loc[0.01, "mean_val_auc"] == pytest.approx(0.9)
+    chosen = read_selected(sweep_dir).iloc[0]
+    assert chosen["param_LR"] == pytest.approx(0.01) and chosen["n_seeds"] == 3
+    assert chosen["mean_val_auc"] == pytest.approx(0.9) and chosen["min_val_auc"] == pytest.approx(0.9)
+    assert chosen["selected_by"] == "best mean val AUC over seeds 1000, 1001, 1002 of the top 2 trials"
+    assert chosen["total_steps"] == 6 * 7  # 2 trials + 4 confirmation runs, 7 steps each: the same for every arm
+    runs = {e[0]: e for e in _executions(tmp_path)}
+    confirms = {name: e for name, e in runs.items() if "_seed10" in name}
+    assert sorted(confirms) == [f"lora/trial00{t}_seed{s}" for t in (0, 1) for s in (1001, 1002)]
+    assert all(e[3] == "''" and e[4].startswith("manifest_no_test_") for e in confirms.values())
+    assert [float(runs[f"t/lora_seed{s}"][2]) for s in (0, 1)] == [pytest.approx(0.01)] * 2
+    n = len(_executions(tmp_path))
+    assert main(["sweep", str(path)]) == 0  # a rerun: nothing runs again
+    assert len(_executions(tmp_path)) == n
