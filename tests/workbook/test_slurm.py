@@ -463,3 +463,75 @@ def test_tuning_trials_of_a_cancelled_task_are_resumed_not_recounted(slurm, tmp_
     best = max(trials, key=lambda t: t.value).params["LR"]
     assert started == ["lora_seed0", "trial000", "trial000", "trial001"]  # trial 0 started twice, told once
     assert f"lora_seed0 {best:.6g} 'test'" in log.read_text()
+
+
+COLLAPSING = """
+import json, pathlib, time
+from molre_lib.engine.run_lock import RunLock
+run = pathlib.Path(RUN_DIR)
+lock = RunLock(RUN_DIR).acquire()
+with open(LOG, "a") as fh:
+    fh.write(f"{run.name} {LR:.6g} {SEED} {TEST_SPLIT!r}\\n")
+while pathlib.Path(HOLD).exists() and SEED == 1001 and LR < 0.05:  # hold the good LR's confirmation run
+    time.sleep(0.2)
+value = 0.9 if LR < 0.05 else (0.95 if SEED == 1000 else 0.5)  # LR 0.1: a lucky trial, collapses elsewhere
+val = {"summary": {"macro_auc": {"value": value}}}
+(run / "metrics.json").write_text(json.dumps({"steps": 1, "val": val, **({"test": val} if TEST_SPLIT else {})}))
+lock.release()
+"""
+
+
+@pytest.mark.slow
+def test_confirmation_runs_on_slurm_are_claimed_once_and_a_cancelled_one_is_resumed(slurm, tmp_path, capsys):
+    """confirm_top on SLURM: the task that tells the arm's last trial runs its confirmation runs; one cancelled
+    mid-run is taken over by the next submission's task (its owner left the queue); the arm then takes the LR
+    whose mean over seeds is best (0.01), not the lucky trial's (0.1), and the final run trains with it."""
+    import nbformat
+
+    nbs, hold, log = tmp_path / "nbs", tmp_path / "hold", tmp_path / "exec.log"
+    nbs.mkdir()
+    hold.touch()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('RUN_DIR = ""\nLR = 0.001\nSEED = 0\nTEST_SPLIT = "test"\nMANIFEST = ""\n'
+                                          'DATA_ROOT = ""\nLOG = ""\nHOLD = ""\nADAPTER = "lora"',
+                                          metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(COLLAPSING)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nbformat.write(nb, nbs / "01_train.ipynb")
+    (tmp_path / "manifest.csv").write_text("scan_id,split,path\ns0,train,a\ns1,val,b\ns2,test,c\n")
+    path = tmp_path / "confirm.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "confirm", "notebooks_dir": str(nbs), "kernel": "python3", "device_param": None,
+        "runs_dir": str(tmp_path / "runs"), "grid": {"ADAPTER": ["lora"]},
+        "parameters": {"MANIFEST": str(tmp_path / "manifest.csv"), "LOG": str(log), "HOLD": str(hold)},
+        "slurm": {"cpus_per_gpu": 1, "array_parallelism": 2, "time": 10},
+        "tune": {"n_trials": 2, "final_seeds": 1, "sampler": "grid", "space": {"LR": {"choices": [0.01, 0.1]}},
+                 "confirm_top": 2, "confirm_seeds": [1001]}}))
+    sweep = tmp_path / "runs" / "confirm"
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 0
+
+    def started() -> list[str]:
+        return sorted(" ".join(line.split()[:3]) for line in log.read_text().splitlines()) if log.is_file() else []
+
+    _until("the good LR's confirmation run to be held", lambda: "trial001_seed1001 0.01 1001" in started()
+           or "trial000_seed1001 0.01 1001" in started(), timeout=300)
+    held = next(s.split()[0] for s in started() if s.endswith("0.01 1001"))
+    owner = json.loads((sweep / "tune" / "claims" / f"lora_{held}.json").read_text())["job"]
+    status = _status(path, capsys)["[tune] lora"]
+    assert status["reason"].startswith("2/2 trials done") and "1/2 confirmation runs done" in status["reason"]
+    subprocess.run(["scancel", owner], capture_output=True)
+    from molre_lib.workbook.cluster_status import wait_for_jobs
+    from molre_lib.workbook.sweep import SweepConfig
+
+    wait_for_jobs(SweepConfig.from_yaml(path), poll_s=2, timeout_s=600, log=lambda *_: None)
+    assert not (sweep / "lora_seed0" / "metrics.json").exists()  # no selection yet: the final run could not train
+    hold.unlink()
+    assert main(["sweep", str(path), "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "tune lora: 1 confirmation run(s) left (tune.confirm_top)" in out
+    wait_for_jobs(SweepConfig.from_yaml(path), poll_s=2, timeout_s=600, log=lambda *_: None)
+    lucky = "trial000" if held.startswith("trial001") else "trial001"
+    assert started() == sorted([f"{held} 0.01 1001"] * 2 + [f"{lucky}_seed1001 0.1 1001", "lora_seed0 0.01 0",
+                                f"{held.split('_')[0]} 0.01 1000", f"{lucky} 0.1 1000"])
+    chosen = json.loads((sweep / "tune" / "selected.json").read_text())["lora"]
+    assert chosen["params"] == {"LR": 0.01} and chosen["mean_val_auc"] == pytest.approx(0.9)
+    assert json.loads((sweep / "lora_seed0" / "metrics.json").read_text())["test"]
