@@ -288,6 +288,10 @@ def submit_sweep(cfg: SweepConfig, scfg: SlurmConfig, log=print, tune: str = "al
             tune_waits = submit_tuning(cfg, scfg, records, queue, executor, record, prep_dep, cwd, log)
         if cfg.tune and tune == "only":
             return records
+        if cfg.tune:
+            from .tune import check_not_stale
+
+            check_not_stale(cfg, runs)
         todo, live_ids = [], []
         for run in runs:
             previous = records["runs"].get(run.name)

@@ -430,3 +430,39 @@ def apply_selection(cfg: Any, runs: list[Any]) -> dict[str, str]:
             blocked[run.name] = (f"arm {name} is not tuned yet (no entry in {tune_dir(cfg) / SELECTED_JSON}): "
                                  "run the sweep without --skip-tune")
     return blocked
+
+
+def stale_runs(cfg: Any, runs: list[Any]) -> list[str]:
+    """'<run_dir>: LR=0.009 (selected now: 0.003)' for each finished run trained with other values than its arm's
+    current selection (the tuning changed: a larger budget, confirmation seeds): kept, it would mix two
+    configurations in one arm's seeds. Read from the ``<train notebook>.params.yaml`` the runner writes."""
+    import yaml
+
+    tcfg, chosen = tune_config(cfg), selection(cfg)
+    stale = []
+    for run in runs:
+        name = arm_name({k: v for k, v in run.values.items() if k != tcfg.seed_key}, tcfg.seed_key)
+        used_file = run.run_dir / f"{Path(cfg.train_notebook).stem}.params.yaml"
+        if not run.finished or name not in chosen or not used_file.is_file():
+            continue
+        used = yaml.safe_load(used_file.read_text()) or {}
+        diffs = [f"{k}={used[k]!r} (selected now: {v!r})" for k, v in chosen[name]["parameters"].items()
+                 if k in used and not _same_value(used[k], v)]
+        if diffs:
+            stale.append(f"{run.run_dir}: {', '.join(diffs)}")
+    return stale
+
+
+def check_not_stale(cfg: Any, runs: list[Any]) -> None:
+    """Raise ``ValueError`` listing the finished runs whose arm's selection changed since they trained."""
+    if stale := stale_runs(cfg, runs):
+        raise ValueError(f"sweep {cfg.name}: {len(stale)} finished run(s) were trained with other values than their "
+                         f"arm's selection in {tune_dir(cfg) / SELECTED_JSON}; kept, their arm would mix two "
+                         "configurations. Move these run folders aside (or delete them) and rerun the sweep:\n  - "
+                         + "\n  - ".join(stale))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    return a == b

@@ -208,12 +208,13 @@ def tune_stage(cfg: Any, book: Any, runs: list[Any], train_jobs: list[Any], tune
                log) -> bool:
     """Tune the arms (unless ``tune == "skip"``), then give each run its arm's chosen parameters; a run of an
     arm without a selection is recorded as blocked and not trained. False: stop here (``tune == "only"``)."""
-    from .tune import apply_selection
+    from .tune import apply_selection, check_not_stale
 
     if tune != "skip":
         run_tuning(cfg, gpus[0] if gpus else None, log)
     if tune == "only":
         return False
+    check_not_stale(cfg, runs)
     blocked = apply_selection(cfg, runs)
     for job, run in zip(train_jobs, runs):
         job.parameters.update(run.parameters)

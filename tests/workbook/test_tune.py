@@ -233,3 +233,27 @@ def test_confirmation_seeds_choose_the_configuration_that_holds_up_not_the_lucky
     n = len(_executions(tmp_path))
     assert main(["sweep", str(path)]) == 0  # a rerun: nothing runs again
     assert len(_executions(tmp_path)) == n
+
+
+@pytest.mark.slow
+def test_adding_confirmation_to_a_tuned_sweep_refuses_runs_trained_with_the_old_choice(tmp_path, capsys):
+    """Without confirmation the lucky LR 0.1 is chosen and the final runs train with it. Adding confirm_top to the
+    sweep changes the choice to 0.01: the rerun runs only the confirmation runs, then stops (exit 2) naming each
+    finished run trained with 0.1 instead of mixing two configurations in one arm; moved aside, they retrain."""
+    grid = {"sampler": "grid", "space": {"LR": {"choices": [0.01, 0.1]}}}
+    path = _sweep(tmp_path, arms=("lora",), collapse=0.05, **grid)
+    assert main(["sweep", str(path)]) == 0
+    sweep_dir = tmp_path / "runs" / "t"
+    assert read_selected(sweep_dir).iloc[0]["param_LR"] == pytest.approx(0.1)
+    n = len(_executions(tmp_path))
+    path = _sweep(tmp_path, arms=("lora",), collapse=0.05, confirm_top=2, confirm_seeds=[1001], **grid)
+    capsys.readouterr()
+    assert main(["sweep", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert len(_executions(tmp_path)) == n + 2  # the two confirmation runs only; trials were reused
+    assert "2 finished run(s) were trained with other values than their arm's selection" in out
+    for seed in (0, 1):
+        assert f"{sweep_dir / f'lora_seed{seed}'}: LR=0.1 (selected now: 0.01)" in out
+        (sweep_dir / f"lora_seed{seed}").rename(tmp_path / f"old_seed{seed}")
+    assert main(["sweep", str(path)]) == 0
+    assert [float(e[2]) for e in _executions(tmp_path)[n + 2:]] == [pytest.approx(0.01)] * 2
