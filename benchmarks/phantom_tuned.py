@@ -8,7 +8,9 @@ runs' ``config.json`` / ``metrics.json`` / test predictions) and writes
   delta_vs_lora with its hierarchical bootstrap CI (seeds, then the same test scans), sign_flip_p (exact paired
   sign-flip test over seeds), p_better (P(arm > LoRA) across seeds); then best_val_auc, the untuned study's mean
   AUC for the same arm (``phantom_study.csv``: same data and test scans, LR 0.005, alpha = 2r, 3 seeds) and the
-  change tuning made;
+  change tuning made; the validation AUC that chose each configuration (its trial, and its mean / min over the
+  trial and confirmation seeds), and what confirming over seeds changed against ``phantom_tuned_one_seed.csv``
+  (the same study when each arm took its best single trial);
 - ``benchmarks/results/phantom_tuned.json``: the same plus the answers (does a tuned MoLRE beat a tuned LoRA per
   backbone; does the best adapter beat the tuned linear probe; is the gain larger on the general-domain backbone,
   with a CI for the difference; how much tuning changed each arm; the validation AUC of the one trial that chose
@@ -16,6 +18,7 @@ runs' ``config.json`` / ``metrics.json`` / test predictions) and writes
   the sweep's notebook seconds.
 
     python benchmarks/phantom_tuned.py [--sweep-dir runs/phantom_tuned] [--untuned benchmarks/results/phantom_study.csv]
+        [--one-seed benchmarks/results/phantom_tuned_one_seed.csv]
 """
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ REFERENCE, PROBE = "lora", "linear_probe"
 GRID_KEYS = ("BACKBONE", "ADAPTER", "SHARED_A")
 CSV_COLUMNS = ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha", "effective_step", "n_seeds",
                "mean_auc", "min_auc", "max_auc", "delta_vs_lora", "delta_ci_low", "delta_ci_high", "sign_flip_p",
-               "p_better", "best_val_auc", "final_val_mean", "final_val_min", "untuned_mean_auc", "tuning_change"]
+               "p_better", "best_val_auc", "selection_val_mean", "selection_val_min", "final_val_mean", "final_val_min",
+               "untuned_mean_auc", "tuning_change", "one_seed_lr", "one_seed_alpha", "one_seed_mean_auc",
+               "confirmation_change"]
 
 
 def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
@@ -45,11 +50,14 @@ def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
 
 
 def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
-              untuned: pd.DataFrame | None, runs_val: pd.DataFrame | None = None) -> pd.DataFrame:
+              untuned: pd.DataFrame | None, runs_val: pd.DataFrame | None = None,
+              one_seed: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per tuned arm: its tuning (trials, chosen LR and alpha, effective step from the final runs'
     config.json) and its final seeds' test AUCs, with the comparison against the same backbone's tuned LoRA;
     with ``runs_val`` (``collect_runs(sweep, "val")``) also the final seeds' validation AUCs, to set beside the
-    one trial that chose the configuration (best_val_auc)."""
+    validation AUC that chose the configuration (best_val_auc: its trial; selection_val_mean / _min: over the
+    trial and confirmation seeds, when the sweep confirms); with ``one_seed`` (this study's table when each arm
+    took its best single trial) that choice and its test AUC."""
     rows = []
     for _, sel in selected.iterrows():
         mine = _match(runs, sel)
@@ -65,7 +73,9 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
                "best_alpha": float(scaling["alpha"]) if adapter != PROBE and scaling.get("alpha") is not None else np.nan,
                "effective_step": scaling.get("effective_step", sel.get("effective_step")) if adapter != PROBE else np.nan,
                "n_seeds": len(done), "mean_auc": done["macro_auc"].mean(), "min_auc": done["macro_auc"].min(),
-               "max_auc": done["macro_auc"].max(), "best_val_auc": float(sel["best_val_auc"])}
+               "max_auc": done["macro_auc"].max(), "best_val_auc": float(sel["best_val_auc"]),
+               "selection_val_mean": float(sel.get("mean_val_auc", np.nan)),
+               "selection_val_min": float(sel.get("min_val_auc", np.nan))}
         if runs_val is not None:
             val = _match(runs_val, sel)
             val = val.loc[val["status"] == "finished", "macro_auc"]
@@ -80,8 +90,19 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
             if len(old):
                 row.update(untuned_mean_auc=float(old["mean_auc"].iloc[0]),
                            tuning_change=row["mean_auc"] - float(old["mean_auc"].iloc[0]))
+        if one_seed is not None:
+            old = one_seed[(one_seed["backbone"] == row["backbone"]) & (one_seed["arm"] == row["arm"])]
+            if len(old):
+                old = old.iloc[0]
+                row.update(one_seed_lr=old["best_lr"], one_seed_alpha=old["best_alpha"],
+                           one_seed_mean_auc=old["mean_auc"], confirmation_change=row["mean_auc"] - old["mean_auc"])
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
+
+
+def _values(*xs) -> list[float | None]:
+    """[LR, alpha] for the JSON: a probe's missing alpha as null."""
+    return [None if pd.isna(x) else float(x) for x in xs]
 
 
 def _ci(reps: np.ndarray) -> list[float]:
@@ -93,7 +114,7 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
     """The study's questions, answered from the tables (numbers rounded for reading; the CSV keeps them all)."""
     from molre_lib.analysis.seeds import delta_replicates
 
-    out: dict = {"molre_vs_lora": {}, "best_adapter_vs_probe": {}, "tuning_change": {}}
+    out: dict = {"molre_vs_lora": {}, "best_adapter_vs_probe": {}, "tuning_change": {}, "confirmation_change": {}}
     for backbone, group in arms.groupby("backbone", sort=False):
         for _, a in group[group["arm"].str.startswith("molre")].iterrows():
             out["molre_vs_lora"].setdefault(backbone, {})[a["arm"]] = {
@@ -113,6 +134,11 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
             for _, a in group.iterrows() if not pd.isna(a["final_val_mean"])}
         out["tuning_change"][backbone] = {a["arm"]: None if pd.isna(a["tuning_change"]) else round(a["tuning_change"], 4)
                                           for _, a in group.iterrows()}
+        out["confirmation_change"][backbone] = {
+            a["arm"]: {"one_seed_choice": _values(a["one_seed_lr"], a["one_seed_alpha"]),
+                       "choice": _values(a["best_lr"], a["best_alpha"]),
+                       "test_auc_change": round(a["confirmation_change"], 4)}
+            for _, a in group.iterrows() if not pd.isna(a["confirmation_change"])}
     # Is the MoLRE - LoRA gain larger on the general-domain backbone? The two backbones' bootstrap replicates are
     # independent (different runs, independently resampled), so their difference is a replicate of the difference.
     backbones = {f: b for b, f in arms.groupby("backbone", sort=False)["family"].first().items()}
@@ -153,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-dir", default="runs/phantom_tuned")
     ap.add_argument("--untuned", default=str(RESULTS / "phantom_study.csv"),
                     help="the untuned study's table (same data): how much tuning changed each arm; '' to skip")
+    ap.add_argument("--one-seed", default=str(RESULTS / "phantom_tuned_one_seed.csv"),
+                    help="this study's table when each arm took its best single trial (no confirm_top): what "
+                         "confirming over seeds changed; '' to skip")
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args(argv)
@@ -166,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     untuned = pd.read_csv(args.untuned) if args.untuned and Path(args.untuned).is_file() else None
     vs_lora, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=REFERENCE)
     vs_probe, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=PROBE)
-    arms = arm_table(selected, runs, vs_lora, untuned, collect_runs(sweep, "val"))
+    one_seed = pd.read_csv(args.one_seed) if args.one_seed and Path(args.one_seed).is_file() else None
+    arms = arm_table(selected, runs, vs_lora, untuned, collect_runs(sweep, "val"), one_seed)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arms.to_csv(out / "phantom_tuned.csv", index=False, float_format="%.6g")

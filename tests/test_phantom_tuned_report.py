@@ -63,7 +63,10 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     vs_probe, _ = seed_comparisons(runs, n_boot=200, baseline="linear_probe")
     untuned = pd.DataFrame([{"backbone": "natural_vit", "arm": "lora", "mean_auc": 0.65}])
     runs_val = runs.assign(macro_auc=runs["macro_auc"] - 0.05)  # the final seeds' validation AUCs
-    arms = mod.arm_table(selected, runs, vs_lora, untuned, runs_val)
+    selected["mean_val_auc"], selected["min_val_auc"] = 0.62, 0.61  # the choice over its trial + confirmation seeds
+    one_seed = pd.DataFrame([{"backbone": "natural_vit", "arm": "molre", "best_lr": 0.009, "best_alpha": 1.0,
+                              "mean_auc": 0.8}])  # the same arm when it took its best single trial
+    arms = mod.arm_table(selected, runs, vs_lora, untuned, runs_val, one_seed)
 
     assert list(arms.columns[:16]) == ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha",
                                        "effective_step", "n_seeds", "mean_auc", "min_auc", "max_auc", "delta_vs_lora",
@@ -73,6 +76,10 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     assert row.loc[("natural_vit", "lora"), "tuning_change"] == pytest.approx(0.06)
     assert row.loc[("natural_vit", "lora"), "final_val_mean"] == pytest.approx(0.66)  # beside the trial's 0.63
     assert row.loc[("natural_vit", "lora"), "final_val_min"] == pytest.approx(0.65)
+    assert row.loc[("natural_vit", "lora"), "selection_val_mean"] == pytest.approx(0.62)
+    assert row.loc[("natural_vit", "molre"), "one_seed_lr"] == 0.009
+    assert row.loc[("natural_vit", "molre"), "confirmation_change"] == pytest.approx(0.91 - 0.8)  # 0.6 + 0.3 + 0.01
+    assert np.isnan(row.loc[("natural_vit", "lora"), "confirmation_change"])
     assert np.isnan(row.loc[("natural_vit", "lora"), "delta_vs_lora"])          # the reference itself
     assert np.isnan(row.loc[("phantom_vit", "linear_probe"), "best_alpha"])     # a probe has no alpha
     assert row.loc[("phantom_vit", "molre"), "best_alpha"] == 4.0 and row.loc[("phantom_vit", "molre"), "n_seeds"] == 3
@@ -83,6 +90,8 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     out = mod.answers(arms, vs_lora, vs_probe, runs, n_boot=200)
     assert out["molre_vs_lora"]["natural_vit"]["molre"]["resolved"]
     assert out["best_adapter_vs_probe"]["natural_vit"]["arm"] == "molre"
+    assert out["confirmation_change"]["natural_vit"] == {"molre": {"one_seed_choice": [0.009, 1.0],
+                                                                   "choice": [0.005, 4.0], "test_auc_change": 0.11}}
     gain = out["general_minus_ct_gain"]["molre"]
     assert gain["general"] == "natural_vit" and gain["ct"] == "phantom_vit"
     assert gain["ci"][0] < gain["difference"] < gain["ci"][1] and gain["ci"][0] > 0  # larger on the general backbone

@@ -421,10 +421,9 @@ lock.release()
 """
 
 
-@pytest.mark.slow
-def test_tuning_trials_of_a_cancelled_task_are_resumed_not_recounted(slurm, tmp_path, capsys):
-    """scancel of a tuning task mid-trial (a stand-in notebook holds both trials): its trial stays RUNNING, --status
-    calls it orphaned, and the sibling task resumes it under the same number; two trials in all."""
+def _stand_in_sweep(tmp_path: Path, name: str, body: str, tune: dict) -> tuple[Path, Path, Path]:
+    """A one-arm tuned sweep whose 01_train is a stand-in notebook running ``body`` (it logs each run to ``log``
+    and may wait while ``hold`` exists): (sweep file, hold file (created), log file)."""
     import nbformat
 
     nbs, hold, log = tmp_path / "nbs", tmp_path / "hold", tmp_path / "exec.log"
@@ -433,17 +432,25 @@ def test_tuning_trials_of_a_cancelled_task_are_resumed_not_recounted(slurm, tmp_
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('RUN_DIR = ""\nLR = 0.001\nSEED = 0\nTEST_SPLIT = "test"\nMANIFEST = ""\n'
                                           'DATA_ROOT = ""\nLOG = ""\nHOLD = ""\nADAPTER = "lora"',
-                                          metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(STAND_IN)]
+                                          metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
     nbformat.write(nb, nbs / "01_train.ipynb")
     (tmp_path / "manifest.csv").write_text("scan_id,split,path\ns0,train,a\ns1,val,b\ns2,test,c\n")
-    path = tmp_path / "held.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "held", "notebooks_dir": str(nbs), "kernel": "python3", "device_param": None,
+        "name": name, "notebooks_dir": str(nbs), "kernel": "python3", "device_param": None,
         "runs_dir": str(tmp_path / "runs"), "grid": {"ADAPTER": ["lora"]},
         "parameters": {"MANIFEST": str(tmp_path / "manifest.csv"), "LOG": str(log), "HOLD": str(hold)},
-        "slurm": {"cpus_per_gpu": 1, "array_parallelism": 2, "time": 10},
-        "tune": {"n_trials": 2, "final_seeds": 1, "space": {"LR": {"low": 1e-3, "high": 1e-1, "log": True}}}}))
+        "slurm": {"cpus_per_gpu": 1, "array_parallelism": 2, "time": 10}, "tune": tune}))
+    return path, hold, log
+
+
+@pytest.mark.slow
+def test_tuning_trials_of_a_cancelled_task_are_resumed_not_recounted(slurm, tmp_path, capsys):
+    """scancel of a tuning task mid-trial (a stand-in notebook holds both trials): its trial stays RUNNING, --status
+    calls it orphaned, and the sibling task resumes it under the same number; two trials in all."""
+    path, hold, log = _stand_in_sweep(tmp_path, "held", STAND_IN, {
+        "n_trials": 2, "final_seeds": 1, "space": {"LR": {"low": 1e-3, "high": 1e-1, "log": True}}})
     sweep = tmp_path / "runs" / "held"
     assert main(["sweep", str(path), "--executor", "slurm"]) == 0
     _until("both trials to be held", lambda: log.is_file() and len(log.read_text().splitlines()) == 2, timeout=300)
@@ -486,26 +493,9 @@ def test_confirmation_runs_on_slurm_are_claimed_once_and_a_cancelled_one_is_resu
     """confirm_top on SLURM: the task that tells the arm's last trial runs its confirmation runs; one cancelled
     mid-run is taken over by the next submission's task (its owner left the queue); the arm then takes the LR
     whose mean over seeds is best (0.01), not the lucky trial's (0.1), and the final run trains with it."""
-    import nbformat
-
-    nbs, hold, log = tmp_path / "nbs", tmp_path / "hold", tmp_path / "exec.log"
-    nbs.mkdir()
-    hold.touch()
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell('RUN_DIR = ""\nLR = 0.001\nSEED = 0\nTEST_SPLIT = "test"\nMANIFEST = ""\n'
-                                          'DATA_ROOT = ""\nLOG = ""\nHOLD = ""\nADAPTER = "lora"',
-                                          metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(COLLAPSING)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
-    nbformat.write(nb, nbs / "01_train.ipynb")
-    (tmp_path / "manifest.csv").write_text("scan_id,split,path\ns0,train,a\ns1,val,b\ns2,test,c\n")
-    path = tmp_path / "confirm.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "confirm", "notebooks_dir": str(nbs), "kernel": "python3", "device_param": None,
-        "runs_dir": str(tmp_path / "runs"), "grid": {"ADAPTER": ["lora"]},
-        "parameters": {"MANIFEST": str(tmp_path / "manifest.csv"), "LOG": str(log), "HOLD": str(hold)},
-        "slurm": {"cpus_per_gpu": 1, "array_parallelism": 2, "time": 10},
-        "tune": {"n_trials": 2, "final_seeds": 1, "sampler": "grid", "space": {"LR": {"choices": [0.01, 0.1]}},
-                 "confirm_top": 2, "confirm_seeds": [1001]}}))
+    path, hold, log = _stand_in_sweep(tmp_path, "confirm", COLLAPSING, {
+        "n_trials": 2, "final_seeds": 1, "sampler": "grid", "space": {"LR": {"choices": [0.01, 0.1]}},
+        "confirm_top": 2, "confirm_seeds": [1001]})
     sweep = tmp_path / "runs" / "confirm"
     assert main(["sweep", str(path), "--executor", "slurm"]) == 0
 
