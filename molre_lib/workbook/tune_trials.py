@@ -199,7 +199,9 @@ def planned_trials(cfg: Any, log=None) -> list[Any]:
         jobs.append(Job(nb.stem, run.name, nb, run.run_dir / nb.name, run.parameters, [run.name]))
         if log is not None:
             space = {n: p.choices or [p.low, p.high] + (["log"] if p.log else []) for n, p in arm.space.items()}
-            log(f"[tune] {arm.name}: {tcfg.n_trials} trials at seed {tcfg.trial_seed} over {space} -> "
+            confirm = (f", then the best {tcfg.confirm_top} again at seeds {tcfg.confirm_seeds} (best mean wins)"
+                       if tcfg.confirm_top else "")
+            log(f"[tune] {arm.name}: {tcfg.n_trials} trials at seed {tcfg.trial_seed} over {space}{confirm} -> "
                 f"{tune_dir(cfg) / arm.name}/trialNNN (val only)")
     return jobs
 
