@@ -363,7 +363,7 @@ def write_tables(cfg: Any, studies: dict[str, Any]) -> tuple[Path, Path]:
                 "effective_step": best.user_attrs.get("effective_step"),
                 "selected_by": (f"best mean val AUC over seeds {', '.join(map(str, seeds))} of the top "
                                 f"{tcfg.confirm_top} trials" if confirmed else "best val AUC of one trial"),
-                "n_seeds": len(seeds), "mean_val_auc": mean_of(seeds), "min_val_auc": min(seeds.values()),
+                "selection_seeds": len(seeds), "mean_val_auc": mean_of(seeds), "min_val_auc": min(seeds.values()),
                 "steps_per_trial": max(steps) if steps else None, "total_steps": sum(steps) if steps else None,
                 "run_dir": best.user_attrs.get("run_dir", "")}
     param_cols = list(dict.fromkeys(f"param_{n}" for arm in arms(cfg) for n in arm.space))
@@ -373,7 +373,7 @@ def write_tables(cfg: Any, studies: dict[str, Any]) -> tuple[Path, Path]:
     rows = [{**s["values"], "arm": name, **{k: v for k, v in s.items() if k not in ("values", "params", "parameters")},
              **{f"param_{k}": v for k, v in s["params"].items()}} for name, s in selected.items()]
     _write_csv(out / SELECTED_FILE, keys + ["arm", "n_trials", "n_failed", "best_trial", "best_val_auc"]
-               + ["selected_by", "n_seeds", "mean_val_auc", "min_val_auc"] + param_cols
+               + ["selected_by", "selection_seeds", "mean_val_auc", "min_val_auc"] + param_cols
                + ["effective_step", "steps_per_trial", "total_steps", "run_dir"], rows)
     tmp = out / (SELECTED_JSON + ".tmp")
     tmp.write_text(json.dumps(selected, indent=1, default=str))

@@ -221,7 +221,7 @@ def test_confirmation_seeds_choose_the_configuration_that_holds_up_not_the_lucky
     assert trials.loc[0.1, "confirm_val_aucs"] == "1001:0.5000 1002:0.5000"
     assert trials.loc[0.1, "mean_val_auc"] == pytest.approx(0.65) and trials.loc[0.01, "mean_val_auc"] == pytest.approx(0.9)
     chosen = read_selected(sweep_dir).iloc[0]
-    assert chosen["param_LR"] == pytest.approx(0.01) and chosen["n_seeds"] == 3
+    assert chosen["param_LR"] == pytest.approx(0.01) and chosen["selection_seeds"] == 3
     assert chosen["mean_val_auc"] == pytest.approx(0.9) and chosen["min_val_auc"] == pytest.approx(0.9)
     assert chosen["selected_by"] == "best mean val AUC over seeds 1000, 1001, 1002 of the top 2 trials"
     assert chosen["total_steps"] == 6 * 7  # 2 trials + 4 confirmation runs, 7 steps each: the same for every arm
