@@ -35,6 +35,7 @@ from molre_lib.common.config_keys import check_known_keys
 TUNE_DIR = "tune"
 SQLITE_FILE, JOURNAL_FILE = "studies.db", "studies.journal"
 TRIALS_FILE, SELECTED_FILE, SELECTED_JSON = "trials.csv", "selected.csv", "selected.json"
+STALE_FILE = "stale_runs.txt"  # finished runs trained with another choice than their arm's selection
 SAMPLERS = ("auto", "tpe", "grid", "random")
 STORAGES = ("auto", "sqlite", "journal")
 # a search-space name that is not a notebook parameter but sets one from the arm's parameters
@@ -456,10 +457,12 @@ def stale_runs(cfg: Any, runs: list[Any]) -> list[str]:
 def check_not_stale(cfg: Any, runs: list[Any]) -> None:
     """Raise ``ValueError`` listing the finished runs whose arm's selection changed since they trained."""
     if stale := stale_runs(cfg, runs):
+        listing = tune_dir(cfg) / STALE_FILE  # the whole list, also when the terminal shows only its start
+        listing.write_text("".join(line.split(": ", 1)[0] + "\n" for line in stale))
         raise ValueError(f"sweep {cfg.name}: {len(stale)} finished run(s) were trained with other values than their "
                          f"arm's selection in {tune_dir(cfg) / SELECTED_JSON}; kept, their arm would mix two "
-                         "configurations. Move these run folders aside (or delete them) and rerun the sweep:\n  - "
-                         + "\n  - ".join(stale))
+                         f"configurations. Move these run folders (listed in {listing}) aside, or delete them, and "
+                         "rerun the sweep:\n  - " + "\n  - ".join(stale))
 
 
 def _same_value(a: Any, b: Any) -> bool:

@@ -254,6 +254,9 @@ def test_adding_confirmation_to_a_tuned_sweep_refuses_runs_trained_with_the_old_
     assert "2 finished run(s) were trained with other values than their arm's selection" in out
     for seed in (0, 1):
         assert f"{sweep_dir / f'lora_seed{seed}'}: LR=0.1 (selected now: 0.01)" in out
-        (sweep_dir / f"lora_seed{seed}").rename(tmp_path / f"old_seed{seed}")
+    listing = sweep_dir / "tune" / "stale_runs.txt"
+    assert f"(listed in {listing})" in out
+    for line in listing.read_text().splitlines():  # what a user moves aside
+        Path(line).rename(tmp_path / f"old_{Path(line).name}")
     assert main(["sweep", str(path)]) == 0
     assert [float(e[2]) for e in _executions(tmp_path)[n + 2:]] == [pytest.approx(0.01)] * 2
