@@ -108,10 +108,23 @@ def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) ->
     return fig
 
 
+def _chosen(part: pd.DataFrame) -> int:
+    """Position in ``part`` (one arm's complete trials) of the trial the tuning chose: best ``mean_val_auc`` over
+    seeds where the trials were confirmed (workbook.tune_confirm: ties to the better trial, then the earlier),
+    otherwise the best ``val_auc`` (ties to the earlier)."""
+    if "mean_val_auc" in part and pd.to_numeric(part["mean_val_auc"], errors="coerce").notna().any():
+        mean = pd.to_numeric(part["mean_val_auc"], errors="coerce").fillna(-np.inf).to_numpy()
+        order = np.lexsort((part["trial"].to_numpy(), -part["val_auc"].to_numpy(), -mean))
+        return int(order[0])
+    return int(part["val_auc"].to_numpy().argmax())
+
+
 def plot_slices(trials: pd.DataFrame, params: Sequence[str] | None = None, log_x: Sequence[str] | None = None,
                 title: str | None = None) -> Figure:
     """Validation AUC against each tuned parameter (columns), one row per backbone, every arm in its colour; each
-    arm's best trial ringed. An arm without a parameter (a probe has no alpha) is absent from that column.
+    arm's chosen trial ringed (the best mean over seeds when the sweep confirmed its best trials: trials.csv's
+    ``mean_val_auc``; else the best trial). An arm without a parameter (a probe has no alpha) is absent from that
+    column.
 
     ``params`` default: every ``param_<NAME>`` column; ``log_x`` default: the numeric parameters whose values are
     all positive and span a factor 4 or more (learning rates, alpha); a grid's values are its ticks.
@@ -136,7 +149,7 @@ def plot_slices(trials: pd.DataFrame, params: Sequence[str] | None = None, log_x
                     continue
                 if all_values.nunique() <= 8:  # a grid: arms side by side around each value (x 1.07 apart)
                     values = values * 1.07 ** (k - (len(groups) - 1) / 2)
-                best = part["val_auc"].to_numpy().argmax()
+                best = _chosen(part)
                 ax.scatter(values, part["val_auc"], s=12, color=colours[label], linewidths=0, alpha=0.85)
                 ax.scatter([values.iloc[best]], [part["val_auc"].iloc[best]], s=46,
                            facecolors="none", edgecolors=colours[label], linewidths=1.0)

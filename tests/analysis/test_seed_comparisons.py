@@ -118,3 +118,16 @@ def test_tuning_figures_of_a_sweep_panel_by_backbone_with_paper_names_and_fixed_
     scatters = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]  # not the mean bars
     dots = {ticks[k].replace("\n", " "): to_hex(c.get_facecolor()[0]) for k, c in enumerate(scatters)}
     assert all(dots[name] == history[name] for name in dots)
+
+
+def test_slice_plot_rings_the_confirmed_choice_not_the_lucky_trial():
+    """With confirmation (trials.csv's mean_val_auc for the candidates), the ring marks the best mean over seeds."""
+    from molre_lib.plots.tuning import plot_slices
+
+    trials = pd.DataFrame({"arm": ["lora"] * 3, "trial": [0, 1, 2], "state": ["COMPLETE"] * 3,
+                           "val_auc": [0.60, 0.70, 0.65], "mean_val_auc": [np.nan, 0.58, 0.64],
+                           "param_LR": [0.001, 0.009, 0.003]})
+    ring = plot_slices(trials).axes[0].collections[1]  # dots, then the ring
+    assert ring.get_offsets()[0][1] == pytest.approx(0.65)  # LR 0.003: best mean, not LR 0.009's lucky 0.70
+    ring = plot_slices(trials.drop(columns="mean_val_auc")).axes[0].collections[1]
+    assert ring.get_offsets()[0][1] == pytest.approx(0.70)  # without confirmation: the best trial
