@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .tune import Arm, TuneConfig, read_objective, trial_run, tune_config, tune_dir
+from .tune_owner import owner_gone
 
 CLAIMS_DIR = "claims"
 
@@ -125,11 +126,10 @@ def claim_file(cfg: Any, arm: Arm, c: Confirmation) -> Path:
 
 def claim_confirmation(cfg: Any, arm: Arm, trials: list[Any], me: dict[str, Any],
                        live_jobs: set[str] | None = None, exclude: set[str] = frozenset()) -> Confirmation | None:
-    """The confirmation run the process ``me`` (``tune_trials.owner_here``) runs next: its own unfinished one
+    """The confirmation run the process ``me`` (``tune_owner.owner_here``) runs next: its own unfinished one
     (it was requeued), else one nobody holds or whose owner is gone (resumed); None when none is left to take
     (``exclude``: labels this process already saw fail). Call it under the tuning claim (one decider at a time)."""
     from .sweep_checks import in_use
-    from .tune_trials import owner_gone
 
     todo = [c for c in confirmations(cfg, arm, trials)
             if c.label not in exclude and not confirmation_run(cfg, arm, c).finished]

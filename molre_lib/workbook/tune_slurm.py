@@ -35,10 +35,12 @@ from typing import Any, Callable, Iterator
 
 from molre_lib.engine.preemption import preemptions
 
-from .tune import Arm, arms, arm_name, selection, trial_run, tune_config, tune_dir, write_tables
+from .tune import Arm, arms, arm_name, selection, trial_run, tune_config, tune_dir
 from .tune_confirm import claim_confirmation, confirmation_run, confirmations
 from .tune_status import studies_of
-from .tune_trials import _trial, ask, execute_trial, finish, make_sampler, open_study, owner_gone, owner_here, storage_for
+from .tune_owner import owner_gone, owner_here
+from .tune_tables import write_tables
+from .tune_trials import _trial, ask, execute_trial, finish, make_sampler, open_study, storage_for
 
 CLAIM_LOCK = "claim"   # tune/claim.lock
 CLAIM_GRACE_S = 120    # a claim lock older than this (its holder was killed inside) is broken

@@ -12,7 +12,8 @@ import optuna
 
 from .tune import JOURNAL_FILE, SQLITE_FILE, arms, selection, tune_config, tune_dir
 from .tune_confirm import confirmation_run, confirmations
-from .tune_trials import owner_gone, storage_for
+from .tune_owner import owner_gone
+from .tune_trials import storage_for
 
 
 def studies_of(cfg: Any, storage: Any) -> dict[str, Any]:

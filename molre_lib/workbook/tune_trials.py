@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +29,9 @@ from typing import Any
 import optuna
 
 from .tune import (JOURNAL_FILE, SQLITE_FILE, Arm, arms, read_objective, trial_run, tune_config, tune_dir,
-                   without_test, write_tables)
+                   without_test)
+from .tune_owner import owner_gone, owner_here
+from .tune_tables import write_tables
 
 STUDY_DIRECTION = "maximize"  # validation macro AUC
 
@@ -108,21 +109,6 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
 
 # ---------------------------------------------------------------------------------------------- one trial
-
-
-def owner_here(job: str = "") -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "job": job}
-
-
-def owner_gone(owner: dict[str, Any] | None, live_jobs: set[str] | None = None) -> bool:
-    """True when the process that asked a RUNNING trial cannot be running it any more."""
-    if not owner:
-        return True
-    if owner.get("job"):  # a SLURM task ("<array job>_<task>"): alive while squeue -r lists it
-        return live_jobs is not None and owner["job"] not in live_jobs
-    if owner.get("host") != socket.gethostname():
-        return False  # another machine's process: we cannot tell, so never take its trial
-    return not Path(f"/proc/{owner.get('pid')}").exists()
 
 
 def ask(study: Any, cfg: Any, arm: Arm, owner: dict[str, Any]) -> tuple[int, dict[str, Any]]:
