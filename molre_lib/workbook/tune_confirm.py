@@ -44,12 +44,16 @@ class Confirmation:
         return f"trial{self.trial:03d}_seed{self.seed}"
 
 
-def trials_settled(tcfg: TuneConfig, trials: list[Any]) -> bool:
-    """The arm's trials are over (its budget of complete trials, or its failures) and none is running."""
+def trials_over(tcfg: TuneConfig, trials: list[Any]) -> bool:
+    """The arm's trials are over: its budget of complete trials, or its failures (some may still be told)."""
     states = [t.state.name for t in trials]
     done = states.count("COMPLETE")
-    return (done > 0 and "RUNNING" not in states
-            and (done >= tcfg.n_trials or states.count("FAIL") >= (tcfg.max_failed or tcfg.n_trials)))
+    return done > 0 and (done >= tcfg.n_trials or states.count("FAIL") >= (tcfg.max_failed or tcfg.n_trials))
+
+
+def trials_settled(tcfg: TuneConfig, trials: list[Any]) -> bool:
+    """The arm's trials are over and none is running: its top trials cannot change any more."""
+    return trials_over(tcfg, trials) and all(t.state.name != "RUNNING" for t in trials)
 
 
 def candidates(tcfg: TuneConfig, trials: list[Any]) -> list[Any]:
@@ -70,41 +74,28 @@ def confirmation_run(cfg: Any, arm: Arm, c: Confirmation) -> Any:
     return trial_run(cfg, arm, c.trial, c.params, seed=c.seed)
 
 
-def confirmed_values(cfg: Any, arm: Arm, trials: list[Any]) -> dict[int, dict[int, float]]:
-    """Candidate trial number -> {seed: val AUC} of its finished confirmation runs (NaN where a finished run has
-    no validation AUC)."""
-    out: dict[int, dict[int, float]] = {}
+def confirmed_results(cfg: Any, arm: Arm, trials: list[Any]) -> dict[int, dict[int, tuple[float, int | None]]]:
+    """Candidate trial number -> {seed: (val AUC, training steps)} of its finished confirmation runs, each
+    ``metrics.json`` read once (NaN where a finished run has no validation AUC)."""
+    out: dict[int, dict[int, tuple[float, int | None]]] = {}
     for c in confirmations(cfg, arm, trials):
         run = confirmation_run(cfg, arm, c)
         if run.finished:
-            value, _ = read_objective(run.run_dir)
-            out.setdefault(c.trial, {})[c.seed] = math.nan if value is None else value
+            value, facts = read_objective(run.run_dir)
+            steps = facts.get("steps") if isinstance(facts.get("steps"), int) else None
+            out.setdefault(c.trial, {})[c.seed] = (math.nan if value is None else value, steps)
     return out
 
 
-def confirmation_steps(cfg: Any, arm: Arm, trials: list[Any]) -> list[int]:
-    """Training steps of the arm's finished confirmation runs (they count in the tuning budget)."""
-    steps = []
-    for c in confirmations(cfg, arm, trials):
-        run = confirmation_run(cfg, arm, c)
-        if run.finished:
-            _, facts = read_objective(run.run_dir)
-            steps += [facts["steps"]] if isinstance(facts.get("steps"), int) else []
-    return steps
-
-
-def choose(cfg: Any, arm: Arm, trials: list[Any]) -> tuple[Any, dict[int, dict[int, float]]] | None:
+def choose(tcfg: TuneConfig, trials: list[Any], results: dict[int, dict[int, tuple[float, int | None]]]
+           ) -> tuple[Any, dict[int, dict[int, float]]] | None:
     """(the chosen trial, candidate -> {seed: val AUC} including its trial seed) once every confirmation run
-    finished; None while any is missing. The choice: best mean over seeds (NaN counts as worst), then the
-    better single trial, then the earlier."""
-    tcfg = tune_config(cfg)
+    finished (``results``: :func:`confirmed_results`); None while any is missing. The choice: best mean over
+    seeds (NaN counts as worst), then the better single trial, then the earlier."""
     tops = candidates(tcfg, trials)
-    if not tops:
+    if not tops or any(len(results.get(t.number, {})) < len(tcfg.confirm_seeds) for t in tops):
         return None
-    values = confirmed_values(cfg, arm, trials)
-    if any(len(values.get(t.number, {})) < len(tcfg.confirm_seeds) for t in tops):
-        return None
-    seeds = {t.number: {tcfg.trial_seed: t.value, **values[t.number]} for t in tops}
+    seeds = {t.number: {tcfg.trial_seed: t.value, **{s: v for s, (v, _) in results[t.number].items()}} for t in tops}
 
     def rank(t: Any) -> tuple[float, float, int]:
         mean = mean_of(seeds[t.number])

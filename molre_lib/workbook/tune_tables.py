@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .tune import SELECTED_FILE, SELECTED_JSON, TRIALS_FILE, arms, notebook_values, trial_run, tune_config, tune_dir
-from .tune_confirm import choose, confirmation_steps, confirmed_values, mean_of
+from .tune_confirm import choose, confirmed_results, mean_of, trials_over
 
 
 TRIAL_COLUMNS = ["arm", "trial", "state", "val_auc", "steps", "effective_step", "train_seconds", "retry_of",
@@ -38,19 +38,19 @@ def write_tables(cfg: Any, studies: dict[str, Any]) -> tuple[Path, Path]:
                                **{c: t.user_attrs.get(c, "") for c in TRIAL_COLUMNS[4:]}})
         done = [t for t in trials if t.state.name == "COMPLETE"]
         failed = sum(t.state.name == "FAIL" for t in trials)
-        confirmed = choose(cfg, arm, trials) if tcfg.confirm_top else None
-        extra = confirmed_values(cfg, arm, trials) if tcfg.confirm_top else {}
+        results = confirmed_results(cfg, arm, trials) if tcfg.confirm_top else {}
+        confirmed = choose(tcfg, trials, results) if tcfg.confirm_top else None
         for row in trial_rows[len(trial_rows) - len(trials):]:  # this arm's rows: a candidate's other seeds
-            if row["trial"] in extra:
-                seeds = {tcfg.trial_seed: row["val_auc"], **extra[row["trial"]]}
-                row.update(confirm_val_aucs=" ".join(f"{seed}:{v:.4f}" for seed, v in extra[row["trial"]].items()),
+            if row["trial"] in results:
+                extra = {seed: v for seed, (v, _) in results[row["trial"]].items()}
+                seeds = {tcfg.trial_seed: row["val_auc"], **extra}
+                row.update(confirm_val_aucs=" ".join(f"{seed}:{v:.4f}" for seed, v in extra.items()),
                            mean_val_auc=mean_of(seeds) if len(seeds) == 1 + len(tcfg.confirm_seeds) else "")
-        ready = done and (len(done) >= tcfg.n_trials or failed >= (tcfg.max_failed or tcfg.n_trials))
-        if ready and (not tcfg.confirm_top or confirmed is not None):
+        if trials_over(tcfg, trials) and (not tcfg.confirm_top or confirmed is not None):
             best = confirmed[0] if confirmed else max(done, key=lambda t: (t.value, -t.number))
             base = trial_run(cfg, arm, best.number, best.params).parameters
             steps = [t.user_attrs.get("steps") for t in done if isinstance(t.user_attrs.get("steps"), int)]
-            steps += confirmation_steps(cfg, arm, trials) if confirmed else []
+            steps += [n for by_seed in results.values() for _, n in by_seed.values() if n is not None]
             seeds = confirmed[1][best.number] if confirmed else {tcfg.trial_seed: best.value}
             selected[arm.name] = {
                 "values": arm.values, "n_trials": len(done), "n_failed": failed, "best_trial": best.number,
