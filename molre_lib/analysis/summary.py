@@ -37,7 +37,12 @@ def _run_dirs(sweep_dir: Path) -> pd.DataFrame:
     """``run``, ``run_dir`` and the sweep's grid values (upper-case columns of runs.csv) when there are any."""
     runs_csv = sweep_dir / RUNS_FILE
     if runs_csv.is_file():
-        return pd.read_csv(runs_csv, dtype={"run": str, "run_dir": str})
+        runs = pd.read_csv(runs_csv, dtype={"run": str, "run_dir": str})
+        # A sweep folder that was moved or copied (cluster scratch -> laptop) keeps runs.csv's old absolute paths:
+        # a run folder missing there but present in this sweep folder under its run name is read from here.
+        here = [str(sweep_dir / run) if not Path(d).is_dir() and (sweep_dir / run).is_dir() else d
+                for run, d in zip(runs["run"], runs["run_dir"])]
+        return runs.assign(run_dir=here)
     dirs = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
     if not dirs:
         raise FileNotFoundError(f"{sweep_dir}: no {RUNS_FILE} and no run directory (*/config.json) below it")
