@@ -13,8 +13,15 @@ Writes ``benchmarks/results/phantom_plateau.json``.
 chose for it on ``--backbone`` (one epoch per trial there), for ``--epochs`` epochs at seed 0: does the tuned
 ranking hold where the curves have flattened? It writes ``benchmarks/results/phantom_plateau_tuned.json``.
 
+A cheaper task (what the tuned study trains on since six epochs of the full one did not fit its budget):
+``--volume-shape 4 64 64`` resamples each scan to 4 slices instead of 8, ``--train-scans 512`` keeps only the first
+512 training scans (val unchanged), and ``--lengths 4 6 10`` trains one run per training length, each with its own
+cosine schedule, and reports every arm's final validation AUC by length (does training longer still help?) next
+to the per-epoch curve of the longest run. It writes ``benchmarks/results/phantom_plateau_lengths.json``.
+
     python benchmarks/phantom_plateau.py [--epochs 6] [--arms linear_probe lora molre] [--work /tmp/phantom_plateau]
     python benchmarks/phantom_plateau.py --tuned runs/phantom_tuned --arms linear_probe lora molre molre_separate
+    python benchmarks/phantom_plateau.py --volume-shape 4 64 64 --train-scans 512 --lengths 4 6 10 --lr 0.003
 """
 from __future__ import annotations
 
@@ -50,24 +57,44 @@ def study_data(work: Path) -> Path:
     return manifest
 
 
+def subset_train(manifest: Path, n_train: int) -> Path:
+    """The manifest with only the first ``n_train`` training scans (by patient order); val and test unchanged."""
+    out = manifest.with_name(f"manifest_train{n_train}.csv")
+    with open(manifest, newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    if n_train > len(train_rows):
+        print(f"error: --train-scans {n_train}: {manifest} has {len(train_rows)} training scans", file=sys.stderr)
+        sys.exit(2)
+    keep = {r["scan_id"] for r in train_rows[:n_train]}
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["split"] != "train" or r["scan_id"] in keep)
+    return out
+
+
 def train(arm: str, manifest: Path, work: Path, epochs: int, lr: float, threads: int, alpha: float | None = None,
-          backbone: str = "phantom_vit", tuned: bool = False) -> dict:
+          backbone: str = "phantom_vit", tuned: bool = False, volume: tuple[int, int, int] = (8, 64, 64),
+          suffix: str = "") -> dict:
     tag = f"_lr{lr:g}" + (f"_alpha{alpha:g}" if alpha is not None else "")
-    plain = not tuned and backbone == "phantom_vit"  # the folders of the first measurement keep their names
-    run_dir = work / (f"{arm}_e{epochs}" if plain else f"{backbone}_{arm}_e{epochs}{tag}")
+    plain = not tuned and backbone == "phantom_vit" and not suffix  # the first measurement's folders keep their names
+    run_dir = work / (f"{arm}_e{epochs}" if plain else f"{backbone}_{arm}_e{epochs}{tag}{suffix}")
     extra = ["--lora-alpha", str(alpha)] if alpha is not None else []
     if not (run_dir / "metrics.json").is_file():
         cmd = MOLRE + ["train", "--run-dir", str(run_dir), "--manifest", str(manifest), "--backbone", backbone,
-                       "--test-split", "", "--volume-shape", "8", "64", "64", "--cache-dir", str(work / "cache"),
+                       "--test-split", "", "--volume-shape", *map(str, volume), "--cache-dir", str(work / "cache"),
                        "--epochs", str(epochs), "--batch-size", "8", "--lr", str(lr), "--threads", str(threads),
                        "--eval-bootstrap", "0", "--seed", "0", *ARMS[arm], *extra]
         if (run_dir / "config.json").is_file():
             cmd.append("--resume")
-        start, cpu0 = time.time(), os.times()
+        start, cpu0, load_before = time.time(), os.times(), os.getloadavg()[0]
         subprocess.run(cmd, check=True, cwd=ROOT)
         cpu1 = os.times()
         cost = {"wall_s": round(time.time() - start, 1),
-                "cpu_s": round(cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system, 1)}
+                "cpu_s": round(cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system, 1),
+                "load_before": round(load_before, 2)}
         (run_dir / "plateau_cost.json").write_text(json.dumps(cost))
     with open(run_dir / "train_log.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("val_macro_auc") not in (None, "", "nan")]
@@ -87,6 +114,14 @@ def main() -> None:
     parser.add_argument("--tuned", type=Path, default=None,
                         help="a tuned sweep folder (runs/phantom_tuned): each arm's chosen LR and alpha instead of --lr")
     parser.add_argument("--backbone", default="phantom_vit", help="the backbone (with --tuned: whose chosen values)")
+    parser.add_argument("--volume-shape", type=int, nargs=3, default=[8, 64, 64], metavar=("D", "H", "W"),
+                        help="the volume each scan is resampled to (the study's: 8 64 64)")
+    parser.add_argument("--train-scans", type=int, default=None,
+                        help="train on only the first N training scans (a cheaper task; val unchanged)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, metavar="EPOCHS",
+                        help="train one run per training length (cosine over each) instead of one --epochs run, and "
+                             "report each arm's final validation AUC by length")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON to write (default: by mode)")
     args = parser.parse_args()
     chosen = {}
     if args.tuned is not None:
@@ -103,17 +138,34 @@ def main() -> None:
             chosen[arm] = picks[key]["parameters"]
     args.work.mkdir(parents=True, exist_ok=True)
     manifest = study_data(args.work)  # after the checks: building it takes minutes
-    results = {"epochs": args.epochs, "lr": args.lr if not chosen else None, "threads": args.threads,
-               "load_start": os.getloadavg()[0], "backbone": args.backbone,
-               "data": "phantom_study.yaml 00_data: 2,300 scans, seed 7, prevalence x2.5, volume 8x64x64", "arms": {}}
+    if args.train_scans is not None:
+        manifest = subset_train(manifest, args.train_scans)
+    volume = tuple(args.volume_shape)
+    suffix = "" if volume == (8, 64, 64) and args.train_scans is None else \
+        f"_v{'x'.join(map(str, volume))}" + (f"_n{args.train_scans}" if args.train_scans else "")
+    results = {"epochs": args.lengths or args.epochs, "lr": args.lr if not chosen else None, "threads": args.threads,
+               "backbone": args.backbone,  # each run's wall / CPU s and 1-min load before it: in its cost
+               "data": "phantom_study.yaml 00_data: 2,300 scans, seed 7, prevalence x2.5",
+               "volume_shape": list(volume), "train_scans": args.train_scans, "arms": {}}
     for arm in args.arms:
         lr, alpha = (chosen[arm]["LR"], chosen[arm].get("LORA_ALPHA")) if chosen else (args.lr, None)
+        if args.lengths:
+            runs = {e: train(arm, manifest, args.work, e, lr, args.threads, alpha, args.backbone, bool(chosen), volume,
+                             suffix) for e in sorted(args.lengths)}
+            by_length = [{"epochs": e, "final_val_auc": r["curve"][-1]["val_macro_auc"],
+                          "best_val_auc": max(p["val_macro_auc"] for p in r["curve"]),
+                          **{k: r[k] for k in ("wall_s", "cpu_s") if k in r}} for e, r in runs.items()]
+            results["arms"][arm] = {"lr": lr, "alpha": alpha, "by_length": by_length,
+                                    "curve_of_longest": runs[max(runs)]["curve"]}
+            print(f"{arm:13s} final val macro AUC by training length: "
+                  + "  ".join(f"{b['epochs']} ep {b['final_val_auc']:.3f}" for b in by_length), flush=True)
+            continue
         results["arms"][arm] = {"lr": lr, "alpha": alpha, **train(arm, manifest, args.work, args.epochs, lr, args.threads,
-                                                                  alpha, args.backbone, bool(chosen))}
+                                                                  alpha, args.backbone, bool(chosen), volume, suffix)}
         curve = results["arms"][arm]["curve"]
         print(f"{arm:13s} val macro AUC by epoch: " + " ".join(f"{p['val_macro_auc']:.3f}" for p in curve), flush=True)
-    results["load_end"] = os.getloadavg()[0]
-    out = RESULTS.with_name("phantom_plateau_tuned.json") if chosen else RESULTS
+    out = args.out or (RESULTS.with_name("phantom_plateau_tuned.json") if chosen else
+                       RESULTS.with_name("phantom_plateau_lengths.json") if args.lengths else RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
