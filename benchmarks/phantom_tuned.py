@@ -6,19 +6,24 @@ runs' ``config.json`` / ``metrics.json`` / test predictions) and writes
 - ``benchmarks/results/phantom_tuned.csv``: one row per backbone x arm: backbone, family, arm, n_trials, best_lr,
   best_alpha, effective_step, n_seeds, mean_auc, min_auc, max_auc (test macro AUC over the final seeds),
   delta_vs_lora with its hierarchical bootstrap CI (seeds, then the same test scans), sign_flip_p (exact paired
-  sign-flip test over seeds), p_better (P(arm > LoRA) across seeds); then best_val_auc, the untuned study's mean
-  AUC for the same arm (``phantom_study.csv``: same data and test scans, LR 0.005, alpha = 2r, 3 seeds) and the
-  change tuning made; the validation AUC that chose each configuration (its trial, and its mean / min over the
-  trial and confirmation seeds), and what confirming over seeds changed against ``phantom_tuned_one_seed.csv``
-  (the same study when each arm took its best single trial);
+  sign-flip test over seeds), p_better (P(arm > LoRA) across seeds); then best_val_auc, the validation AUC that
+  chose each configuration (its trial, and its mean / min over the trial and confirmation seeds, when the sweep
+  confirms) beside the final seeds' (final_val_mean / _min), the lowest and highest validation AUC of the arm's
+  trials (trial_val_min / _max: what the choice was worth), and each arm's mean test AUC in an earlier design of
+  the study with the change (before_mean_auc / before_change; ``phantom_tuned_1epoch.csv``: one epoch of 8 slices
+  on 2,300 scans, so other data and test scans: unpaired). ``--untuned`` (an untuned study on the same data) and
+  ``--one-seed`` (the same study choosing by one trial) add untuned_mean_auc / tuning_change and one_seed_* /
+  confirmation_change;
 - ``benchmarks/results/phantom_tuned.json``: the same plus the answers (does a tuned MoLRE beat a tuned LoRA per
   backbone; does the best adapter beat the tuned linear probe; is the gain larger on the general-domain backbone,
   with a CI for the difference; how much tuning changed each arm; the validation AUC of the one trial that chose
-  each configuration beside that of its final seeds), every chosen configuration at the edge of its grid, and
-  the sweep's notebook seconds.
+  each configuration beside that of its final seeds; each arm's trial spread; the change from the earlier
+  design), every chosen configuration at the edge of its grid, every arm's validation AUC after each epoch of its
+  final runs (mean / min / max over seeds, and what the last epochs added: has it levelled off?), and the sweep's
+  notebook seconds.
 
-    python benchmarks/phantom_tuned.py [--sweep-dir runs/phantom_tuned] [--untuned benchmarks/results/phantom_study.csv]
-        [--one-seed benchmarks/results/phantom_tuned_one_seed.csv]
+    python benchmarks/phantom_tuned.py [--sweep-dir runs/phantom_tuned] [--before benchmarks/results/phantom_tuned_1epoch.csv]
+        [--untuned TABLE] [--one-seed TABLE]
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ CSV_COLUMNS = ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha",
                "mean_auc", "min_auc", "max_auc", "delta_vs_lora", "delta_ci_low", "delta_ci_high", "sign_flip_p",
                "p_better", "best_val_auc", "selection_val_mean", "selection_val_min", "final_val_mean", "final_val_min",
                "untuned_mean_auc", "tuning_change", "one_seed_lr", "one_seed_alpha", "one_seed_mean_auc",
-               "confirmation_change"]
+               "confirmation_change", "trial_val_min", "trial_val_max", "before_mean_auc", "before_change"]
 
 
 def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
@@ -51,13 +56,16 @@ def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
 
 def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
               untuned: pd.DataFrame | None, runs_val: pd.DataFrame | None = None,
-              one_seed: pd.DataFrame | None = None) -> pd.DataFrame:
+              one_seed: pd.DataFrame | None = None, trials: pd.DataFrame | None = None,
+              before: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per tuned arm: its tuning (trials, chosen LR and alpha, effective step from the final runs'
     config.json) and its final seeds' test AUCs, with the comparison against the same backbone's tuned LoRA;
     with ``runs_val`` (``collect_runs(sweep, "val")``) also the final seeds' validation AUCs, to set beside the
     validation AUC that chose the configuration (best_val_auc: its trial; selection_val_mean / _min: over the
     trial and confirmation seeds, when the sweep confirms); with ``one_seed`` (this study's table when each arm
-    took its best single trial) that choice and its test AUC."""
+    took its best single trial) that choice and its test AUC; with ``trials`` (``trials.csv``) the lowest and highest
+    validation AUC of the arm's completed trials (how much the choice mattered); with ``before`` (an earlier design
+    of the study, on other data and test scans) that design's mean test AUC for the arm, unpaired."""
     rows = []
     for _, sel in selected.iterrows():
         mine = _match(runs, sel)
@@ -90,6 +98,15 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
             if len(old):
                 row.update(untuned_mean_auc=float(old["mean_auc"].iloc[0]),
                            tuning_change=row["mean_auc"] - float(old["mean_auc"].iloc[0]))
+        if trials is not None:
+            mine_trials = trials[(trials["arm"] == sel["arm"]) & (trials["state"] == "COMPLETE")]
+            aucs = pd.to_numeric(mine_trials["val_auc"], errors="coerce")
+            row.update(trial_val_min=aucs.min(), trial_val_max=aucs.max())
+        if before is not None:
+            old = before[(before["backbone"] == row["backbone"]) & (before["arm"] == row["arm"])]
+            if len(old):
+                row.update(before_mean_auc=float(old["mean_auc"].iloc[0]),
+                           before_change=row["mean_auc"] - float(old["mean_auc"].iloc[0]))
         if one_seed is not None:
             old = one_seed[(one_seed["backbone"] == row["backbone"]) & (one_seed["arm"] == row["arm"])]
             if len(old):
@@ -114,7 +131,8 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
     """The study's questions, answered from the tables (numbers rounded for reading; the CSV keeps them all)."""
     from molre_lib.analysis.seeds import delta_replicates
 
-    out: dict = {"molre_vs_lora": {}, "best_adapter_vs_probe": {}, "tuning_change": {}, "confirmation_change": {}}
+    out: dict = {"molre_vs_lora": {}, "best_adapter_vs_probe": {}, "tuning_change": {}, "confirmation_change": {},
+                 "tuning_spread": {}, "design_change": {}}
     for backbone, group in arms.groupby("backbone", sort=False):
         for _, a in group[group["arm"].str.startswith("molre")].iterrows():
             out["molre_vs_lora"].setdefault(backbone, {})[a["arm"]] = {
@@ -134,6 +152,11 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
             for _, a in group.iterrows() if not pd.isna(a["final_val_mean"])}
         out["tuning_change"][backbone] = {a["arm"]: None if pd.isna(a["tuning_change"]) else round(a["tuning_change"], 4)
                                           for _, a in group.iterrows()}
+        out["tuning_spread"][backbone] = {  # validation AUC of the arm's worst and best trial: what the choice is worth
+            a["arm"]: [round(a["trial_val_min"], 4), round(a["trial_val_max"], 4)]
+            for _, a in group.iterrows() if not pd.isna(a["trial_val_max"])}
+        out["design_change"][backbone] = {a["arm"]: round(a["before_change"], 4)
+                                          for _, a in group.iterrows() if not pd.isna(a["before_change"])}
         out["confirmation_change"][backbone] = {
             a["arm"]: {"one_seed_choice": _values(a["one_seed_lr"], a["one_seed_alpha"]),
                        "choice": _values(a["best_lr"], a["best_alpha"]),
@@ -154,6 +177,28 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
             out["general_minus_ct_gain"][arm] = {"general": general, "ct": ct, "difference": round(float(point), 4),
                                                  "ci": [round(x, 4) for x in _ci(d)]}
     return out
+
+
+def val_curves(runs: pd.DataFrame) -> dict:
+    """Validation macro AUC after each epoch of every arm's finished final runs (their ``train_log.csv``): mean, min
+    and max over seeds per epoch, and the mean gain of the last epoch and of the last two: has it levelled off?"""
+    curves: dict = {}
+    done = runs[runs["status"] == "finished"]
+    for (backbone, arm), group in done.groupby(["backbone", "arm"], sort=False):
+        per_seed = []
+        for run_dir in group["run_dir"]:
+            log = pd.read_csv(Path(run_dir) / "train_log.csv")
+            log = log[pd.to_numeric(log["val_macro_auc"], errors="coerce").notna()]
+            per_seed.append(log.groupby("epoch")["val_macro_auc"].last())
+        table = pd.concat(per_seed, axis=1)  # epochs x seeds
+        mean = table.mean(axis=1)
+        curves.setdefault(backbone, {})[arm] = {
+            "epochs": [int(e) + 1 for e in table.index], "n_seeds": int(table.shape[1]),
+            "mean": [round(float(x), 4) for x in mean], "min": [round(float(x), 4) for x in table.min(axis=1)],
+            "max": [round(float(x), 4) for x in table.max(axis=1)],
+            "last_epoch_gain": round(float(mean.iloc[-1] - mean.iloc[-2]), 4) if len(mean) > 1 else None,
+            "last_two_epochs_gain": round(float(mean.iloc[-1] - mean.iloc[-3]), 4) if len(mean) > 2 else None}
+    return curves
 
 
 def edges(trials: pd.DataFrame, selected: pd.DataFrame) -> list[str]:
@@ -177,11 +222,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweep-dir", default="runs/phantom_tuned")
-    ap.add_argument("--untuned", default=str(RESULTS / "phantom_study.csv"),
-                    help="the untuned study's table (same data): how much tuning changed each arm; '' to skip")
-    ap.add_argument("--one-seed", default=str(RESULTS / "phantom_tuned_one_seed.csv"),
-                    help="this study's table when each arm took its best single trial (no confirm_top): what "
-                         "confirming over seeds changed; '' to skip")
+    ap.add_argument("--untuned", default="",
+                    help="an untuned study's table on the same data and test scans: how much tuning changed each arm")
+    ap.add_argument("--one-seed", default="",
+                    help="this study's table on the same data when each arm took its best single trial (no "
+                         "confirm_top): what confirming over seeds changed")
+    ap.add_argument("--before", default=str(RESULTS / "phantom_tuned_1epoch.csv"),
+                    help="an earlier design of this study (other data and test scans, so unpaired): each arm's mean "
+                         "test AUC there and the change; '' to skip")
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args(argv)
@@ -196,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     vs_lora, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=REFERENCE)
     vs_probe, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=PROBE)
     one_seed = pd.read_csv(args.one_seed) if args.one_seed and Path(args.one_seed).is_file() else None
-    arms = arm_table(selected, runs, vs_lora, untuned, collect_runs(sweep, "val"), one_seed)
+    before = pd.read_csv(args.before) if args.before and Path(args.before).is_file() else None
+    arms = arm_table(selected, runs, vs_lora, untuned, collect_runs(sweep, "val"), one_seed, trials, before)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arms.to_csv(out / "phantom_tuned.csv", index=False, float_format="%.6g")
@@ -205,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
               "arms": json.loads(arms.to_json(orient="records")),
               "answers": answers(arms, vs_lora, vs_probe, runs, args.n_boot),
               "chosen_at_grid_edge": edges(trials, selected),
+              "val_curves": val_curves(runs),
               "trials": {"n": int(len(trials)), "states": trials["state"].value_counts().to_dict(),
                          "train_seconds": float(pd.to_numeric(trials["train_seconds"], errors="coerce").sum())},
               "notebook_seconds": float(status["seconds"].sum()) if "seconds" in status else None}

@@ -44,6 +44,11 @@ def _sweep(tmp_path: Path, n_seeds: int = 3, n_scans: int = 120):
                                    + rng.random(labels.shape), "labels": labels, "mask": mask}, "test", KEYS)
                 alpha = None if adapter == "linear_probe" else 4.0
                 (run_dir / "config.json").write_text(json.dumps({"scaling": {"alpha": alpha, "effective_step": 0.002}}))
+                # validation after each of 3 epochs (a step without validation in between, as 01_train logs it)
+                (run_dir / "train_log.csv").write_text(
+                    "step,epoch,loss,lr,val_macro_auc,elapsed_s\n1,0,0.2,0.01,,0.1\n"
+                    + "".join(f"{2 * e + 2},{e},0.1,0.01,{0.6 + gap / 4 + e * (0.02 - 0.01 * e) + seed / 100:.4f},1\n"
+                              for e in range(3)))
                 rows.append({"run": run_dir.name, "run_dir": str(run_dir), "status": "finished", "backbone": backbone,
                              "family": family, "arm": adapter, "adapter": adapter, "seed": seed, "n_test_scans": n_scans,
                              "macro_auc": 0.6 + gap / 2 + seed / 100, "BACKBONE": backbone, "ADAPTER": adapter})
@@ -66,7 +71,8 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     selected["mean_val_auc"], selected["min_val_auc"] = 0.62, 0.61  # the choice over its trial + confirmation seeds
     one_seed = pd.DataFrame([{"backbone": "natural_vit", "arm": "molre", "best_lr": 0.009, "best_alpha": 1.0,
                               "mean_auc": 0.8}])  # the same arm when it took its best single trial
-    arms = mod.arm_table(selected, runs, vs_lora, untuned, runs_val, one_seed)
+    before = pd.DataFrame([{"backbone": "phantom_vit", "arm": "molre", "mean_auc": 0.7}])  # an earlier design
+    arms = mod.arm_table(selected, runs, vs_lora, untuned, runs_val, one_seed, trials, before)
 
     assert list(arms.columns[:16]) == ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha",
                                        "effective_step", "n_seeds", "mean_auc", "min_auc", "max_auc", "delta_vs_lora",
@@ -80,6 +86,10 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     assert row.loc[("natural_vit", "molre"), "one_seed_lr"] == 0.009
     assert row.loc[("natural_vit", "molre"), "confirmation_change"] == pytest.approx(0.91 - 0.8)  # 0.6 + 0.3 + 0.01
     assert np.isnan(row.loc[("natural_vit", "lora"), "confirmation_change"])
+    assert (row.loc[("natural_vit", "lora"), "trial_val_min"], row.loc[("natural_vit", "lora"), "trial_val_max"]) == \
+        pytest.approx((0.6, 0.63))                                              # its 4 trials: 0.60 ... 0.63
+    assert row.loc[("phantom_vit", "molre"), "before_change"] == pytest.approx(0.76 - 0.7)  # 0.6 + 0.15 + 0.01
+    assert np.isnan(row.loc[("natural_vit", "molre"), "before_change"])      # no row in the earlier design
     assert np.isnan(row.loc[("natural_vit", "lora"), "delta_vs_lora"])          # the reference itself
     assert np.isnan(row.loc[("phantom_vit", "linear_probe"), "best_alpha"])     # a probe has no alpha
     assert row.loc[("phantom_vit", "molre"), "best_alpha"] == 4.0 and row.loc[("phantom_vit", "molre"), "n_seeds"] == 3
@@ -92,12 +102,41 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
     assert out["best_adapter_vs_probe"]["natural_vit"]["arm"] == "molre"
     assert out["confirmation_change"]["natural_vit"] == {"molre": {"one_seed_choice": [0.009, 1.0],
                                                                    "choice": [0.005, 4.0], "test_auc_change": 0.11}}
+    assert out["tuning_spread"]["phantom_vit"]["lora"] == [0.6, 0.63]
+    assert out["design_change"]["phantom_vit"] == {"molre": 0.06}
     gain = out["general_minus_ct_gain"]["molre"]
     assert gain["general"] == "natural_vit" and gain["ct"] == "phantom_vit"
     assert gain["ci"][0] < gain["difference"] < gain["ci"][1] and gain["ci"][0] > 0  # larger on the general backbone
 
     notes = mod.edges(trials, selected)  # LoRA chose 0.01, the highest LR tried; the others an inner value
     assert notes == [f"BACKBONE={b} ADAPTER=lora: LR = 0.01 is the highest value tried" for b in BACKBONES]
+
+
+def test_validation_curves_of_the_final_runs(tmp_path):
+    """Each arm's validation AUC per epoch, over its seeds, and how much the last epochs still added."""
+    runs, _, _ = _sweep(tmp_path)
+    curves = _module().val_curves(runs)
+    lora = curves["natural_vit"]["lora"]  # gap 0.2: 0.65 + e * (0.02 - 0.01 e) + seed / 100, seeds 0-2
+    assert lora["epochs"] == [1, 2, 3] and lora["n_seeds"] == 3
+    assert lora["mean"] == pytest.approx([0.66, 0.67, 0.66])
+    assert lora["min"] == pytest.approx([0.65, 0.66, 0.65]) and lora["max"] == pytest.approx([0.67, 0.68, 0.67])
+    assert lora["last_epoch_gain"] == pytest.approx(-0.01) and lora["last_two_epochs_gain"] == pytest.approx(0.0)
+
+
+def test_a_moved_sweep_folder_is_read_where_it_is_now(tmp_path):
+    """runs.csv keeps the absolute run folders of where the sweep ran; after moving the sweep folder the runs are
+    read from the new place, not reported missing."""
+    from molre_lib.analysis.summary import collect_runs
+
+    old = tmp_path / "scratch" / "sweep"
+    run_dir = old / "r_seed0"
+    run_dir.mkdir(parents=True)  # not started yet: no config.json, so only where it is matters
+    pd.DataFrame([{"run": "r_seed0", "run_dir": str(run_dir), "SEED": 0}]).to_csv(old / "runs.csv", index=False)
+    new = tmp_path / "home" / "sweep"
+    new.parent.mkdir()
+    old.rename(new)
+    assert collect_runs(new)["run_dir"].tolist() == [str(new / "r_seed0")]
+    assert collect_runs(new)["status"].tolist() == ["missing"]
 
 
 def test_without_a_tuned_sweep_it_says_what_to_run(tmp_path, capsys):
