@@ -179,28 +179,6 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
     return out
 
 
-def val_curves(runs: pd.DataFrame) -> dict:
-    """Validation macro AUC after each epoch of every arm's finished final runs (their ``train_log.csv``): mean, min
-    and max over seeds per epoch, and the mean gain of the last epoch and of the last two: has it levelled off?"""
-    curves: dict = {}
-    done = runs[runs["status"] == "finished"]
-    for (backbone, arm), group in done.groupby(["backbone", "arm"], sort=False):
-        per_seed = []
-        for run_dir in group["run_dir"]:
-            log = pd.read_csv(Path(run_dir) / "train_log.csv")
-            log = log[pd.to_numeric(log["val_macro_auc"], errors="coerce").notna()]
-            per_seed.append(log.groupby("epoch")["val_macro_auc"].last())
-        table = pd.concat(per_seed, axis=1)  # epochs x seeds
-        mean = table.mean(axis=1)
-        curves.setdefault(backbone, {})[arm] = {
-            "epochs": [int(e) + 1 for e in table.index], "n_seeds": int(table.shape[1]),
-            "mean": [round(float(x), 4) for x in mean], "min": [round(float(x), 4) for x in table.min(axis=1)],
-            "max": [round(float(x), 4) for x in table.max(axis=1)],
-            "last_epoch_gain": round(float(mean.iloc[-1] - mean.iloc[-2]), 4) if len(mean) > 1 else None,
-            "last_two_epochs_gain": round(float(mean.iloc[-1] - mean.iloc[-3]), 4) if len(mean) > 2 else None}
-    return curves
-
-
 def edges(trials: pd.DataFrame, selected: pd.DataFrame) -> list[str]:
     """Chosen values at the end of their arm's searched values (then the arm was not tuned inside its range)."""
     notes = []
@@ -216,8 +194,10 @@ def edges(trials: pd.DataFrame, selected: pd.DataFrame) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from molre_lib.analysis.seeds import seed_comparisons
+    from molre_lib.analysis.seeds import seed_comparisons, validation_curves
     from molre_lib.analysis.summary import collect_runs
+    from molre_lib.plots.style import paper_style, save_figure
+    from molre_lib.plots.tuning import plot_validation_curves
     from molre_lib.workbook.tune import read_selected, read_trials
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -231,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="an earlier design of this study (other data and test scans, so unpaired): each arm's mean "
                          "test AUC there and the change; '' to skip")
     ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--figures-dir", default="figures/phantom_tuned",
+                    help="where val_curves.{png,pdf,svg} goes (every arm's validation AUC per epoch)")
     ap.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args(argv)
     sweep = Path(args.sweep_dir)
@@ -254,17 +236,19 @@ def main(argv: list[str] | None = None) -> int:
               "arms": json.loads(arms.to_json(orient="records")),
               "answers": answers(arms, vs_lora, vs_probe, runs, args.n_boot),
               "chosen_at_grid_edge": edges(trials, selected),
-              "val_curves": val_curves(runs),
+              "val_curves": validation_curves(runs),
               "trials": {"n": int(len(trials)), "states": trials["state"].value_counts().to_dict(),
                          "train_seconds": float(pd.to_numeric(trials["train_seconds"], errors="coerce").sum())},
               "notebook_seconds": float(status["seconds"].sum()) if "seconds" in status else None}
     (out / "phantom_tuned.json").write_text(json.dumps(report, indent=2) + "\n")
+    with paper_style():
+        figures = save_figure(plot_validation_curves(report["val_curves"]), args.figures_dir, "val_curves")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(arms.round(4).to_string(index=False))
     print(json.dumps(report["answers"], indent=2))
     for note in report["chosen_at_grid_edge"]:
         print(f"note: {note}")
-    print(f"wrote {out / 'phantom_tuned.csv'} and {out / 'phantom_tuned.json'}")
+    print(f"wrote {out / 'phantom_tuned.csv'}, {out / 'phantom_tuned.json'} and {', '.join(map(str, figures))}")
     return 0
 
 

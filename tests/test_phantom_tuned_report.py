@@ -114,13 +114,20 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
 
 def test_validation_curves_of_the_final_runs(tmp_path):
     """Each arm's validation AUC per epoch, over its seeds, and how much the last epochs still added."""
+    from molre_lib.analysis.seeds import validation_curves
+    from molre_lib.plots.tuning import plot_validation_curves
+
     runs, _, _ = _sweep(tmp_path)
-    curves = _module().val_curves(runs)
+    curves = validation_curves(runs)
     lora = curves["natural_vit"]["lora"]  # gap 0.2: 0.65 + e * (0.02 - 0.01 e) + seed / 100, seeds 0-2
     assert lora["epochs"] == [1, 2, 3] and lora["n_seeds"] == 3
     assert lora["mean"] == pytest.approx([0.66, 0.67, 0.66])
     assert lora["min"] == pytest.approx([0.65, 0.66, 0.65]) and lora["max"] == pytest.approx([0.67, 0.68, 0.67])
     assert lora["last_epoch_gain"] == pytest.approx(-0.01) and lora["last_two_epochs_gain"] == pytest.approx(0.0)
+    fig = plot_validation_curves(curves)  # one panel per backbone, a line (mean) and a band (range) per arm
+    assert [ax.get_title() for ax in fig.axes] == [f"{b} (mean and range over 3 seeds)" for b in BACKBONES]
+    assert all(len(ax.lines) == 3 and len(ax.collections) == 3 for ax in fig.axes)
+    assert fig.axes[1].lines[0].get_ydata() == pytest.approx(curves["natural_vit"]["lora"]["mean"])
 
 
 def test_a_moved_sweep_folder_is_read_where_it_is_now(tmp_path):

@@ -106,3 +106,27 @@ def delta_replicates(runs: pd.DataFrame, backbone: str, arm_a: str, arm_b: str, 
         raise ValueError(f"{backbone}: {arm_a} and {arm_b} share {len(seeds)} finished seed(s); 2 or more are needed")
     labels, mask, probs = _aligned([ra[s] for s in seeds] + [rb[s] for s in seeds], split)
     return hierarchical_delta(labels, probs[:len(seeds)], probs[len(seeds):], mask, n_boot, seed)
+
+
+def validation_curves(runs: pd.DataFrame) -> dict:
+    """Validation macro AUC after each epoch of every arm's finished runs (their ``train_log.csv``), per backbone:
+    ``{backbone: {arm: {epochs, n_seeds, mean, min, max, last_epoch_gain, last_two_epochs_gain}}}`` with the mean,
+    min and max over seeds per epoch and the mean gain of the last epoch and of the last two: has training levelled
+    off at the length the comparison used? ``runs``: ``collect_runs(sweep_dir)``."""
+    curves: dict = {}
+    done = runs[runs["status"] == "finished"]
+    for (backbone, arm), group in done.groupby(["backbone", "arm"], sort=False):
+        per_seed = []
+        for run_dir in group["run_dir"]:
+            log = pd.read_csv(Path(run_dir) / "train_log.csv")
+            log = log[pd.to_numeric(log["val_macro_auc"], errors="coerce").notna()]
+            per_seed.append(log.groupby("epoch")["val_macro_auc"].last())
+        table = pd.concat(per_seed, axis=1)  # epochs x seeds
+        mean = table.mean(axis=1)
+        curves.setdefault(backbone, {})[arm] = {
+            "epochs": [int(e) + 1 for e in table.index], "n_seeds": int(table.shape[1]),
+            "mean": [round(float(x), 4) for x in mean], "min": [round(float(x), 4) for x in table.min(axis=1)],
+            "max": [round(float(x), 4) for x in table.max(axis=1)],
+            "last_epoch_gain": round(float(mean.iloc[-1] - mean.iloc[-2]), 4) if len(mean) > 1 else None,
+            "last_two_epochs_gain": round(float(mean.iloc[-1] - mean.iloc[-3]), 4) if len(mean) > 2 else None}
+    return curves

@@ -1,6 +1,7 @@
 """Figures of a tuned comparison: the optimisation history of every arm, validation AUC against each tuned
-parameter (slice plots), and the final seed-level comparison (points per seed, paired lines); one panel (or row)
-per backbone, arms under their paper names in the same colours in every figure.
+parameter (slice plots), the final seed-level comparison (points per seed, paired lines) and the final runs'
+validation curves (has training levelled off?); one panel (or row) per backbone, arms under their paper names in
+the same colours in every figure.
 
 Inputs are the tables a tuned sweep writes (``molre_lib.workbook.tune.read_trials``: one row per trial with
 ``arm``, ``trial``, ``state``, ``val_auc``, ``param_<NAME>``) and the per-seed table of
@@ -209,4 +210,32 @@ def plot_seed_comparison(per_seed: pd.DataFrame, title: str | None = None) -> Fi
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_validation_curves(curves: dict, title: str | None = None) -> Figure:
+    """Validation macro AUC after each epoch of every arm's final runs: the mean over seeds as a line, the range
+    over seeds as a band, one panel per backbone; one legend below. ``curves``:
+    ``molre_lib.analysis.seeds.validation_curves(runs)``."""
+    from .paper_tables import method_name
+
+    if not curves or not any(curves.values()):
+        raise ValueError("no validation curve to plot (no finished run logged a validation AUC)")
+    labels = {arm: method_name(arm) for arms in curves.values() for arm in arms}
+    colours = method_colours(labels.values())
+    fig, axes = _layout(len(curves), SINGLE_COLUMN_IN, 2.2)
+    for ax, (backbone, arms) in zip(axes, curves.items()):
+        for arm, c in arms.items():
+            colour = colours[labels[arm]]
+            ax.fill_between(c["epochs"], c["min"], c["max"], color=colour, alpha=0.15, linewidth=0)
+            ax.plot(c["epochs"], c["mean"], color=colour, lw=1.2, marker="o", ms=2.5)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        n = max(c["n_seeds"] for c in arms.values())
+        ax.set_title(f"{backbone} (mean and range over {n} seeds)", fontsize="small")
+        ax.set_ylabel("val macro AUC")
+    room = _legend_below(fig, colours)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=room)
     return fig
