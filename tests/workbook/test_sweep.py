@@ -192,8 +192,9 @@ def test_phantom_study_design():
 
 
 def test_phantom_tuned_design():
-    """The tuned study: phantom_study's data, backbones and arms; every arm the same number of trials (the whole
-    grid of its space), 6 final seeds apart from the trials' seed; every trial's parameters pass 01_train's check."""
+    """The tuned study: phantom_study's phantom generator, backbones and arms, on a cheaper task (fewer training scans,
+    4 slices) trained for several epochs; ~1,000 test scans; every arm the same number of trials (the whole grid of
+    its space), 6 final seeds apart from the trials' seed; every trial's parameters pass 01_train's check."""
     from molre_lib.workbook.params import check_parameters
     from molre_lib.workbook.tune import arms, tune_config
     from molre_lib.workbook.tune_trials import make_sampler, size_of
@@ -201,10 +202,14 @@ def test_phantom_tuned_design():
     root = Path(__file__).parents[2] / "notebooks" / "sweeps"
     cfg = SweepConfig.from_yaml(root / "phantom_tuned.yaml")
     untuned = SweepConfig.from_yaml(root / "phantom_study.yaml")
-    assert cfg.prepare[0].parameters == untuned.prepare[0].parameters  # the same phantom set and test scans
+    data, untuned_data = cfg.prepare[0].parameters, untuned.prepare[0].parameters
+    for key in ("SEED", "SHAPE", "PREVALENCE_SCALE"):  # the same phantom generator and findings
+        assert data[key] == untuned_data[key], key
+    assert data["N_SCANS"] * data["SPLITS"][2] / sum(data["SPLITS"]) >= 1000  # ~1,000 test scans
+    assert cfg.parameters["EPOCHS"] > 1 and cfg.parameters["VOLUME_SHAPE"][0] >= 4  # 2 slices lost the findings
     tcfg = tune_config(cfg)
     tuned_arms = arms(cfg)
-    assert len(tuned_arms) == 8 and tcfg.n_trials >= 6
+    assert len(tuned_arms) == 8 and tcfg.n_trials >= 4
     for arm in tuned_arms:
         assert size_of({n: p.choices for n, p in arm.space.items()}) == tcfg.n_trials  # a full grid, once each
         assert type(make_sampler(cfg, arm, 0)).__name__ == "AskTellGridSampler"
