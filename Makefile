@@ -53,8 +53,9 @@ rehearsal: $(STAMP)
 
 # The phantom study, tuned (notebooks/sweeps/phantom_tuned.yaml): phantom_vit and natural_vit x linear probe / LoRA r=8 /
 # MoLRE 4x2 shared A / MoLRE 4x2 separate A, every arm tuned with the same 4 trials on the validation split, then
-# 6 seeds each on ~1,035 test scans, through the notebooks; then the answers -> benchmarks/results/phantom_tuned.{csv,json}.
-# Under 2 h on 2 idle CPU cores (docs/explanation/phantom-study.md states the measured time). Pretrains the two demo
+# 6 seeds each on 1,078 test scans, six epochs per run, through the notebooks; then the answers ->
+# benchmarks/results/phantom_tuned.{csv,json} and figures/phantom_tuned/val_curves.*. 1 h 58 min measured on 2 idle
+# CPU cores, backbone pretraining included (docs/explanation/phantom-study.md). Pretrains the two demo
 # backbones once (cached). Rerunning continues where it stopped.
 phantom-study: $(STAMP)
 	$(VENV)/bin/molre demo --sweep notebooks/sweeps/phantom_tuned.yaml
