@@ -54,6 +54,14 @@ def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
     return runs[keep]
 
 
+def _same_arm(table: pd.DataFrame | None, row: dict) -> pd.Series | None:
+    """The row of another study's table (untuned, one-seed, earlier design) for the same backbone and arm."""
+    if table is None:
+        return None
+    hit = table[(table["backbone"] == row["backbone"]) & (table["arm"] == row["arm"])]
+    return hit.iloc[0] if len(hit) else None
+
+
 def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
               untuned: pd.DataFrame | None, runs_val: pd.DataFrame | None = None,
               one_seed: pd.DataFrame | None = None, trials: pd.DataFrame | None = None,
@@ -93,26 +101,20 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
             h = hit.iloc[0]
             row.update(delta_vs_lora=h["mean_delta"], delta_ci_low=h["delta_ci_low"], delta_ci_high=h["delta_ci_high"],
                        sign_flip_p=h["sign_flip_p"], p_better=h["p_better"])
-        if untuned is not None:
-            old = untuned[(untuned["backbone"] == row["backbone"]) & (untuned["arm"] == row["arm"])]
-            if len(old):
-                row.update(untuned_mean_auc=float(old["mean_auc"].iloc[0]),
-                           tuning_change=row["mean_auc"] - float(old["mean_auc"].iloc[0]))
+        old = _same_arm(untuned, row)
+        if old is not None:
+            row.update(untuned_mean_auc=float(old["mean_auc"]), tuning_change=row["mean_auc"] - float(old["mean_auc"]))
         if trials is not None:
             mine_trials = trials[(trials["arm"] == sel["arm"]) & (trials["state"] == "COMPLETE")]
             aucs = pd.to_numeric(mine_trials["val_auc"], errors="coerce")
             row.update(trial_val_min=aucs.min(), trial_val_max=aucs.max())
-        if before is not None:
-            old = before[(before["backbone"] == row["backbone"]) & (before["arm"] == row["arm"])]
-            if len(old):
-                row.update(before_mean_auc=float(old["mean_auc"].iloc[0]),
-                           before_change=row["mean_auc"] - float(old["mean_auc"].iloc[0]))
-        if one_seed is not None:
-            old = one_seed[(one_seed["backbone"] == row["backbone"]) & (one_seed["arm"] == row["arm"])]
-            if len(old):
-                old = old.iloc[0]
-                row.update(one_seed_lr=old["best_lr"], one_seed_alpha=old["best_alpha"],
-                           one_seed_mean_auc=old["mean_auc"], confirmation_change=row["mean_auc"] - old["mean_auc"])
+        old = _same_arm(before, row)
+        if old is not None:
+            row.update(before_mean_auc=float(old["mean_auc"]), before_change=row["mean_auc"] - float(old["mean_auc"]))
+        old = _same_arm(one_seed, row)
+        if old is not None:
+            row.update(one_seed_lr=old["best_lr"], one_seed_alpha=old["best_alpha"],
+                       one_seed_mean_auc=old["mean_auc"], confirmation_change=row["mean_auc"] - old["mean_auc"])
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
 

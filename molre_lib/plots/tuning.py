@@ -84,6 +84,15 @@ def _legend_below(fig: Figure, colours: dict[str, str], marker: str = "o") -> tu
     return (0, min(0.4, (0.12 + 0.2 * rows) / fig.get_figheight()), 1, 1)
 
 
+def _finish(fig: Figure, colours: dict[str, str], title: str | None) -> Figure:
+    """The legend below the panels, the title, and a layout that leaves room for both."""
+    room = _legend_below(fig, colours)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=room)
+    return fig
+
+
 def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) -> Figure:
     """Best-so-far validation macro AUC against the trial number, every arm of a backbone on one axes (trial
     values as dots), one panel per backbone; one legend below."""
@@ -102,11 +111,7 @@ def plot_optimisation_history(trials: pd.DataFrame, title: str | None = None) ->
         if panel:
             ax.set_title(panel, fontsize="small")
         ax.set_ylabel("best val macro AUC so far")
-    room = _legend_below(fig, colours)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=room)
-    return fig
+    return _finish(fig, colours, title)
 
 
 def _chosen(part: pd.DataFrame) -> int:
@@ -167,11 +172,7 @@ def plot_slices(trials: pd.DataFrame, params: Sequence[str] | None = None, log_x
                 ax.set_xlabel(AXIS_NAMES.get(name, name))
             if j == 0:
                 ax.set_ylabel(f"{panel}\nval macro AUC" if panel else "val macro AUC", fontsize="small")
-    room = _legend_below(fig, colours)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=room)
-    return fig
+    return _finish(fig, colours, title)
 
 
 def plot_seed_comparison(per_seed: pd.DataFrame, title: str | None = None) -> Figure:
@@ -234,8 +235,4 @@ def plot_validation_curves(curves: dict, title: str | None = None) -> Figure:
         n = max(c["n_seeds"] for c in arms.values())
         ax.set_title(f"{backbone} (mean and range over {n} seeds)", fontsize="small")
         ax.set_ylabel("val macro AUC")
-    room = _legend_below(fig, colours)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=room)
-    return fig
+    return _finish(fig, colours, title)
