@@ -72,10 +72,26 @@ class SearchParam:
 
     def suggest(self, trial: Any, name: str) -> Any:
         if self.choices is not None:
+            if _grid_sampled(trial) and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                            for c in self.choices):
+                # A grid's numbers are stored as a range over its choices (the grid sampler returns the exact
+                # point): Optuna refuses a categorical whose choices change within a study, so a grid stored as
+                # categorical could never be extended on rerun (a learning rate added past the best corner).
+                low, high = min(self.choices), max(self.choices)
+                if all(isinstance(c, int) for c in self.choices):
+                    return trial.suggest_int(name, low, high)
+                return trial.suggest_float(name, float(low), float(high), log=low > 0)
             return trial.suggest_categorical(name, self.choices)
         if isinstance(self.low, int) and isinstance(self.high, int):
             return trial.suggest_int(name, self.low, self.high, log=self.log)
         return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
+
+
+def _grid_sampled(trial: Any) -> bool:
+    import optuna
+
+    study = getattr(trial, "study", None)
+    return isinstance(getattr(study, "sampler", None), optuna.samplers.GridSampler)
 
 
 def _number(value: Any) -> Any:

@@ -100,12 +100,46 @@ def size_of(grid: dict[str, list[Any]]) -> int:
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler without its ``study.stop()`` once the grid is covered: that call only works inside
-    ``optimize()`` and, under ask/tell, raises before the last trial's state is stored. The sweep bounds the
-    trials itself (``n_trials``)."""
+    """Optuna's GridSampler, for a sweep that asks and tells, and whose grid may grow between reruns.
+
+    - No ``study.stop()`` once the grid is covered: that call only works inside ``optimize()`` and, under
+      ask/tell, raises before the last trial's state is stored. The sweep bounds the trials itself (``n_trials``).
+    - A point counts as visited when a trial holds its *values*, not only when the trial was drawn from this very
+      grid. Optuna matches trials to a grid by its whole search space, so a grid extended with a new choice (and a
+      larger ``n_trials``) saw none of its trials as visited and re-ran points it already had.
+    - Trial k of a fresh study takes the k-th point of the seeded shuffle (as Optuna does); a trial whose point is
+      taken takes the (k mod n)-th unvisited point, so concurrent asks (SLURM tasks) spread over the grid.
+    """
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
+
+    def _points_of(self, params: dict[str, Any]) -> set[int]:
+        if not all(name in params for name in self._param_names):
+            return set()
+        return {i for i, point in enumerate(self._all_grids)
+                if all(self._grid_value_equal(params[name], v) for name, v in zip(self._param_names, point))}
+
+    def _get_unvisited_grid_ids(self, study: Any) -> list[int]:
+        visited, running = set(), set()
+        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            points = self._points_of(t.params)
+            if "grid_id" in t.system_attrs and self._same_search_space(t.system_attrs["search_space"]):
+                points.add(t.system_attrs["grid_id"])
+            if t.state.is_finished():
+                visited |= points
+            elif t.state == optuna.trial.TrialState.RUNNING:
+                running |= points
+        unvisited = set(range(self._n_min_trials)) - visited - running
+        return sorted(unvisited or set(range(self._n_min_trials)) - visited)
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        if "grid_id" in trial.system_attrs or "fixed_params" in trial.system_attrs:
+            return  # a retry (enqueued with its values) keeps them
+        unvisited = self._get_unvisited_grid_ids(study) or list(range(self._n_min_trials))
+        grid_id = trial.number if trial.number in unvisited else unvisited[trial.number % len(unvisited)]
+        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", grid_id)
 
 
 # ---------------------------------------------------------------------------------------------- one trial

@@ -208,6 +208,33 @@ def test_grid_sampler_covers_each_point_once_when_the_study_is_reopened_per_tria
     assert sorted(seen) == [(0.002, 0.5), (0.002, 2.0), (0.006, 0.5), (0.006, 2.0)]
 
 
+def test_a_grid_extended_on_rerun_runs_only_its_new_points(tmp_path):
+    """The phantom study's grid stopped at its best corner; adding a learning rate (and n_trials 4 -> 6) must run
+    the two new points only. Optuna's GridSampler matched old trials by the whole search space, so an extended
+    grid counted none of them and repeated points already run."""
+    from molre_lib.workbook.tune import arms, suggested_parameters
+    from molre_lib.workbook.tune_trials import open_study
+
+    def cfg(lrs, n_trials):
+        return SweepConfig.from_dict({"name": "g", "runs_dir": str(tmp_path), "grid": {"ADAPTER": ["lora"]},
+                                      "tune": {"n_trials": n_trials, "sampler": "grid", "space": {
+                                          "LR": {"choices": lrs}, "LORA_ALPHA_PER_RANK": {"choices": [0.5, 2.0]}}}})
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    seen = []
+    for lrs, n_trials in (([0.001, 0.003], 4), ([0.001, 0.003, 0.009], 6)):
+        c = cfg(lrs, n_trials)
+        arm = arms(c)[0]
+        while len(seen) < n_trials:
+            study = open_study(c, arm, storage)  # reopened per trial, as every sweep process does
+            trial = study.ask()
+            values = suggested_parameters(arm, trial)  # what a sweep's trial asks for
+            seen.append((values["LR"], values["LORA_ALPHA_PER_RANK"]))
+            study.tell(trial, 0.5)
+    assert sorted(seen[:4]) == [(0.001, 0.5), (0.001, 2.0), (0.003, 0.5), (0.003, 2.0)]
+    assert sorted(seen[4:]) == [(0.009, 0.5), (0.009, 2.0)]
+
+
 @pytest.mark.slow
 def test_confirmation_seeds_choose_the_configuration_that_holds_up_not_the_lucky_trial(tmp_path):
     """LR 0.1 has the best trial (seed 1000) but collapses on every other seed; the top 2 trials re-run at two
