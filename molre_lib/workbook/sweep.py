@@ -263,8 +263,20 @@ def _analyse(cfg: SweepConfig, book: StatusBook, runs: list[Run], retrained: set
     finished = [r for r in runs if r.finished]
     failed_runs = {r.name for r in runs} - {r.name for r in finished}
 
+    from .tune import TRIALS_FILE, tune_dir
+
+    trials_csv = tune_dir(cfg) / TRIALS_FILE if cfg.tune else None
+    sweep_level = {step.notebook for step in cfg.analysis if step.per == "sweep"}
+
+    def tuned_since(job: Job) -> bool:
+        """A sweep-level step (05) also reads the tuning tables: new trials (a larger budget, a wider grid) make
+        its output stale even when no final run was retrained. (The tables are rewritten only when they change.)"""
+        out = Path(job.output)
+        return (job.notebook.name in sweep_level and trials_csv is not None and trials_csv.is_file()
+                and out.is_file() and trials_csv.stat().st_mtime > out.stat().st_mtime)
+
     def analyse(job: Job, gpu: str | None) -> None:
-        if book.succeeded_before(job) and not (set(job.inputs) & retrained):
+        if book.succeeded_before(job) and not (set(job.inputs) & retrained) and not tuned_since(job):
             book.record(job, "ok", "skipped")
             log(f"skip {job.step} for {job.key}: done before")
             return

@@ -83,4 +83,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
         writer = csv.DictWriter(fh, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    if path.is_file() and path.read_bytes() == tmp.read_bytes():
+        tmp.unlink()  # unchanged: keep its time, which tells the sweep's summary whether the tuning moved on
+        return
     tmp.replace(path)

@@ -259,10 +259,12 @@ def run_tuning(cfg: Any, gpu: str | None = None, log=print, execute: Any = None)
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    studies = {}
+    # every study opened first: the tables written after each trial list every arm, not the arms reached so far
+    # (a rerun that adds nothing then rewrites nothing, and 05 is not redone for a table that only looked new)
+    studies = {arm.name: open_study(cfg, arm, storage) for arm in arms(cfg)}
     run_fn = execute or (lambda job: execute_notebook(job, cfg.kernel, cfg.cwd, env, cfg.execution_timeout))
     for arm in arms(cfg):
-        study = studies[arm.name] = open_study(cfg, arm, storage)
+        study = studies[arm.name]
         while True:
             trials = study.get_trials(deepcopy=False)
             states = [t.state.name for t in trials]

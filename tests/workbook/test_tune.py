@@ -143,6 +143,34 @@ def test_tuned_sweep_runs_end_to_end_and_a_rerun_continues(tmp_path):
     assert len(_executions(tmp_path)) == n + 2 and len(read_trials(sweep_dir)) == 6
 
 
+def test_a_wider_grid_reruns_the_sweep_summary_but_not_the_final_runs(tmp_path):
+    """A grid extended on rerun (the phantom study's LR 0.009) runs only its new points; the final runs keep their
+    choice, but the sweep-level summary, which reads the tuning tables, is redone; a plain rerun redoes nothing."""
+    path = _sweep(tmp_path)
+    nbs = tmp_path / "nbs"
+    _notebook(nbs / "05_summary.ipynb", 'LOG = ""\nSWEEP_DIR = ""',
+              'import pathlib, csv\nn = len(list(csv.DictReader(open(pathlib.Path(SWEEP_DIR) / "tune" / "trials.csv"))))\n'
+              'open(LOG, "a").write(f"summary {n} trials\\n")')
+
+    def write(lrs):
+        cfg = yaml.safe_load(path.read_text())
+        cfg["tune"] = {"n_trials": len(lrs), "sampler": "grid", "space": {"LR": {"choices": lrs}}}
+        cfg["analysis"] = [{"notebook": "05_summary.ipynb", "per": "sweep",
+                            "parameters": {"LOG": str(tmp_path / "exec.log"), "SWEEP_DIR": "{sweep_dir}"}}]
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    write([0.01, 0.001])
+    assert main(["sweep", str(path)]) == 0
+    assert main(["sweep", str(path)]) == 0  # nothing new: nothing redone
+    write([0.01, 0.001, 1.0])               # val AUC peaks at 0.01: the new point does not change the choice
+    assert main(["sweep", str(path)]) == 0
+    lines = [e for e in _executions(tmp_path)]
+    trials = [e for e in lines if "trial" in e[0]]
+    assert sorted(float(e[2]) for e in trials) == [0.001, 0.001, 0.01, 0.01, 1.0, 1.0]  # 3 points per arm, once each
+    assert [e for e in lines if e[0] == "summary"] == [["summary", "4", "trials"], ["summary", "6", "trials"]]
+    assert len([e for e in lines if "seed" in e[0]]) == 4  # the final runs trained once
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     end = time.time() + timeout
     while not predicate():
