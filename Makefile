@@ -52,11 +52,12 @@ rehearsal: $(STAMP)
 	nice $(PY) benchmarks/rehearsal.py
 
 # The phantom study, tuned (notebooks/sweeps/phantom_tuned.yaml): phantom_vit and natural_vit x linear probe / LoRA r=8 /
-# MoLRE 4x2 shared A / MoLRE 4x2 separate A, every arm tuned with the same 4 trials on the validation split, then
+# MoLRE 4x2 shared A / MoLRE 4x2 separate A, every arm tuned with the same 6 trials on the validation split, then
 # 6 seeds each on 1,078 test scans, six epochs per run, through the notebooks; then the answers ->
-# benchmarks/results/phantom_tuned.{csv,json} and figures/phantom_tuned/val_curves.*. 1 h 58 min measured on 2 idle
-# CPU cores, backbone pretraining included (docs/explanation/phantom-study.md). Pretrains the two demo
-# backbones once (cached). Rerunning continues where it stopped.
+# benchmarks/results/phantom_tuned.{csv,json} and figures/phantom_tuned/val_curves.*. About 2 h 17 min on 2 idle
+# CPU cores, backbone pretraining included (an estimate: measured as 1 h 58 min with 4 trials per arm, then a
+# 21-minute rerun adding LR 0.009; docs/explanation/phantom-study.md). Pretrains the two demo backbones once
+# (cached). Rerunning continues where it stopped.
 phantom-study: $(STAMP)
 	$(VENV)/bin/molre demo --sweep notebooks/sweeps/phantom_tuned.yaml
 	$(PY) benchmarks/phantom_tuned.py --sweep-dir runs/phantom_tuned
