@@ -71,11 +71,11 @@ def final_val_auc(run_dir: Path) -> tuple[float, list[dict]]:
     return value, curve
 
 
-def train_longer(run: dict, manifest: Path, work: Path, epochs: int) -> dict:
+def train_longer(run: dict, study_cfg: dict, manifest: Path, work: Path, epochs: int) -> dict:
     run_dir = work / f"{run['run']}_e{epochs}"
     cost_file = run_dir / "length_cost.json"
     if not (run_dir / "metrics.json").is_file():
-        study_manifest = Path(json.loads((run["run_dir"] / "config.json").read_text())["train"]["manifest"])
+        study_manifest = Path(study_cfg["manifest"])
         # the view's paths are relative to the study's data folder, as the trials' are
         data_root = run["run_dir"].parent / "data" if not study_manifest.is_file() else study_manifest.parent
         cmd = MOLRE + ["train", "--run-dir", str(run_dir), "--config", str(run["run_dir"] / "config.json"),
@@ -115,7 +115,7 @@ def main() -> None:
         if cfg["test_split"] == "":
             fail(f"{run['run_dir']}: not a final run (it predicted no test split)")
         study_auc, study_curve = final_val_auc(run["run_dir"])
-        longer = train_longer(run, manifest, args.work, args.epochs)
+        longer = train_longer(run, cfg, manifest, args.work, args.epochs)
         arm = arms.setdefault(name, {"lr": cfg["lr"], "lora_alpha": cfg["lora_alpha"], "study_epochs": cfg["epochs"],
                                      "seeds": []})
         arm["seeds"].append({"seed": run["seed"], "study_val_auc": round(study_auc, 4),
