@@ -96,7 +96,7 @@ def claim(cfg: Any, arm: Arm, study: Any, me: str, live: set[str] | None) -> tup
             return t.number, dict(t.params)
     if states.count("COMPLETE") + len(running) >= tcfg.n_trials:
         return None
-    study.sampler = make_sampler(cfg, arm, len(trials))
+    study.sampler = make_sampler(cfg, arm, trials)
     return ask(study, cfg, arm, owner_here(me))
 
 

@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 
@@ -64,18 +64,22 @@ def open_study(cfg: Any, arm: Arm, storage: Any) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=arm.name, storage=storage, direction=STUDY_DIRECTION, load_if_exists=True)
-    study.sampler = make_sampler(cfg, arm, len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(cfg, arm, study.get_trials(deepcopy=False))
     return study
 
 
-def make_sampler(cfg: Any, arm: Arm, n_existing: int) -> Any:
-
+def make_sampler(cfg: Any, arm: Arm, trials: Sequence[Any] = ()) -> Any:
+    """The arm's sampler, given the trials its study holds (``tune.sampler``; ``auto``: a grid when every
+    parameter has ``choices`` and the grid fits ``n_trials``, or when the study was walked as a grid before)."""
     tcfg = tune_config(cfg)
-    seed = tcfg.sampler_seed + n_existing
+    seed = tcfg.sampler_seed + len(trials)
     grid = {n: p.choices for n, p in arm.space.items()} if all(p.choices for p in arm.space.values()) else None
     kind = tcfg.sampler
     if kind == "auto":
-        kind = "grid" if grid and size_of(grid) <= tcfg.n_trials else "tpe"
+        # A grid stays a grid: choices added without raising n_trials to the new grid's size used to switch the
+        # study to TPE, which then met the grid's stored parameters and stopped with Optuna's message.
+        was_grid = any("grid_id" in t.system_attrs for t in trials)
+        kind = "grid" if grid and (size_of(grid) <= tcfg.n_trials or was_grid) else "tpe"
     if kind == "grid":
         if grid is None:
             raise ValueError(f"sweep {cfg.name}: tune.sampler grid needs choices for every parameter of arm {arm.name}")
@@ -282,7 +286,7 @@ def run_tuning(cfg: Any, gpu: str | None = None, log=print, execute: Any = None)
             elif states.count("COMPLETE") + states.count("RUNNING") >= tcfg.n_trials:
                 break
             else:
-                study.sampler = make_sampler(cfg, arm, len(trials))
+                study.sampler = make_sampler(cfg, arm, trials)
                 number, tuned = ask(study, cfg, arm, owner_here())
             error = execute_trial(cfg, arm, number, tuned, run_fn, log)
             finish(study, number, trial_run(cfg, arm, number, tuned).run_dir, error)

@@ -212,7 +212,7 @@ def test_phantom_tuned_design():
     assert len(tuned_arms) == 8 and tcfg.n_trials >= 4
     for arm in tuned_arms:
         assert size_of({n: p.choices for n, p in arm.space.items()}) == tcfg.n_trials  # a full grid, once each
-        assert type(make_sampler(cfg, arm, 0)).__name__ == "AskTellGridSampler"
+        assert type(make_sampler(cfg, arm)).__name__ == "AskTellGridSampler"
         assert ("LORA_ALPHA_PER_RANK" in arm.space) == (arm.values["ADAPTER"] != "linear_probe")
     runs = expand_runs(cfg)
     assert sorted({r.values["SEED"] for r in runs}) == list(range(6)) and tcfg.trial_seed not in range(6)

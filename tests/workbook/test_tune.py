@@ -263,6 +263,34 @@ def test_a_grid_extended_on_rerun_runs_only_its_new_points(tmp_path):
     assert sorted(seen[4:]) == [(0.009, 0.5), (0.009, 2.0)]
 
 
+def test_an_auto_sampled_grid_stays_a_grid_when_choices_outgrow_n_trials(tmp_path):
+    """sampler auto walked a 2 x 2 grid; a learning rate added with n_trials raised to 5 (not to the new grid's 6)
+    switched the study to TPE, which met the grid's stored parameters and stopped with Optuna's error. The study
+    stays a grid: the fifth trial is one of the two new points."""
+    from molre_lib.workbook.tune import arms, suggested_parameters
+    from molre_lib.workbook.tune_trials import AskTellGridSampler, open_study
+
+    def cfg(lrs, n_trials):
+        return SweepConfig.from_dict({"name": "g", "runs_dir": str(tmp_path), "grid": {"ADAPTER": ["lora"]},
+                                      "tune": {"n_trials": n_trials, "space": {
+                                          "LR": {"choices": lrs}, "LORA_ALPHA_PER_RANK": {"choices": [0.5, 2.0]}}}})
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    seen = []
+    for lrs, n_trials in (([0.001, 0.003], 4), ([0.001, 0.003, 0.009], 5)):
+        c = cfg(lrs, n_trials)
+        arm = arms(c)[0]
+        while len(seen) < n_trials:
+            study = open_study(c, arm, storage)
+            assert isinstance(study.sampler, AskTellGridSampler)
+            trial = study.ask()
+            values = suggested_parameters(arm, trial)
+            seen.append((values["LR"], values["LORA_ALPHA_PER_RANK"]))
+            study.tell(trial, 0.5)
+    assert sorted(seen[:4]) == [(0.001, 0.5), (0.001, 2.0), (0.003, 0.5), (0.003, 2.0)]
+    assert seen[4] in [(0.009, 0.5), (0.009, 2.0)]
+
+
 @pytest.mark.slow
 def test_confirmation_seeds_choose_the_configuration_that_holds_up_not_the_lucky_trial(tmp_path):
     """LR 0.1 has the best trial (seed 1000) but collapses on every other seed; the top 2 trials re-run at two
