@@ -27,7 +27,9 @@ def build_model(cfg: TrainConfig, num_classes: int = 75) -> nn.Module:
 
     seed_everything(cfg.seed)
     spec = get_spec(cfg.backbone)
-    extra = {"checkpoint": True} if (cfg.grad_checkpointing and spec.dims == 2) else {}
+    extra: dict[str, Any] = {"checkpoint": True} if (cfg.grad_checkpointing and spec.dims == 2) else {}
+    if cfg.image_size:
+        extra["image_size"] = image_size(cfg, spec)
     model = create_model(cfg.backbone, num_classes=num_classes, weights=cfg.weights, pretrained=cfg.pretrained,
                          reduced=cfg.reduced, **extra)
     if cfg.grad_checkpointing and spec.dims == 3:
@@ -36,6 +38,18 @@ def build_model(cfg: TrainConfig, num_classes: int = 75) -> nn.Module:
             raise ValueError(f"backbone {cfg.backbone!r} does not support gradient checkpointing")
         setter(True)
     return apply_adapter(model, cfg, spec.target_modules)
+
+
+def image_size(cfg: TrainConfig, spec: Any) -> tuple[int, int]:
+    """``cfg.image_size`` checked against the backbone: 2D only, whole patches."""
+    size = (int(cfg.image_size[0]), int(cfg.image_size[1]))  # type: ignore[index]
+    if spec.dims != 2:
+        raise ValueError(f"TrainConfig.image_size={list(size)}: {spec.name} is a 3D backbone; set volume_shape instead")
+    patch = getattr(spec, "patch_size", None)
+    if patch and any(s % p for s, p in zip(size, patch)):
+        raise ValueError(f"TrainConfig.image_size={list(size)}: {spec.name} has {patch[0]} x {patch[1]} patches; use "
+                         f"a multiple of {patch[0]} (e.g. {[max(p, s // p * p) for s, p in zip(size, patch)]})")
+    return size
 
 
 def apply_adapter(model: nn.Module, cfg: TrainConfig, default_targets: Any = None) -> nn.Module:

@@ -44,6 +44,9 @@ class TrainConfig:
     # model
     backbone: str = field(default="phantom_vit", metadata={"help": "Backbone registry name (molre backbones list)."})
     reduced: bool = field(default=False, metadata={"help": "Use the backbone's reduced (tiny) configuration, for tests."})
+    image_size: Optional[list[int]] = field(default=None, metadata={
+        "help": "Encoder input (H, W) of a 2D backbone, a multiple of its patch size: slices are resized to it "
+                "(default: the backbone's input size). A ViT's cost follows its patch count."})
     weights: Optional[str] = field(default=None, metadata={"help": "Local weight file for the backbone (default: the registry's)."})
     pretrained: bool = field(default=True, metadata={"help": "Load pretrained backbone weights (False: random init, for tests)."})
     adapter: str = field(default="molre", metadata={"help": f"Adaptation: one of {ADAPTERS}."})
@@ -125,6 +128,8 @@ class TrainConfig:
             raise bad("spacing", "must be [dz, dy, dx]")
         if self.volume_shape is not None and len(self.volume_shape) != 3:
             raise bad("volume_shape", "must be [D, H, W]")
+        if self.image_size is not None and (len(self.image_size) != 2 or min(int(v) for v in self.image_size) < 1):
+            raise bad("image_size", "must be [H, W], two positive integers")
         if self.series_policy:
             from molre_lib.data.dicom_series import SeriesPolicy
 

@@ -158,8 +158,10 @@ def preprocess_config(cfg: Any, spec: Any) -> Any:
 
 
 def _default_shape(cfg: Any, spec: Any, default_depth: int) -> tuple[int, int, int]:
-    """The backbone's input: the volume for 3D, (default depth, slice H, W) for 2D."""
+    """The backbone's input: the volume for 3D, (default depth, slice H, W) for 2D (``image_size`` if set)."""
     size = tuple(spec.reduced_input_size if cfg.reduced else spec.input_size)
+    if getattr(cfg, "image_size", None) and len(size) == 2:
+        size = tuple(int(v) for v in cfg.image_size)
     return size if len(size) == 3 else (default_depth, *size)  # type: ignore[return-value]
 
 

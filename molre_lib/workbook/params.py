@@ -98,6 +98,11 @@ def shape3(v: Any) -> Optional[str]:
     return None if ok else "must be a list of 3 positive integers [D, H, W]"
 
 
+def shape2(v: Any) -> Optional[str]:
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)
+    return None if ok else "must be a list of 2 positive integers [H, W]"
+
+
 def split_fractions(v: Any) -> Optional[str]:
     ok = (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) and x >= 0 for x in v)
           and sum(v) > 0)
@@ -168,6 +173,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "DATA_ROOT": Param(STR, path=True),
         "TEST_SPLIT": Param(STR, choices=("test", "")),
         "VOLUME_SHAPE": Param(LIST, check=lambda v: None if not v else shape3(v)),
+        "IMAGE_SIZE": Param(LIST, check=lambda v: None if not v else shape2(v)),
         "RUN_DIR": Param(STR, path=True),
         "CACHE_DIR": Param(STR, path=True),
         "DEVICE": Param(STR, check=device),
@@ -303,6 +309,6 @@ def train_config(params: Mapping[str, Any]):
 
     skip = {"RUN_DIR", "FIGURES_DIR"}
     kwargs = {name.lower(): value for name, value in params.items() if name not in skip}
-    for key in ("data_root", "cache_dir", "volume_shape"):
+    for key in ("data_root", "cache_dir", "volume_shape", "image_size"):
         kwargs[key] = kwargs[key] or None
     return TrainConfig(**kwargs)
