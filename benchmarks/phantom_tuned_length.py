@@ -8,9 +8,13 @@ study's own train and validation scans, and compares each seed's final validatio
 does this: the longer runs get the trials' manifest view, without the test rows (``tune/manifest_no_test_*.csv``).
 One run at a time, with the study's thread count. Writes ``benchmarks/results/phantom_tuned_length.json``.
 
+``--image-size 48 48`` trains the longer runs on smaller slices (the encoder's input and the volume's H, W; the
+study's slice count): a cheaper task, for choosing a design whose plateau fits the study's time.
+
     python benchmarks/phantom_tuned_length.py --sweep-dir runs/phantom_tuned [--backbone phantom_vit]
                                               [--seeds 0 1] [--epochs 10] [--arms lora molre_shared]
-                                              [--work /tmp/phantom_tuned_length] [--out FILE.json]
+                                              [--image-size 48 48] [--work /tmp/phantom_tuned_length]
+                                              [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -71,8 +75,15 @@ def final_val_auc(run_dir: Path) -> tuple[float, list[dict]]:
     return value, curve
 
 
-def train_longer(run: dict, study_cfg: dict, manifest: Path, work: Path, epochs: int) -> dict:
-    run_dir = work / f"{run['run']}_e{epochs}"
+def train_longer(run: dict, study_cfg: dict, manifest: Path, work: Path, epochs: int,
+                 image_size: list[int] | None = None) -> dict:
+    run_dir = work / (f"{run['run']}_e{epochs}" + (f"_px{image_size[0]}x{image_size[1]}" if image_size else ""))
+    size = []
+    if image_size:
+        depth = (study_cfg.get("volume_shape") or [None])[0]
+        if depth is None:
+            fail(f"{run['run_dir'] / 'config.json'}: no volume_shape; --image-size needs the study's slice count")
+        size = ["--volume-shape", str(depth), *map(str, image_size), "--image-size", *map(str, image_size)]
     cost_file = run_dir / "length_cost.json"
     if not (run_dir / "metrics.json").is_file():
         study_manifest = Path(study_cfg["manifest"])
@@ -80,7 +91,7 @@ def train_longer(run: dict, study_cfg: dict, manifest: Path, work: Path, epochs:
         data_root = run["run_dir"].parent / "data" if not study_manifest.is_file() else study_manifest.parent
         cmd = MOLRE + ["train", "--run-dir", str(run_dir), "--config", str(run["run_dir"] / "config.json"),
                        "--manifest", str(manifest), "--data-root", str(data_root), "--test-split", "",
-                       "--epochs", str(epochs),
+                       "--epochs", str(epochs), *size,
                        "--eval-bootstrap", "0", "--no-tensorboard"]
         if (run_dir / "config.json").is_file():
             cmd.append("--resume")
@@ -102,6 +113,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="the longer training length")
     parser.add_argument("--work", type=Path, default=Path("/tmp/phantom_tuned_length"))
     parser.add_argument("--arms", nargs="+", default=list(ARM_KEYS), choices=list(ARM_KEYS))
+    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="train the longer runs on H x W slices (encoder input and volume; default: the study's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     wanted = {ARM_KEYS[a] for a in args.arms}
@@ -115,7 +128,7 @@ def main() -> None:
         if cfg["test_split"] == "":
             fail(f"{run['run_dir']}: not a final run (it predicted no test split)")
         study_auc, study_curve = final_val_auc(run["run_dir"])
-        longer = train_longer(run, cfg, manifest, args.work, args.epochs)
+        longer = train_longer(run, cfg, manifest, args.work, args.epochs, args.image_size)
         arm = arms.setdefault(name, {"lr": cfg["lr"], "lora_alpha": cfg["lora_alpha"], "study_epochs": cfg["epochs"],
                                      "seeds": []})
         arm["seeds"].append({"seed": run["seed"], "study_val_auc": round(study_auc, 4),
@@ -143,6 +156,7 @@ def main() -> None:
                               "n_seeds": len(pairs)}
     results = {"sweep_dir": str(args.sweep_dir), "backbone": args.backbone, "seeds": args.seeds,
                "study_epochs": sorted({a["study_epochs"] for a in arms.values()}), "longer_epochs": args.epochs,
+               "longer_image_size": args.image_size or (cfg["volume_shape"] or [None, None, None])[1:],
                "split": "val (the trials' manifest view, no test rows)", "arms": arms, "gap_to_lora": gaps}
     for name, arm in arms.items():
         print(f"{name:20s} mean Δ val AUC {arm['mean_delta']:+.4f} (min {arm['min_delta']:+.4f}, "

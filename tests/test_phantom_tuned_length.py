@@ -69,6 +69,13 @@ def test_longer_runs_read_no_test_scans_and_are_compared_seed_by_seed(tmp_path):
     assert {k for k in study if study[k] != longer[k]} <= {"epochs", "test_split", "manifest", "data_root", "eval_bootstrap",
                                                            "tensorboard"}
     assert not (tmp_path / "work" / "phantom_vit_molre_shared1_seed0_e2" / "predictions_test.parquet").exists()
+    # on smaller slices: the study's slice count, the encoder and the volume at H x W, in their own folder
+    proc = _run("--sweep-dir", str(sweep), "--seeds", "0", "--epochs", "2", "--arms", "lora", "--image-size", "16", "16",
+                "--work", str(tmp_path / "work"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["longer_image_size"] == [16, 16]
+    small = json.loads((tmp_path / "work" / "phantom_vit_lora_shared0_seed0_e2_px16x16" / "config.json").read_text())
+    assert small["train"]["image_size"] == [16, 16] and small["train"]["volume_shape"] == [4, 16, 16]
 
 
 def test_without_a_finished_sweep_it_says_what_is_missing(tmp_path):
