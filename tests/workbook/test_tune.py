@@ -236,29 +236,35 @@ def test_grid_sampler_covers_each_point_once_when_the_study_is_reopened_per_tria
     assert sorted(seen) == [(0.002, 0.5), (0.002, 2.0), (0.006, 0.5), (0.006, 2.0)]
 
 
-def test_a_grid_extended_on_rerun_runs_only_its_new_points(tmp_path):
-    """The phantom study's grid stopped at its best corner; adding a learning rate (and n_trials 4 -> 6) must run
-    the two new points only. Optuna's GridSampler matched old trials by the whole search space, so an extended
-    grid counted none of them and repeated points already run."""
+def _walk_grid(tmp_path, stages, sampler):
+    """Trials of one LoRA arm over a grid of LR x alpha/r whose LR choices and n_trials change per stage, the
+    study reopened for every trial as each sweep process does: the (LR, alpha/r) each trial asked for, and the
+    class of the sampler each one was drawn with."""
     from molre_lib.workbook.tune import arms, suggested_parameters
     from molre_lib.workbook.tune_trials import open_study
 
-    def cfg(lrs, n_trials):
-        return SweepConfig.from_dict({"name": "g", "runs_dir": str(tmp_path), "grid": {"ADAPTER": ["lora"]},
-                                      "tune": {"n_trials": n_trials, "sampler": "grid", "space": {
-                                          "LR": {"choices": lrs}, "LORA_ALPHA_PER_RANK": {"choices": [0.5, 2.0]}}}})
-
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    seen = []
-    for lrs, n_trials in (([0.001, 0.003], 4), ([0.001, 0.003, 0.009], 6)):
-        c = cfg(lrs, n_trials)
-        arm = arms(c)[0]
+    seen, samplers = [], set()
+    for lrs, n_trials in stages:
+        cfg = SweepConfig.from_dict({"name": "g", "runs_dir": str(tmp_path), "grid": {"ADAPTER": ["lora"]},
+                                     "tune": {"n_trials": n_trials, "sampler": sampler, "space": {
+                                         "LR": {"choices": lrs}, "LORA_ALPHA_PER_RANK": {"choices": [0.5, 2.0]}}}})
+        arm = arms(cfg)[0]
         while len(seen) < n_trials:
-            study = open_study(c, arm, storage)  # reopened per trial, as every sweep process does
+            study = open_study(cfg, arm, storage)
+            samplers.add(type(study.sampler).__name__)
             trial = study.ask()
             values = suggested_parameters(arm, trial)  # what a sweep's trial asks for
             seen.append((values["LR"], values["LORA_ALPHA_PER_RANK"]))
             study.tell(trial, 0.5)
+    return seen, samplers
+
+
+def test_a_grid_extended_on_rerun_runs_only_its_new_points(tmp_path):
+    """The phantom study's grid stopped at its best corner; adding a learning rate (and n_trials 4 -> 6) must run
+    the two new points only. Optuna's GridSampler matched old trials by the whole search space, so an extended
+    grid counted none of them and repeated points already run."""
+    seen, _ = _walk_grid(tmp_path, [([0.001, 0.003], 4), ([0.001, 0.003, 0.009], 6)], "grid")
     assert sorted(seen[:4]) == [(0.001, 0.5), (0.001, 2.0), (0.003, 0.5), (0.003, 2.0)]
     assert sorted(seen[4:]) == [(0.009, 0.5), (0.009, 2.0)]
 
@@ -267,26 +273,8 @@ def test_an_auto_sampled_grid_stays_a_grid_when_choices_outgrow_n_trials(tmp_pat
     """sampler auto walked a 2 x 2 grid; a learning rate added with n_trials raised to 5 (not to the new grid's 6)
     switched the study to TPE, which met the grid's stored parameters and stopped with Optuna's error. The study
     stays a grid: the fifth trial is one of the two new points."""
-    from molre_lib.workbook.tune import arms, suggested_parameters
-    from molre_lib.workbook.tune_trials import AskTellGridSampler, open_study
-
-    def cfg(lrs, n_trials):
-        return SweepConfig.from_dict({"name": "g", "runs_dir": str(tmp_path), "grid": {"ADAPTER": ["lora"]},
-                                      "tune": {"n_trials": n_trials, "space": {
-                                          "LR": {"choices": lrs}, "LORA_ALPHA_PER_RANK": {"choices": [0.5, 2.0]}}}})
-
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    seen = []
-    for lrs, n_trials in (([0.001, 0.003], 4), ([0.001, 0.003, 0.009], 5)):
-        c = cfg(lrs, n_trials)
-        arm = arms(c)[0]
-        while len(seen) < n_trials:
-            study = open_study(c, arm, storage)
-            assert isinstance(study.sampler, AskTellGridSampler)
-            trial = study.ask()
-            values = suggested_parameters(arm, trial)
-            seen.append((values["LR"], values["LORA_ALPHA_PER_RANK"]))
-            study.tell(trial, 0.5)
+    seen, samplers = _walk_grid(tmp_path, [([0.001, 0.003], 4), ([0.001, 0.003, 0.009], 5)], "auto")
+    assert samplers == {"AskTellGridSampler"}
     assert sorted(seen[:4]) == [(0.001, 0.5), (0.001, 2.0), (0.003, 0.5), (0.003, 2.0)]
     assert seen[4] in [(0.009, 0.5), (0.009, 2.0)]
 
