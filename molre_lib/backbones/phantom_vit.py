@@ -45,17 +45,15 @@ def build_demo_vit(name: str, weights: Optional[Path], reduced: bool, overrides:
     """A demo ViT (phantom_vit's architecture) from its cache folder or file, or at random init."""
     _check_overrides(name, overrides, set())
     arch = dict(REDUCED_ARCH if reduced else PHANTOM_VIT_ARCH)
+    folder = None if weights is None else (weights if weights.is_dir() else weights.parent)
+    if folder is not None and (folder / "config.json").is_file():
+        arch = dict(PHANTOM_VIT_ARCH, **json.loads((folder / "config.json").read_text())["arch"])
     # Fine-tuning accepts other slice sizes (TrainConfig.image_size): timm resamples the position embedding to the
     # patch grid it is given, and leaves it as it is at the pretrained size. The pretraining keeps the fixed size.
+    model = build_phantom_vit(dict(arch, dynamic_img_size=True))
     if weights is not None:
         spec = get_spec(name)
-        folder = weights if weights.is_dir() else weights.parent
-        if (folder / "config.json").is_file():
-            arch = dict(PHANTOM_VIT_ARCH, **json.loads((folder / "config.json").read_text())["arch"])
-        model = build_phantom_vit(dict(arch, dynamic_img_size=True))
         file = weight_file(weights, spec, item=1) if weights.is_dir() else weights
         load_strict(model, load_state_dict_file(file), spec, file)
-    else:
-        model = build_phantom_vit(dict(arch, dynamic_img_size=True))
     size = (arch["img_size"], arch["img_size"])
     return BuiltEncoder(model, arch["embed_dim"], f"blocks.{arch['depth'] - 1}", size)

@@ -93,14 +93,17 @@ def non_negative(v: Any) -> Optional[str]:
     return None if v >= 0 else "must be >= 0"
 
 
+def _shape(v: Any, axes: str) -> Optional[str]:
+    ok = isinstance(v, (list, tuple)) and len(v) == len(axes) and all(isinstance(x, int) and x > 0 for x in v)
+    return None if ok else f"must be a list of {len(axes)} positive integers [{', '.join(axes)}]"
+
+
 def shape3(v: Any) -> Optional[str]:
-    ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, int) and x > 0 for x in v)
-    return None if ok else "must be a list of 3 positive integers [D, H, W]"
+    return _shape(v, "DHW")
 
 
 def shape2(v: Any) -> Optional[str]:
-    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)
-    return None if ok else "must be a list of 2 positive integers [H, W]"
+    return _shape(v, "HW")
 
 
 def split_fractions(v: Any) -> Optional[str]:
