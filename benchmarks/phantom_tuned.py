@@ -11,19 +11,22 @@ runs' ``config.json`` / ``metrics.json`` / test predictions) and writes
   confirms) beside the final seeds' (final_val_mean / _min), the lowest and highest validation AUC of the arm's
   trials (trial_val_min / _max: what the choice was worth), and each arm's mean test AUC in an earlier design of
   the study with the change (before_mean_auc / before_change; ``phantom_tuned_1epoch.csv``: one epoch of 8 slices
-  on 2,300 scans, so other data and test scans: unpaired). ``--untuned`` (an untuned study on the same data) and
+  on 2,300 scans, so other data and test scans: unpaired). ``--before-sweep`` (the earlier design's sweep folder,
+  when it ran on the same data and test scans) pairs that change by seed and scan: before_change is then the mean
+  of the per-seed changes, with its hierarchical bootstrap CI (before_ci_low / _high) and sign-flip p
+  (before_sign_flip_p). ``--untuned`` (an untuned study on the same data) and
   ``--one-seed`` (the same study choosing by one trial) add untuned_mean_auc / tuning_change and one_seed_* /
   confirmation_change;
 - ``benchmarks/results/phantom_tuned.json``: the same plus the answers (does a tuned MoLRE beat a tuned LoRA per
   backbone; does the best adapter beat the tuned linear probe; is the gain larger on the general-domain backbone,
   with a CI for the difference; how much tuning changed each arm; the validation AUC of the one trial that chose
   each configuration beside that of its final seeds; each arm's trial spread; the change from the earlier
-  design), every chosen configuration at the edge of its grid, every arm's validation AUC after each epoch of its
+  design, with its CI when paired), every chosen configuration at the edge of its grid, every arm's validation AUC after each epoch of its
   final runs (mean / min / max over seeds, and what the last epochs added: has it levelled off?), and the sweep's
   notebook seconds.
 
     python benchmarks/phantom_tuned.py [--sweep-dir runs/phantom_tuned] [--before benchmarks/results/phantom_tuned_1epoch.csv]
-        [--untuned TABLE] [--one-seed TABLE]
+        [--before-sweep DIR] [--untuned TABLE] [--one-seed TABLE]
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ CSV_COLUMNS = ["backbone", "family", "arm", "n_trials", "best_lr", "best_alpha",
                "mean_auc", "min_auc", "max_auc", "delta_vs_lora", "delta_ci_low", "delta_ci_high", "sign_flip_p",
                "p_better", "best_val_auc", "selection_val_mean", "selection_val_min", "final_val_mean", "final_val_min",
                "untuned_mean_auc", "tuning_change", "one_seed_lr", "one_seed_alpha", "one_seed_mean_auc",
-               "confirmation_change", "trial_val_min", "trial_val_max", "before_mean_auc", "before_change"]
+               "confirmation_change", "trial_val_min", "trial_val_max", "before_mean_auc", "before_change",
+               "before_ci_low", "before_ci_high", "before_sign_flip_p"]
 
 
 def _match(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
@@ -65,7 +69,7 @@ def _same_arm(table: pd.DataFrame | None, row: dict) -> pd.Series | None:
 def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
               untuned: pd.DataFrame | None, runs_val: pd.DataFrame | None = None,
               one_seed: pd.DataFrame | None = None, trials: pd.DataFrame | None = None,
-              before: pd.DataFrame | None = None) -> pd.DataFrame:
+              before: pd.DataFrame | None = None, before_paired: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per tuned arm: its tuning (trials, chosen LR and alpha, effective step from the final runs'
     config.json) and its final seeds' test AUCs, with the comparison against the same backbone's tuned LoRA;
     with ``runs_val`` (``collect_runs(sweep, "val")``) also the final seeds' validation AUCs, to set beside the
@@ -73,7 +77,9 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
     trial and confirmation seeds, when the sweep confirms); with ``one_seed`` (this study's table when each arm
     took its best single trial) that choice and its test AUC; with ``trials`` (``trials.csv``) the lowest and highest
     validation AUC of the arm's completed trials (how much the choice mattered); with ``before`` (an earlier design
-    of the study, on other data and test scans) that design's mean test AUC for the arm, unpaired."""
+    of the study, on other data and test scans) that design's mean test AUC for the arm, unpaired; with
+    ``before_paired`` (``design_comparisons`` of this sweep and the earlier design's, on the same test scans) the
+    change paired by seed and scan, with its CI and sign-flip p."""
     rows = []
     for _, sel in selected.iterrows():
         mine = _match(runs, sel)
@@ -111,6 +117,12 @@ def arm_table(selected: pd.DataFrame, runs: pd.DataFrame, vs_lora: pd.DataFrame,
         old = _same_arm(before, row)
         if old is not None:
             row.update(before_mean_auc=float(old["mean_auc"]), before_change=row["mean_auc"] - float(old["mean_auc"]))
+        if before_paired is not None:
+            hit = before_paired[(before_paired["backbone"] == row["backbone"]) & (before_paired["arm_a"] == row["arm"])]
+            if len(hit) and not pd.isna(hit.iloc[0]["mean_delta"]):
+                h = hit.iloc[0]
+                row.update(before_change=h["mean_delta"], before_ci_low=h["delta_ci_low"],
+                           before_ci_high=h["delta_ci_high"], before_sign_flip_p=h["sign_flip_p"])
         old = _same_arm(one_seed, row)
         if old is not None:
             row.update(one_seed_lr=old["best_lr"], one_seed_alpha=old["best_alpha"],
@@ -159,6 +171,12 @@ def answers(arms: pd.DataFrame, vs_lora: pd.DataFrame, vs_probe: pd.DataFrame, r
             for _, a in group.iterrows() if not pd.isna(a["trial_val_max"])}
         out["design_change"][backbone] = {a["arm"]: round(a["before_change"], 4)
                                           for _, a in group.iterrows() if not pd.isna(a["before_change"])}
+        paired = {a["arm"]: {"change": round(a["before_change"], 4),
+                             "ci": [round(a["before_ci_low"], 4), round(a["before_ci_high"], 4)],
+                             "sign_flip_p": round(a["before_sign_flip_p"], 4)}
+                  for _, a in group.iterrows() if not pd.isna(a["before_ci_low"])}
+        if paired:  # the earlier design scored the same test scans: the change with its uncertainty
+            out.setdefault("design_change_paired", {})[backbone] = paired
         out["confirmation_change"][backbone] = {
             a["arm"]: {"one_seed_choice": _values(a["one_seed_lr"], a["one_seed_alpha"]),
                        "choice": _values(a["best_lr"], a["best_alpha"]),
@@ -196,7 +214,7 @@ def edges(trials: pd.DataFrame, selected: pd.DataFrame) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from molre_lib.analysis.seeds import seed_comparisons, validation_curves
+    from molre_lib.analysis.seeds import design_comparisons, seed_comparisons, validation_curves
     from molre_lib.analysis.summary import collect_runs
     from molre_lib.plots.style import paper_style, save_figure
     from molre_lib.plots.tuning import plot_validation_curves
@@ -212,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", default=str(RESULTS / "phantom_tuned_1epoch.csv"),
                     help="an earlier design of this study (other data and test scans, so unpaired): each arm's mean "
                          "test AUC there and the change; '' to skip")
+    ap.add_argument("--before-sweep", default="",
+                    help="the earlier design's sweep folder, run on the same data and test scans: the change of "
+                         "each arm paired by seed and scan, with its CI (a missing folder: a note, unpaired)")
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--figures-dir", default="figures/phantom_tuned",
                     help="where val_curves.{png,pdf,svg} goes (every arm's validation AUC per epoch)")
@@ -229,7 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     vs_probe, _ = seed_comparisons(runs, "test", args.n_boot, 0, baseline=PROBE)
     one_seed = pd.read_csv(args.one_seed) if args.one_seed and Path(args.one_seed).is_file() else None
     before = pd.read_csv(args.before) if args.before and Path(args.before).is_file() else None
-    arms = arm_table(selected, runs, vs_lora, untuned, collect_runs(sweep, "val"), one_seed, trials, before)
+    before_paired = None
+    if args.before_sweep and not Path(args.before_sweep).is_dir():
+        print(f"note: no earlier design's sweep folder {args.before_sweep}: the change of design is unpaired",
+              file=sys.stderr)
+    elif args.before_sweep:
+        try:
+            before_paired, _ = design_comparisons(runs, collect_runs(Path(args.before_sweep)), "test", args.n_boot, 0)
+        except ValueError as err:  # other data or test scans: the means can still be set side by side
+            print(f"note: {args.before_sweep} cannot be paired with {sweep} ({err}): the change of design is unpaired",
+                  file=sys.stderr)
+    arms = arm_table(selected, runs, vs_lora, untuned, collect_runs(sweep, "val"), one_seed, trials, before,
+                     before_paired)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arms.to_csv(out / "phantom_tuned.csv", index=False, float_format="%.6g")

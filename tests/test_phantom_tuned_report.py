@@ -28,13 +28,17 @@ def _module():
     return mod
 
 
-def _sweep(tmp_path: Path, n_seeds: int = 3, n_scans: int = 120):
+def _sweep(tmp_path: Path, n_seeds: int = 3, n_scans: int = 120, scale: float = 1.0):
+    """A tuned sweep's tables and run files; ``scale`` multiplies every arm's signal (an earlier, weaker design of
+    the study on the same scans)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     labels = (rng.random((n_scans, len(KEYS))) < 0.4).astype(float)
     mask = np.ones_like(labels)
     rows, selected, trials = [], [], []
     for backbone, (family, signal) in BACKBONES.items():
         for adapter, gap in signal.items():
+            gap *= scale
             arm_name = f"BACKBONE={backbone} ADAPTER={adapter}"
             for seed in range(n_seeds):
                 run_dir = tmp_path / f"{backbone}_{adapter}_seed{seed}"
@@ -110,6 +114,29 @@ def test_arm_table_answers_and_grid_edges(tmp_path):
 
     notes = mod.edges(trials, selected)  # LoRA chose 0.01, the highest LR tried; the others an inner value
     assert notes == [f"BACKBONE={b} ADAPTER=lora: LR = 0.01 is the highest value tried" for b in BACKBONES]
+
+
+def test_a_design_change_on_the_same_test_scans_is_paired(tmp_path):
+    """An earlier design of the study on the same data (here: every arm's signal halved): each arm's change is the
+    mean of its per-seed changes, with a CI and sign-flip p, in the table and the answers."""
+    from molre_lib.analysis.seeds import design_comparisons
+
+    mod = _module()
+    runs, selected, trials = _sweep(tmp_path / "now")
+    before_runs, _, _ = _sweep(tmp_path / "before", scale=0.5)
+    vs_lora, _ = seed_comparisons(runs, n_boot=200, baseline="lora")
+    vs_probe, _ = seed_comparisons(runs, n_boot=200, baseline="linear_probe")
+    paired, _ = design_comparisons(runs, before_runs, n_boot=200)
+    before = pd.DataFrame([{"backbone": "natural_vit", "arm": "molre", "mean_auc": 0.7}])
+    arms = mod.arm_table(selected, runs, vs_lora, None, None, None, trials, before, paired).set_index(["backbone", "arm"])
+    molre = arms.loc[("natural_vit", "molre")]
+    hit = paired[(paired["backbone"] == "natural_vit") & (paired["arm_a"] == "molre")].iloc[0]
+    assert molre["before_change"] == pytest.approx(hit["mean_delta"]) and molre["before_change"] > 0  # twice the signal
+    assert molre["before_ci_low"] > 0 and molre["before_sign_flip_p"] == pytest.approx(0.25)  # 3 seeds, all better
+    assert molre["before_mean_auc"] == 0.7                                  # the earlier table's mean, beside it
+    out = mod.answers(arms.reset_index(), vs_lora, vs_probe, runs, n_boot=200)
+    assert out["design_change_paired"]["natural_vit"]["molre"]["ci"][0] > 0
+    assert set(out["design_change_paired"]) == set(BACKBONES)
 
 
 def test_validation_curves_of_the_final_runs(tmp_path):

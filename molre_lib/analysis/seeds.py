@@ -3,7 +3,8 @@
 
 Within each backbone, every pair of arms (or every arm against ``baseline``) is compared on the seeds both
 finished: per-seed Δ of test macro AUC, the exact paired sign-flip p, P(A > B) across seeds and the
-hierarchical bootstrap CI (seeds, then the same test scans for both arms).
+hierarchical bootstrap CI (seeds, then the same test scans for both arms). The same statistics compare each arm
+with itself in an earlier design of the study on the same scans (:func:`design_comparisons`).
 """
 from __future__ import annotations
 
@@ -60,20 +61,46 @@ def seed_comparisons(runs: pd.DataFrame, split: str = "test", n_boot: int = 2000
         arms = list(dict.fromkeys(group["arm"]))
         pairs = [(a, baseline) for a in arms if a != baseline] if baseline in arms else list(itertools.combinations(arms, 2))
         for a, b in pairs:
-            ra = group[group["arm"] == a].set_index("seed")["run_dir"]
-            rb = group[group["arm"] == b].set_index("seed")["run_dir"]
-            seeds = sorted(set(ra.index) & set(rb.index))
-            base = {"backbone": backbone, "arm_a": a, "arm_b": b, "n_seeds": len(seeds)}
-            if len(seeds) < 2:
-                rows.append({**base, "note": f"{len(seeds)} paired seed(s): no seed-level statistics"})
-                continue
-            labels, mask, probs = _aligned([ra[s] for s in seeds] + [rb[s] for s in seeds], split)
-            res = compare_seeds(labels, probs[:len(seeds)], probs[len(seeds):], mask, n_boot=n_boot, seed=seed)
-            rows.append({**base, **res.row(), "n_scans": len(labels), "note": ""})
-            per_seed += [{"backbone": backbone, "arm_a": a, "arm_b": b, "seed": s, "auc_a": x, "auc_b": y, "delta": x - y}
-                         for s, x, y in zip(seeds, res.auc_a, res.auc_b)]
+            _compare(backbone, a, b, group[group["arm"] == a], group[group["arm"] == b], split, n_boot, seed,
+                     rows, per_seed)
     return (pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS),
             pd.DataFrame(per_seed, columns=["backbone", "arm_a", "arm_b", "seed", "auc_a", "auc_b", "delta"]))
+
+
+def design_comparisons(runs: pd.DataFrame, before: pd.DataFrame, split: str = "test", n_boot: int = 2000,
+                       seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every arm of a sweep against the same arm of an earlier design of it (``collect_runs`` of both sweep
+    folders), paired by seed and by scan: what the change of design (longer training, say) did to each arm, with
+    the same statistics as :func:`seed_comparisons` (Δ = this design - the earlier one; ``arm_a`` = ``arm_b``).
+
+    The two designs must have scored the same ``split`` scans with the same labels (the same data, a changed
+    training); a ValueError says which runs differ otherwise. An arm missing from the earlier design is left out.
+    """
+    now, old = (r[r["status"] == "finished"] for r in (runs, before))
+    rows, per_seed = [], []
+    for (backbone, arm), group in now.groupby(["backbone", "arm"], sort=False):
+        earlier = old[(old["backbone"] == backbone) & (old["arm"] == arm)]
+        if len(earlier):
+            _compare(backbone, arm, arm, group, earlier, split, n_boot, seed, rows, per_seed)
+    return (pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS),
+            pd.DataFrame(per_seed, columns=["backbone", "arm_a", "arm_b", "seed", "auc_a", "auc_b", "delta"]))
+
+
+def _compare(backbone: str, a: str, b: str, runs_a: pd.DataFrame, runs_b: pd.DataFrame, split: str, n_boot: int,
+             seed: int, rows: list, per_seed: list) -> None:
+    """Append the comparison of arm A's runs with arm B's on the seeds both finished (a summary row, and a row per
+    seed) to ``rows`` and ``per_seed``."""
+    ra, rb = runs_a.set_index("seed")["run_dir"], runs_b.set_index("seed")["run_dir"]
+    seeds = sorted(set(ra.index) & set(rb.index))
+    base = {"backbone": backbone, "arm_a": a, "arm_b": b, "n_seeds": len(seeds)}
+    if len(seeds) < 2:
+        rows.append({**base, "note": f"{len(seeds)} paired seed(s): no seed-level statistics"})
+        return
+    labels, mask, probs = _aligned([ra[s] for s in seeds] + [rb[s] for s in seeds], split)
+    res = compare_seeds(labels, probs[:len(seeds)], probs[len(seeds):], mask, n_boot=n_boot, seed=seed)
+    rows.append({**base, **res.row(), "n_scans": len(labels), "note": ""})
+    per_seed += [{"backbone": backbone, "arm_a": a, "arm_b": b, "seed": s, "auc_a": x, "auc_b": y, "delta": x - y}
+                 for s, x, y in zip(seeds, res.auc_a, res.auc_b)]
 
 
 def arm_summary(selected: pd.DataFrame, runs: pd.DataFrame, split: str = "test") -> pd.DataFrame:

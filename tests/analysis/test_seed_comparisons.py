@@ -6,20 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from molre_lib.analysis.seeds import arm_summary, delta_replicates, seed_comparisons
+from molre_lib.analysis.seeds import arm_summary, delta_replicates, design_comparisons, seed_comparisons
 from molre_lib.engine.run_files import write_predictions
 from molre_lib.stats.seeds import compare_seeds, hierarchical_delta
 
 KEYS = ["ich", "sah", "fracture"]
 
 
-def _runs(tmp_path, n_seeds=3, n_scans=80):
+def _runs(tmp_path, n_seeds=3, n_scans=80, gaps=(("lora", 0.2), ("molre", 0.4))):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     labels = (rng.random((n_scans, len(KEYS))) < 0.4).astype(float)
     mask = np.ones_like(labels)
     scan_ids = [f"s{i:03d}" for i in range(n_scans)]
     rows, probs = [], {}
-    for arm, gap in (("lora", 0.2), ("molre", 0.4)):
+    for arm, gap in gaps:
         for seed in range(n_seeds):
             p = labels * gap + rng.random(labels.shape)
             order = rng.permutation(n_scans) if arm == "molre" else np.arange(n_scans)  # files in any scan order
@@ -57,6 +58,29 @@ def test_delta_replicates_are_the_draws_behind_the_ci(tmp_path):
     assert np.quantile(reps, 0.025) == pytest.approx(summary.loc[0, "delta_ci_low"])
     with pytest.raises(ValueError, match="b: molre and probe share 0 finished seed"):
         delta_replicates(runs, "b", "molre", "probe")
+
+
+def test_design_comparisons_pair_each_arm_with_itself_in_an_earlier_design(tmp_path):
+    """A changed design (say, longer training) on the same data: each arm against its earlier self, paired by seed
+    and scan, with the statistics of the arm-vs-arm comparison."""
+    now, labels, mask, probs = _runs(tmp_path / "now")
+    before, _, _, probs_before = _runs(tmp_path / "before", gaps=(("molre", 0.1), ("lora", 0.3)))
+    summary, per_seed = design_comparisons(now, before, n_boot=200)
+    assert list(zip(summary["arm_a"], summary["arm_b"])) == [("lora", "lora"), ("molre", "molre")]
+    for arm in ("lora", "molre"):
+        direct = compare_seeds(labels, [probs[arm, s] for s in range(3)], [probs_before[arm, s] for s in range(3)],
+                               mask, n_boot=200)
+        row = summary[summary["arm_a"] == arm].iloc[0]
+        assert row["mean_delta"] == pytest.approx(direct.mean_delta) and row["n_seeds"] == 3
+        assert row["delta_ci_low"] == pytest.approx(direct.ci_low) and row["sign_flip_p"] == pytest.approx(direct.sign_flip_p)
+    assert summary.set_index("arm_a").loc["molre", "mean_delta"] > 0 > summary.set_index("arm_a").loc["lora", "mean_delta"]
+    assert len(per_seed) == 6
+    # an arm the earlier design did not run is left out; a design on other scans cannot be paired
+    summary, _ = design_comparisons(now, before[before["arm"] == "lora"], n_boot=20)
+    assert list(summary["arm_a"]) == ["lora"]
+    other, *_ = _runs(tmp_path / "other", n_scans=60)
+    with pytest.raises(ValueError, match="not scored on the same test scans"):
+        design_comparisons(now, other, n_boot=20)
 
 
 def test_arm_summary_joins_the_selection_to_its_final_runs(tmp_path):
