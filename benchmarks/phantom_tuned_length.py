@@ -1,10 +1,11 @@
 """Is the tuned phantom study at its plateau? Retrain its final runs for longer and compare, seed by seed.
 
-The tuned study (``notebooks/sweeps/phantom_tuned.yaml``) trains every run for 6 epochs. This script takes the
-final runs of ``--backbone`` at ``--seeds`` (their ``config.json``: the arm's chosen learning rate and alpha, the
-seed, the data), trains each again for ``--epochs`` epochs (its own cosine schedule over the longer run) on the
-study's own train and validation scans, and compares each seed's final validation macro AUC with the same seed's
-6-epoch run: Δ per seed and arm, and the change of each arm's gap to LoRA. Tuning reads only validation, and so
+The tuned study (``notebooks/sweeps/phantom_tuned.yaml``) trains every run for the ``EPOCHS`` its sweep file sets
+(16; its six-epoch design: 6). This script takes the final runs of ``--backbone`` at ``--seeds`` (their
+``config.json``: the arm's chosen learning rate and alpha, the seed, the data, the study's length), trains each
+again for ``--epochs`` epochs (its own cosine schedule over the longer run) on the study's own train and validation
+scans, and compares each seed's final validation macro AUC with the same seed's run in the study: Δ per seed and
+arm, and the change of each arm's gap to LoRA. Tuning reads only validation, and so
 does this: the longer runs get the trials' manifest view, without the test rows (``tune/manifest_no_test_*.csv``).
 One run at a time, with the study's thread count. Writes ``benchmarks/results/phantom_tuned_length.json``.
 
