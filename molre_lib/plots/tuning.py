@@ -1,7 +1,7 @@
 """Figures of a tuned comparison: the optimisation history of every arm, validation AUC against each tuned
-parameter (slice plots), the final seed-level comparison (points per seed, paired lines) and the final runs'
-validation curves (has training levelled off?); one panel (or row) per backbone, arms under their paper names in
-the same colours in every figure.
+parameter (slice plots), the final seed-level comparison (points per seed, paired lines), the final runs'
+validation curves (has training levelled off?) and the same runs trained for several lengths (where is the
+plateau?); one panel (or row) per backbone, arms under their paper names in the same colours in every figure.
 
 Inputs are the tables a tuned sweep writes (``molre_lib.workbook.tune.read_trials``: one row per trial with
 ``arm``, ``trial``, ``state``, ``val_auc``, ``param_<NAME>``) and the per-seed table of
@@ -75,18 +75,21 @@ def _layout(n_panels: int, panel_width: float, height: float) -> tuple[Figure, l
     return fig, list(axes.ravel())
 
 
-def _legend_below(fig: Figure, colours: dict[str, str], marker: str = "o") -> tuple[float, float, float, float]:
-    """One legend under the panels; returns tight_layout's rect, leaving the bottom inches its rows take."""
+def _legend_below(fig: Figure, colours: dict[str, str], marker: str = "o",
+                  extra: Sequence = ()) -> tuple[float, float, float, float]:
+    """One legend under the panels (the arms' colours, then any ``extra`` handles); returns tight_layout's rect,
+    leaving the bottom inches its rows take."""
     handles = [plt.Line2D([], [], color=c, marker=marker, lw=1.2, ms=4, label=a) for a, c in colours.items()]
-    ncol = min(4 if fig.get_figwidth() >= NARROW_IN else 2, len(handles))
+    handles += list(extra)
+    ncol = min(5 if fig.get_figwidth() >= NARROW_IN else 2, len(handles))
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize="small", frameon=False)
     rows = -(-len(handles) // ncol)
     return (0, min(0.4, (0.12 + 0.2 * rows) / fig.get_figheight()), 1, 1)
 
 
-def _finish(fig: Figure, colours: dict[str, str], title: str | None) -> Figure:
+def _finish(fig: Figure, colours: dict[str, str], title: str | None, extra: Sequence = ()) -> Figure:
     """The legend below the panels, the title, and a layout that leaves room for both."""
-    room = _legend_below(fig, colours)
+    room = _legend_below(fig, colours, extra=extra)
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=room)
@@ -236,3 +239,38 @@ def plot_validation_curves(curves: dict, title: str | None = None) -> Figure:
         ax.set_title(f"{backbone} (mean and range over {n} seeds)", fontsize="small")
         ax.set_ylabel("val macro AUC")
     return _finish(fig, colours, title)
+
+
+LENGTH_STYLES = ("-", "--", ":", "-.")  # the longest training first
+
+
+def plot_training_lengths(curves: dict, title: str | None = None) -> Figure:
+    """Validation macro AUC after each epoch of the same runs trained for different lengths (each with its own
+    cosine schedule): has a length reached the plateau? One panel per backbone, a colour per arm (paper names),
+    a line style per length (solid: the longest), the mean over seeds as a line and their range as a band.
+    ``curves``: ``{backbone: {arm: {epochs_trained: {"epochs": [...], "mean": [...], "min": [...], "max": [...],
+    "n_seeds": n}}}}`` (``benchmarks/phantom_length_figure.py`` builds it from ``phantom_tuned_length`` files)."""
+    if not curves or not any(curves.values()):
+        raise ValueError("no training-length curve to plot")
+    colours = method_colours(arm for arms in curves.values() for arm in arms)
+    lengths = sorted({n for arms in curves.values() for by_length in arms.values() for n in by_length}, reverse=True)
+    if len(lengths) > len(LENGTH_STYLES):
+        raise ValueError(f"{len(lengths)} training lengths: at most {len(LENGTH_STYLES)} can be told apart")
+    style = dict(zip(lengths, LENGTH_STYLES))
+    fig, axes = _layout(len(curves), SINGLE_COLUMN_IN, 2.2)
+    for ax, (backbone, arms) in zip(axes, curves.items()):
+        seeds = set()
+        for arm, by_length in arms.items():
+            for n, c in by_length.items():
+                ax.fill_between(c["epochs"], c["min"], c["max"], color=colours[arm], alpha=0.08, linewidth=0)
+                ax.plot(c["epochs"], c["mean"], color=colours[arm], ls=style[n], lw=1.1)
+                ax.plot(c["epochs"][-1:], c["mean"][-1:], color=colours[arm], marker="o", ms=3)  # where it ended
+                seeds.add(c["n_seeds"])
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        n = "–".join(str(x) for x in sorted(seeds))
+        ax.set_title(f"{backbone} (mean and range over {n} seeds)", fontsize="small")
+        ax.set_ylabel("val macro AUC")
+    extra = [plt.Line2D([], [], color="0.35", ls=style[n], lw=1.1, label=f"{n} epochs") for n in lengths]
+    return _finish(fig, colours, title, extra)
+
