@@ -159,7 +159,7 @@ def test_validation_curves_of_the_final_runs(tmp_path):
 
 def test_a_moved_sweep_folder_is_read_where_it_is_now(tmp_path):
     """runs.csv keeps the absolute run folders of where the sweep ran; after moving the sweep folder the runs are
-    read from the new place, not reported missing."""
+    read from the new place, not reported missing, nor taken from a new sweep that reuses the old place."""
     from molre_lib.analysis.summary import collect_runs
 
     old = tmp_path / "scratch" / "sweep"
@@ -171,6 +171,12 @@ def test_a_moved_sweep_folder_is_read_where_it_is_now(tmp_path):
     old.rename(new)
     assert collect_runs(new)["run_dir"].tolist() == [str(new / "r_seed0")]
     assert collect_runs(new)["status"].tolist() == ["missing"]
+    # a new sweep of the same name now runs where the moved one was: the moved sweep still reads its own runs
+    (old / "r_seed0").mkdir(parents=True)
+    assert collect_runs(new)["run_dir"].tolist() == [str(new / "r_seed0")]
+    # a sweep read where it ran keeps the recorded paths
+    pd.DataFrame([{"run": "r_seed0", "run_dir": str(old / "r_seed0"), "SEED": 0}]).to_csv(old / "runs.csv", index=False)
+    assert collect_runs(old)["run_dir"].tolist() == [str(old / "r_seed0")]
 
 
 def test_without_a_tuned_sweep_it_says_what_to_run(tmp_path, capsys):

@@ -39,14 +39,20 @@ def _run_dirs(sweep_dir: Path) -> pd.DataFrame:
     if runs_csv.is_file():
         runs = pd.read_csv(runs_csv, dtype={"run": str, "run_dir": str})
         # A sweep folder that was moved or copied (cluster scratch -> laptop) keeps runs.csv's old absolute paths:
-        # a run folder missing there but present in this sweep folder under its run name is read from here.
-        here = [str(sweep_dir / run) if not Path(d).is_dir() and (sweep_dir / run).is_dir() else d
-                for run, d in zip(runs["run"], runs["run_dir"])]
-        return runs.assign(run_dir=here)
+        # a run folder present in this sweep folder under its run name is read from here, also when the old path
+        # exists (a new sweep of the same name ran where this one was: its runs are not this sweep's).
+        return runs.assign(run_dir=[_here(sweep_dir / run, d) for run, d in zip(runs["run"], runs["run_dir"])])
     dirs = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
     if not dirs:
         raise FileNotFoundError(f"{sweep_dir}: no {RUNS_FILE} and no run directory (*/config.json) below it")
     return pd.DataFrame({"run": [d.name for d in dirs], "run_dir": [str(d) for d in dirs]})
+
+
+def _here(local: Path, recorded: str) -> str:
+    """The run folder to read: the recorded path unless this sweep folder holds the run as another folder."""
+    if local.is_dir() and not (Path(recorded).is_dir() and Path(recorded).resolve() == local.resolve()):
+        return str(local)
+    return recorded
 
 
 def _failures(sweep_dir: Path) -> dict[str, str]:
