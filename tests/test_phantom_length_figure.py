@@ -2,20 +2,16 @@
 the files benchmarks/phantom_tuned_length.py writes (two written here, sharing the study's own runs)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
+
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("phantom_length_figure", ROOT / "benchmarks" / "phantom_length_figure.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("phantom_length_figure")
 
 
 def _curve(values):

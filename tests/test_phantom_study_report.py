@@ -2,20 +2,17 @@
 written by hand (05's runs and paper table, 03's comparison tables, 02's specialisation tests) with known sums."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
+
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("phantom_study_report", ROOT / "benchmarks" / "phantom_study.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("phantom_study")
 
 
 def _sweep(tmp_path: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:

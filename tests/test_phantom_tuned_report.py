@@ -3,7 +3,6 @@ on a small tuned sweep written here (prediction files, config.json, selected.csv
 known: MoLRE is better than LoRA by a wide margin on the general-domain backbone only."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import pytest
 from molre_lib.analysis.seeds import seed_comparisons
 from molre_lib.engine.run_files import write_predictions
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
+
 KEYS = ["ich", "sah", "fracture"]
 # backbone -> family, and each arm's signal strength in its predictions (higher: a better arm)
 BACKBONES = {"phantom_vit": ("demo", {"lora": 0.3, "molre": 0.3, "linear_probe": 0.1}),
@@ -22,10 +22,7 @@ BACKBONES = {"phantom_vit": ("demo", {"lora": 0.3, "molre": 0.3, "linear_probe":
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("phantom_tuned_report", ROOT / "benchmarks" / "phantom_tuned.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("phantom_tuned")
 
 
 def _sweep(tmp_path: Path, n_seeds: int = 3, n_scans: int = 120, scale: float = 1.0):
