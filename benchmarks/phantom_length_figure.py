@@ -29,9 +29,9 @@ def length_curves(results: list[dict]) -> dict:
     results, restricted per backbone and arm to the seeds every length has and to arms every length has."""
     runs: dict = {}  # backbone -> arm -> length -> seed -> curve
     for res in results:
-        study = res["study_epochs"][0] if len(res["study_epochs"]) == 1 else None
-        if study is None:
+        if len(res["study_epochs"]) != 1:
             raise ValueError(f"{res.get('sweep_dir')}: runs of several lengths {res['study_epochs']} in one study")
+        study = res["study_epochs"][0]
         for arm, a in res["arms"].items():
             by_length = runs.setdefault(res["backbone"], {}).setdefault(PAPER_NAMES.get(arm, arm), {})
             for s in a["seeds"]:
@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {f}: not a phantom_tuned_length.py result (no backbone / arms / study_epochs / "
                   f"longer_epochs)", file=sys.stderr)
             return 2
-    curves = length_curves(results)
+    try:
+        curves = length_curves(results)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not curves:
         print("error: no arm has every training length at a common seed: nothing to compare", file=sys.stderr)
         return 2

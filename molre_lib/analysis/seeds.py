@@ -61,8 +61,10 @@ def seed_comparisons(runs: pd.DataFrame, split: str = "test", n_boot: int = 2000
         arms = list(dict.fromkeys(group["arm"]))
         pairs = [(a, baseline) for a in arms if a != baseline] if baseline in arms else list(itertools.combinations(arms, 2))
         for a, b in pairs:
-            _compare(backbone, a, b, group[group["arm"] == a], group[group["arm"] == b], split, n_boot, seed,
-                     rows, per_seed)
+            row, seed_rows = _compare(backbone, a, b, group[group["arm"] == a], group[group["arm"] == b], split,
+                                      n_boot, seed)
+            rows.append(row)
+            per_seed += seed_rows
     return (pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS),
             pd.DataFrame(per_seed, columns=["backbone", "arm_a", "arm_b", "seed", "auc_a", "auc_b", "delta"]))
 
@@ -81,26 +83,26 @@ def design_comparisons(runs: pd.DataFrame, before: pd.DataFrame, split: str = "t
     for (backbone, arm), group in now.groupby(["backbone", "arm"], sort=False):
         earlier = old[(old["backbone"] == backbone) & (old["arm"] == arm)]
         if len(earlier):
-            _compare(backbone, arm, arm, group, earlier, split, n_boot, seed, rows, per_seed)
+            row, seed_rows = _compare(backbone, arm, arm, group, earlier, split, n_boot, seed)
+            rows.append(row)
+            per_seed += seed_rows
     return (pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS),
             pd.DataFrame(per_seed, columns=["backbone", "arm_a", "arm_b", "seed", "auc_a", "auc_b", "delta"]))
 
 
 def _compare(backbone: str, a: str, b: str, runs_a: pd.DataFrame, runs_b: pd.DataFrame, split: str, n_boot: int,
-             seed: int, rows: list, per_seed: list) -> None:
-    """Append the comparison of arm A's runs with arm B's on the seeds both finished (a summary row, and a row per
-    seed) to ``rows`` and ``per_seed``."""
+             seed: int) -> tuple[dict, list[dict]]:
+    """Arm A's runs against arm B's on the seeds both finished: (a summary row, a row per seed)."""
     ra, rb = runs_a.set_index("seed")["run_dir"], runs_b.set_index("seed")["run_dir"]
     seeds = sorted(set(ra.index) & set(rb.index))
     base = {"backbone": backbone, "arm_a": a, "arm_b": b, "n_seeds": len(seeds)}
     if len(seeds) < 2:
-        rows.append({**base, "note": f"{len(seeds)} paired seed(s): no seed-level statistics"})
-        return
+        return {**base, "note": f"{len(seeds)} paired seed(s): no seed-level statistics"}, []
     labels, mask, probs = _aligned([ra[s] for s in seeds] + [rb[s] for s in seeds], split)
     res = compare_seeds(labels, probs[:len(seeds)], probs[len(seeds):], mask, n_boot=n_boot, seed=seed)
-    rows.append({**base, **res.row(), "n_scans": len(labels), "note": ""})
-    per_seed += [{"backbone": backbone, "arm_a": a, "arm_b": b, "seed": s, "auc_a": x, "auc_b": y, "delta": x - y}
-                 for s, x, y in zip(seeds, res.auc_a, res.auc_b)]
+    return ({**base, **res.row(), "n_scans": len(labels), "note": ""},
+            [{"backbone": backbone, "arm_a": a, "arm_b": b, "seed": s, "auc_a": x, "auc_b": y, "delta": x - y}
+             for s, x, y in zip(seeds, res.auc_a, res.auc_b)])
 
 
 def arm_summary(selected: pd.DataFrame, runs: pd.DataFrame, split: str = "test") -> pd.DataFrame:
